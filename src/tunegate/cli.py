@@ -1,0 +1,205 @@
+"""The `tunegate` command: parse, call one function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Quiet, offline defaults before any HF import: nothing may reach a hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer
+from rich.console import Console
+
+from tunegate.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Staged, gated validation of fine-tuning experiments.",
+)
+# Piped output (CI logs, `| less`) gets room for the ladder's tables instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
+DEFAULT_PLAN = Path("tunegate.yaml")
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("bitsandbytes", "transformers", "trl", "peft", "accelerate", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(Path("."), help="Where to write tunegate.yaml and data/."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Write a commented tunegate.yaml and the example experiment (control + experiment arms)."""
+    from importlib.resources import files
+
+    from tunegate.data.example import write_example
+
+    plan_path = directory / "tunegate.yaml"
+    if plan_path.exists() and not force:
+        raise UserError("already exists (use --force to overwrite)", where=str(plan_path))
+    directory.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(files("tunegate").joinpath("resources/tunegate.yaml").read_text())
+    control, experiment = write_example(directory / "data")
+    console.print(
+        f"Wrote {plan_path}, {control}, {experiment}.\n"
+        f"Next: [bold]cd {directory} && tunegate plan && tunegate run[/]"
+    )
+
+
+@app.command()
+def plan(plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]")) -> None:
+    """Print the ladder: what each stage does, its gates and its estimated time and cost."""
+    from tunegate.data.arms import load_experiment
+    from tunegate.ladder import resolve_selection
+    from tunegate.plan import load_plan
+    from tunegate.render import plan_table
+    from tunegate.stats import min_exact_p
+
+    p = load_plan(plan_path)
+    exp = load_experiment(p)
+    warnings: dict[int, list[str]] = {}
+    for i, stage in enumerate(p.stages):
+        if stage.kind != "train" or stage.evaluation.mode != "full":
+            continue
+        n = len(resolve_selection(p, exp, stage).test)
+        if stage.gates.max_p_value is not None and min_exact_p(n) >= stage.gates.max_p_value:
+            warnings.setdefault(i, []).append(
+                f"p < {stage.gates.max_p_value:g} is unreachable with {n} test items "
+                f"(smallest exact paired p: {min_exact_p(n):.3g})"
+            )
+    console.print(plan_table(p, warnings))
+
+
+@app.command()
+def run(
+    plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]"),
+    stage: int | None = typer.Option(None, "--stage", help="Run only stage N."),
+    start: int | None = typer.Option(None, "--from", help="Run from stage N (re-running it)."),
+    until: int | None = typer.Option(None, "--until", help="Stop after stage N."),
+    force_stage: list[int] = typer.Option(
+        [],
+        "--force-stage",
+        help="Run stage N although the one before did not "
+        "pass (recorded in state, report and tracking).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the verdict table."),
+) -> None:
+    """Climb the ladder: resume at the first stage not passed; stop at the first that fails."""
+    from tunegate.data.arms import load_experiment
+    from tunegate.ladder import Ladder, RunOptions
+    from tunegate.plan import load_plan
+    from tunegate.render import final_answer, verdict_table
+
+    p = load_plan(plan_path)
+    exp = load_experiment(p)
+    _quiet_libraries()
+    ladder = Ladder(p, exp, Console(quiet=quiet, width=console.width))
+    records = ladder.climb(
+        RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
+    )
+    state = ladder.run.load_state()
+    console.print()
+    console.print(verdict_table(p, state))
+    console.print(f"[bold]{final_answer(p, state)}[/]   run directory: {ladder.run.root}")
+    if records and records[-1].verdict != "PASS":
+        raise typer.Exit(1)
+    end = until if until is not None else (stage if stage is not None else len(p.stages) - 1)
+    if records and records[-1].index < end:
+        raise typer.Exit(1)  # blocked before the requested end
+
+
+@app.command()
+def status(
+    run_dir: Path | None = typer.Argument(
+        None, help="A run directory (default: the plan's, from ./tunegate.yaml)."
+    ),
+    plan_path: Path = typer.Option(DEFAULT_PLAN, "--plan"),
+) -> None:
+    """Show each stage's verdict and evidence for a run."""
+    from tunegate.plan import Plan, load_plan
+    from tunegate.render import final_answer, verdict_table
+    from tunegate.rundir import RunDir
+
+    if run_dir is None:
+        p = load_plan(plan_path)
+        from tunegate.ladder import run_dir_for
+
+        rd = run_dir_for(p)
+    else:
+        rd = RunDir(run_dir)
+        if not (run_dir / "plan.json").is_file():
+            raise UserError("not a tunegate run directory (no plan.json)", where=str(run_dir))
+        import json
+
+        p = Plan.model_validate(json.loads((run_dir / "plan.json").read_text()))
+    if not rd.exists():
+        raise UserError("no run yet (state.json missing): `tunegate run` first", where=str(rd.root))
+    state = rd.load_state()
+    console.print(verdict_table(p, state))
+    console.print(f"[bold]{final_answer(p, state)}[/]")
+
+
+@app.command()
+def doctor(
+    plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check the environment (stage 0) without writing anything."""
+    import json
+
+    from tunegate.doctor import run_checks
+    from tunegate.plan import load_plan
+
+    checks = run_checks(load_plan(plan_path))
+    if as_json:
+        print(json.dumps([c.to_json() for c in checks], indent=2))
+    else:
+        for c in checks:
+            color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c.status]
+            console.print(
+                f"[{color}]{c.status:<4}[/] {c.name}: {c.value}"
+                + (f" — {c.fix}" if c.fix and c.status != "PASS" else "")
+            )
+    if any(c.status == "FAIL" for c in checks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        Console(stderr=True).print("aborted")
+        sys.exit(130)
+    except Exception as err:
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

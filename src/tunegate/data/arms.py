@@ -1,0 +1,79 @@
+"""Arms: load both, check they pair by id and differ only where the experiment says."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunegate.data.items import Item, load_items
+from tunegate.errors import UserError
+from tunegate.plan import Plan
+
+
+@dataclass
+class Experiment:
+    """Both arms' items, keyed by id, and the scenarios in play (in first-seen order)."""
+
+    control: dict[str, Item]
+    experiment: dict[str, Item]
+    scenarios: list[str]
+
+    def arm(self, role: str) -> dict[str, Item]:
+        return self.control if role == "control" else self.experiment
+
+    def ordered(self) -> list[Item]:
+        return list(self.control.values())
+
+
+def load_experiment(plan: Plan) -> Experiment:
+    """Load, validate and pair the plan's arms; check every scenario a stage names exists."""
+    control_arm = plan.arms[plan.arm_name("control")]
+    experiment_arm = plan.arms[plan.arm_name("experiment")]
+    control = {i.id: i for i in load_items(control_arm.data)}
+    experiment = {i.id: i for i in load_items(experiment_arm.data)}
+    only_control = sorted(set(control) - set(experiment))
+    only_experiment = sorted(set(experiment) - set(control))
+    if only_control or only_experiment:
+        detail = []
+        if only_control:
+            detail.append(f"only in control: {', '.join(only_control[:5])}")
+        if only_experiment:
+            detail.append(f"only in experiment: {', '.join(only_experiment[:5])}")
+        raise UserError(
+            f"arms are not paired by id ({'; '.join(detail)})", where=str(experiment_arm.data)
+        )
+    for item_id, c in control.items():
+        e = experiment[item_id]
+        for field in ("scenario", "completion", "tests", "language"):
+            if getattr(c, field) != getattr(e, field):
+                raise UserError(
+                    f"item '{item_id}': '{field}' differs between arms; arms may differ only in "
+                    "prompt and metadata",
+                    where=str(experiment_arm.data),
+                )
+    scenarios = list(dict.fromkeys(i.scenario for i in control.values()))
+    allowed = plan.scenarios or scenarios
+    for name in plan.scenarios or []:
+        if name not in scenarios:
+            raise UserError(
+                f"scenarios: '{name}' has no items in {control_arm.data}", where=plan.source
+            )
+    for stage in plan.stages:
+        for name in stage.data.scenarios or []:
+            if name not in allowed:
+                raise UserError(
+                    where=plan.source,
+                    message=f"stages.{stage.name}.data.scenarios: unknown scenario '{name}' "
+                    f"(the data has: {', '.join(scenarios)})",
+                )
+    if plan.pilot_scenario and plan.pilot_scenario not in allowed:
+        raise UserError(
+            where=plan.source,
+            message=f"pilot_scenario: unknown scenario '{plan.pilot_scenario}' "
+            f"(the data has: {', '.join(scenarios)})",
+        )
+    if plan.scenarios:
+        keep = set(plan.scenarios)
+        control = {k: v for k, v in control.items() if v.scenario in keep}
+        experiment = {k: v for k, v in experiment.items() if v.scenario in keep}
+        scenarios = [s for s in scenarios if s in keep]
+    return Experiment(control=control, experiment=experiment, scenarios=scenarios)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics over generations, and running generated code."""

@@ -1,0 +1,201 @@
+"""Gates: named criteria with thresholds; each returns pass/fail *and its evidence*.
+
+Health gates (the stage ran correctly) FAIL a stage when they fail; effect gates (the experiment
+beat the control) make it INVESTIGATE instead: it ran fine, the effect is too small or uncertain.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tunegate.plan import Gates
+from tunegate.stats import Comparison
+
+Verdict = Literal["PASS", "INVESTIGATE", "FAIL"]
+
+
+@dataclass
+class GateResult:
+    name: str
+    passed: bool
+    kind: Literal["health", "effect"]
+    evidence: str
+
+
+@dataclass
+class ArmEvidence:
+    """What the ladder learned about one arm, as the gates read it."""
+
+    trained: bool = False
+    error: str | None = None
+    steps: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    eval_loss_before: float | None = None
+    eval_loss_after: float | None = None
+    linear4bit_layers: int = 0
+    saved_and_reloaded: bool = False
+    smoke_generation: str | None = None
+    scored_items: int = 0
+    expected_items: int = 0
+
+
+@dataclass
+class StageEvidence:
+    arms: dict[str, ArmEvidence]
+    primary: Comparison | None = None
+    per_scenario: dict[str, Comparison] = field(default_factory=dict)
+    secondary: dict[str, Comparison] = field(default_factory=dict)
+    environment: list[dict[str, Any]] = field(default_factory=list)
+
+
+def loss_trend(losses: list[tuple[int, float]]) -> tuple[bool, str]:
+    """Did the train loss fall? Median of the last third vs the first third: one noisy step
+    cannot decide it either way."""
+    values = [v for _, v in losses]
+    if len(values) < 3:
+        return False, f"only {len(values)} logged steps (need ≥ 3)"
+    w = max(1, len(values) // 3)
+    first, last = statistics.median(values[:w]), statistics.median(values[-w:])
+    fell = last < first * 0.99  # at least 1%: below that it is noise, not learning
+    return fell, f"median loss first {w} steps {first:.3f} → last {w} steps {last:.3f}"
+
+
+def _each_arm(
+    ev: StageEvidence, check: Callable[[ArmEvidence], tuple[bool, str]]
+) -> tuple[bool, str]:
+    parts, ok = [], True
+    for name, arm in ev.arms.items():
+        passed, detail = check(arm)
+        ok &= passed
+        parts.append(f"{name}: {detail}")
+    return ok, "; ".join(parts)
+
+
+def _environment(ev: StageEvidence, _: Any) -> tuple[bool, str]:
+    failed = [c["name"] for c in ev.environment if c["status"] == "FAIL"]
+    warned = [c["name"] for c in ev.environment if c["status"] == "WARN"]
+    detail = f"{len(ev.environment)} checks, {len(failed)} failed, {len(warned)} warnings"
+    return not failed, detail + (f" ({', '.join(failed)})" if failed else "")
+
+
+def _loaded_in_4bit(ev: StageEvidence, _: Any) -> tuple[bool, str]:
+    return _each_arm(ev, lambda a: (a.linear4bit_layers > 0, f"{a.linear4bit_layers} Linear4bit"))
+
+
+def _loss_decreased(ev: StageEvidence, _: Any) -> tuple[bool, str]:
+    def check(a: ArmEvidence) -> tuple[bool, str]:
+        if not a.trained:
+            return False, f"not trained ({a.error or 'no result'})"
+        fell, detail = loss_trend(a.losses)
+        if a.eval_loss_before is not None and a.eval_loss_after is not None:
+            val_fell = a.eval_loss_after < a.eval_loss_before * 0.99
+            detail += f"; val loss {a.eval_loss_before:.3f} → {a.eval_loss_after:.3f}"
+            fell = fell and val_fell
+        return fell, detail
+
+    return _each_arm(ev, check)
+
+
+def _model_saved(ev: StageEvidence, _: Any) -> tuple[bool, str]:
+    return _each_arm(
+        ev,
+        lambda a: (
+            a.saved_and_reloaded,
+            "saved, reloaded"
+            if a.saved_and_reloaded
+            else f"not reloadable ({a.error or 'missing'})",
+        ),
+    )
+
+
+def _generates(ev: StageEvidence, _: Any) -> tuple[bool, str]:
+    return _each_arm(
+        ev,
+        lambda a: (
+            bool(a.smoke_generation and a.smoke_generation.strip()),
+            f"{len(a.smoke_generation or '')} chars",
+        ),
+    )
+
+
+def _evaluation_ran(ev: StageEvidence, _: Any) -> tuple[bool, str]:
+    return _each_arm(
+        ev,
+        lambda a: (
+            a.expected_items > 0 and a.scored_items == a.expected_items,
+            f"{a.scored_items}/{a.expected_items} items scored",
+        ),
+    )
+
+
+def _min_improvement(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
+    if ev.primary is None:
+        return False, "no comparison"
+    if len(ev.per_scenario) > 1:
+        # The seed's stage 4: "> 10% average across scenarios".
+        avg = statistics.fmean(c.difference for c in ev.per_scenario.values())
+        per = ", ".join(f"{s} {c.difference:+.1%}" for s, c in ev.per_scenario.items())
+        return (
+            avg > threshold,
+            f"{ev.primary.metric}: average {avg:+.1%} ({per}) vs > {threshold:.0%}",
+        )
+    p = ev.primary
+    return p.difference > threshold, (
+        f"{p.metric}: {p.control_mean:.1%} → {p.experiment_mean:.1%} "
+        f"({p.difference:+.1%} points) vs > {threshold:.0%}"
+    )
+
+
+def _max_p_value(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
+    p = ev.primary
+    if p is None or p.p_value is None:
+        return False, "p-value undefined" + (f" ({'; '.join(p.notes)})" if p else "")
+    return p.p_value < threshold and p.difference > 0, (
+        f"{p.metric}: p = {p.p_value:.4g} ({p.test}, n = {p.n}) vs < {threshold}"
+    )
+
+
+def _improves(ev: StageEvidence, metrics: list[str]) -> tuple[bool, str]:
+    parts, ok = [], True
+    for m in metrics:
+        c = ev.secondary.get(m) or (ev.primary if ev.primary and ev.primary.metric == m else None)
+        if c is None:
+            ok = False
+            parts.append(f"{m}: not measured")
+            continue
+        ok &= c.difference >= 0
+        parts.append(f"{m}: {c.difference:+.3f}")
+    return ok, "; ".join(parts)
+
+
+GATES: dict[
+    str, tuple[Literal["health", "effect"], Callable[[StageEvidence, Any], tuple[bool, str]]]
+] = {
+    "environment": ("health", _environment),
+    "loaded_in_4bit": ("health", _loaded_in_4bit),
+    "loss_decreased": ("health", _loss_decreased),
+    "model_saved": ("health", _model_saved),
+    "generates": ("health", _generates),
+    "evaluation_ran": ("health", _evaluation_ran),
+    "min_improvement": ("effect", _min_improvement),
+    "max_p_value": ("effect", _max_p_value),
+    "improves": ("effect", _improves),
+}
+
+
+def evaluate_gates(gates: Gates, evidence: StageEvidence) -> tuple[Verdict, list[GateResult]]:
+    results = []
+    for name, threshold in gates.model_dump(exclude_none=True).items():
+        if threshold is False:
+            continue
+        kind, check = GATES[name]
+        passed, detail = check(evidence, threshold)
+        results.append(GateResult(name, bool(passed), kind, detail))
+    if any(not r.passed and r.kind == "health" for r in results):
+        return "FAIL", results
+    if any(not r.passed for r in results):
+        return "INVESTIGATE", results
+    return "PASS", results

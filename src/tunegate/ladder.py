@@ -1,0 +1,559 @@
+"""The ladder: stages in order, each gated; resume at the first stage not passed.
+
+A training stage: select data → train each arm (same seed, same order) → reload from disk and
+smoke-generate → evaluate both arms on the same items → paired comparison → gates → verdict.
+A stage never starts unless the one before passed, unless forced (and then that is recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tunegate.data.arms import Experiment
+from tunegate.data.items import Item, items_hash
+from tunegate.data.select import Selection, select
+from tunegate.errors import UserError
+from tunegate.evaluate.metrics import BINARY_METRICS, METRICS
+from tunegate.gates import ArmEvidence, GateResult, StageEvidence, evaluate_gates
+from tunegate.plan import Plan, Stage, plan_hash
+from tunegate.rundir import RunDir, atomic_write_json
+from tunegate.stats import Comparison, compare, holm
+
+
+@dataclass
+class RunOptions:
+    stage: int | None = None
+    start: int | None = None
+    until: int | None = None
+    force: set[int] = field(default_factory=set)
+
+
+@dataclass
+class StageRecord:
+    index: int
+    name: str
+    verdict: str
+    gates: list[GateResult]
+    forced: bool
+    seconds: float
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_dir_for(plan: Plan) -> RunDir:
+    return RunDir(plan.output_dir / plan.name)
+
+
+def stage_passed(plan: Plan, state: dict[str, Any], index: int) -> bool:
+    record = state["stages"].get(plan.stages[index].name)
+    return bool(
+        record and record.get("verdict") == "PASS" and record.get("hash") == plan.stage_hash(index)
+    )
+
+
+def stage_range(plan: Plan, state: dict[str, Any], opts: RunOptions) -> tuple[int, int]:
+    last = len(plan.stages) - 1
+    for flag, value in (
+        ("--stage", opts.stage),
+        ("--from", opts.start),
+        ("--until", opts.until),
+        *(("--force-stage", f) for f in opts.force),
+    ):
+        if value is not None and not 0 <= value <= last:
+            raise UserError(f"{flag} {value}: the plan has stages 0–{last}")
+    if opts.stage is not None:
+        return opts.stage, opts.stage
+    if opts.start is not None:
+        start = opts.start
+    else:
+        start = next(
+            (i for i in range(len(plan.stages)) if not stage_passed(plan, state, i)), last + 1
+        )
+    return start, last if opts.until is None else opts.until
+
+
+def _selection_items(exp: Experiment, role: str, sel: Selection, ids: list[str]) -> list[Item]:
+    if sel.builtin:
+        lookup = {i.id: i for i in sel.builtin}
+        return [lookup[i] for i in ids]
+    arm = exp.arm(role)
+    return [arm[i] for i in ids]
+
+
+def resolve_selection(plan: Plan, exp: Experiment, stage: Stage) -> Selection:
+    spec = stage.data
+    if spec.selection in ("head", "split") and spec.scenarios is None:
+        # The seed runs stages 2 and 3 on one scenario (React); ours is the plan's pilot.
+        pilot = plan.pilot_scenario or exp.scenarios[0]
+        spec = spec.model_copy(update={"scenarios": [pilot]})
+    sel = select(exp.ordered(), spec, plan.seed)
+    if stage.evaluation.limit is not None:
+        sel.test = sel.test[: stage.evaluation.limit]
+    if not sel.train:
+        raise UserError(
+            f"stages.{stage.name}.data: the selection has no training items", where=plan.source
+        )
+    if stage.evaluation.mode == "full" and not sel.test:
+        raise UserError(
+            f"stages.{stage.name}.data: the selection has no test items to evaluate",
+            where=plan.source,
+        )
+    return sel
+
+
+class Ladder:
+    def __init__(self, plan: Plan, exp: Experiment, console: Console) -> None:
+        self.plan = plan
+        self.exp = exp
+        self.console = console
+        self.run = run_dir_for(plan)
+        self.state: dict[str, Any] = {"stages": {}}
+        self.tracker: Any = None
+
+    # --- bookkeeping -------------------------------------------------------------------
+    def _save(self) -> None:
+        self.run.save_state(self.state)
+
+    def _say(self, text: str) -> None:
+        self.console.print(text)
+
+    def _open(self) -> None:
+        from tunegate.tracking import Tracker
+
+        self.state = self.run.load_state()
+        self.state.setdefault("plan_name", self.plan.name)
+        self.state.setdefault("created", now())
+        self.state["plan_hash"] = plan_hash(self.plan)
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run.root / "plan.json", self.plan.model_dump(mode="json"))
+        self.tracker = Tracker(self.plan)
+        self.state["tracking_uri"] = self.tracker.uri
+        self.state["mlflow_parent"] = self.tracker.start(
+            f"ladder:{self.plan.name}",
+            run_id=self.state.get("mlflow_parent"),
+            tags={"tunegate.level": "ladder", "tunegate.plan": self.plan.name},
+        )
+        self.tracker.params(
+            self.state["mlflow_parent"],
+            {
+                "plan_hash": self.state["plan_hash"],
+                "seed": self.plan.seed,
+                "model": self.plan.model.name,
+                "method": self.plan.quantization.method,
+            },
+        )
+        self._save()
+
+    # --- the climb ---------------------------------------------------------------------
+    def climb(self, opts: RunOptions) -> list[StageRecord]:
+        state = self.run.load_state()  # read-only look first: validate before writing
+        start, end = stage_range(self.plan, state, opts)
+        selections = {
+            i: resolve_selection(self.plan, self.exp, self.plan.stages[i])
+            for i in range(start, end + 1)
+            if self.plan.stages[i].kind == "train"
+        }
+        if start > end:
+            self._say("[green]Every stage has passed.[/] Use --from N to run a stage again.")
+            return []
+        self._open()
+        records: list[StageRecord] = []
+        for index in range(start, end + 1):
+            stage = self.plan.stages[index]
+            forced = False
+            if index > 0 and not stage_passed(self.plan, self.state, index - 1):
+                prev = self.plan.stages[index - 1].name
+                prev_verdict = self.state["stages"].get(prev, {}).get("verdict", "not run")
+                if index not in opts.force:
+                    self._say(
+                        f"[red]Stage {index} ({stage.name}) not started:[/] stage "
+                        f"{index - 1} ({prev}) is {prev_verdict}. Fix it, or pass "
+                        f"--force-stage {index} to override (recorded)."
+                    )
+                    break
+                forced = True
+                self._say(
+                    f"[yellow]Override:[/] stage {index} forced although stage "
+                    f"{index - 1} ({prev}) is {prev_verdict}."
+                )
+            record = self._run_stage(index, stage, selections.get(index), forced)
+            records.append(record)
+            if record.verdict != "PASS":
+                break
+        if self.tracker:
+            self.tracker.end(self.state["mlflow_parent"])
+        return records
+
+    def _stage_state(self, index: int, stage: Stage) -> dict[str, Any]:
+        stages = self.state["stages"]
+        record = stages.get(stage.name)
+        h = self.plan.stage_hash(index)
+        if record and record.get("hash") != h:
+            # Its configuration changed: outputs of the old configuration must not be reused.
+            shutil.rmtree(self.run.stage_dir(index, stage.name), ignore_errors=True)
+            record = None
+        if record is None:
+            record = {"index": index, "hash": h, "arms": {}}
+            stages[stage.name] = record
+        return record
+
+    def _run_stage(
+        self, index: int, stage: Stage, sel: Selection | None, forced: bool
+    ) -> StageRecord:
+        started = time.perf_counter()
+        record = self._stage_state(index, stage)
+        record.update(status="running", started=now(), forced=forced, verdict=None)
+        if forced:
+            record["forced_reason"] = (
+                f"stage {index - 1} was "
+                f"{self.state['stages'].get(self.plan.stages[index - 1].name, {}).get('verdict')}"
+            )
+        stage_dir = self.run.stage_dir(index, stage.name)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        record["mlflow_run"] = self.tracker.start(
+            f"stage {index}: {stage.name}",
+            parent=self.state["mlflow_parent"],
+            run_id=record.get("mlflow_run"),
+            tags={
+                "tunegate.level": "stage",
+                "tunegate.stage": stage.name,
+                "tunegate.stage_index": str(index),
+                "tunegate.forced": str(forced).lower(),
+            },
+        )
+        self._save()
+        self._say(f"\n[bold]Stage {index} · {stage.name}[/] — {stage.description}")
+        if stage.kind == "environment":
+            evidence = self._environment(stage_dir)
+        else:
+            assert sel is not None
+            evidence = self._train_stage(index, stage, sel, stage_dir, record)
+        verdict, gates = evaluate_gates(stage.gates, evidence)
+        seconds = time.perf_counter() - started
+        record.update(
+            status="done",
+            verdict=verdict,
+            finished=now(),
+            seconds=round(seconds, 2),
+            gates=[g.__dict__ for g in gates],
+        )
+        atomic_write_json(
+            stage_dir / "verdict.json",
+            {
+                "stage": stage.name,
+                "index": index,
+                "verdict": verdict,
+                "forced": forced,
+                "gates": record["gates"],
+                "seconds": record["seconds"],
+            },
+        )
+        run_id = record["mlflow_run"]
+        self.tracker.metrics(run_id, {"seconds": seconds, "passed": float(verdict == "PASS")})
+        self.tracker.tags(run_id, {"tunegate.verdict": verdict})
+        self.tracker.artifact(run_id, stage_dir / "verdict.json")
+        self.tracker.end(run_id, "FINISHED" if verdict == "PASS" else "FAILED")
+        self._save()
+        self._print_verdict(index, stage, verdict, gates, forced)
+        return StageRecord(index, stage.name, verdict, gates, forced, seconds)
+
+    def _print_verdict(
+        self, index: int, stage: Stage, verdict: str, gates: list[GateResult], forced: bool
+    ) -> None:
+        color = {"PASS": "green", "INVESTIGATE": "yellow", "FAIL": "red"}[verdict]
+        for g in gates:
+            mark = "[green]✓[/]" if g.passed else "[red]✗[/]"
+            self._say(f"  {mark} {g.name}: {g.evidence}")
+        self._say(f"  → [bold {color}]{verdict}[/]" + (" (forced)" if forced else ""))
+        if verdict != "PASS" and stage.recovery:
+            self._say("  Recovery (from the plan):")
+            for step, action in enumerate(stage.recovery, 1):
+                self._say(f"    {step}. {action}")
+
+    # --- stage kinds -------------------------------------------------------------------
+    def _environment(self, stage_dir: Path) -> StageEvidence:
+        from tunegate.doctor import run_checks
+
+        checks = [c.to_json() for c in run_checks(self.plan)]
+        atomic_write_json(stage_dir / "checks.json", checks)
+        for c in checks:
+            color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c["status"]]
+            fix = f" — {c['fix']}" if c["fix"] and c["status"] != "PASS" else ""
+            self._say(f"  [{color}]{c['status']:<4}[/] {c['name']}: {c['value']}{fix}")
+        return StageEvidence(arms={}, environment=checks)
+
+    def _train_stage(
+        self, index: int, stage: Stage, sel: Selection, stage_dir: Path, record: dict[str, Any]
+    ) -> StageEvidence:
+        from tunegate.train.tiny import resolve_model
+
+        plan = self.plan
+        model_dir = resolve_model(plan.model.name)
+        arm_names = stage.arms or [plan.arm_name("control"), plan.arm_name("experiment")]
+        atomic_write_json(
+            stage_dir / "selection.json",
+            {
+                **sel.as_dict(),
+                "hashes": {
+                    name: {
+                        split: items_hash(
+                            _selection_items(self.exp, plan.arms[name].role, sel, ids)
+                        )
+                        for split, ids in sel.as_dict().items()
+                    }
+                    for name in arm_names
+                },
+            },
+        )
+        evidence = StageEvidence(arms={})
+        generations: dict[str, dict[str, str]] = {}
+        for name in arm_names:
+            role = plan.arms[name].role
+            arm_ev, gens = self._arm(index, stage, sel, stage_dir, record, name, role, model_dir)
+            evidence.arms[name] = arm_ev
+            generations[name] = gens
+        if stage.evaluation.mode == "full" and all(a.trained for a in evidence.arms.values()):
+            self._score(stage, sel, stage_dir, arm_names, generations, evidence, record)
+        return evidence
+
+    def _arm(
+        self,
+        index: int,
+        stage: Stage,
+        sel: Selection,
+        stage_dir: Path,
+        record: dict[str, Any],
+        name: str,
+        role: str,
+        model_dir: Path,
+    ) -> tuple[ArmEvidence, dict[str, str]]:
+        from tunegate.generate import generate, load_for_inference
+        from tunegate.train.qlora import train_arm
+
+        plan = self.plan
+        arm_dir = stage_dir / name
+        arm_state = record["arms"].setdefault(name, {"status": "pending"})
+        arm_state["mlflow_run"] = self.tracker.start(
+            f"stage {index}: {stage.name} / {name}",
+            parent=record["mlflow_run"],
+            run_id=arm_state.get("mlflow_run"),
+            tags={
+                "tunegate.level": "arm",
+                "tunegate.stage": stage.name,
+                "tunegate.arm": name,
+                "tunegate.role": role,
+            },
+        )
+        run_id = arm_state["mlflow_run"]
+        training = plan.stage_training(stage)
+        train_items = _selection_items(self.exp, role, sel, sel.train)
+        val_items = _selection_items(self.exp, role, sel, sel.val)
+        ev = ArmEvidence()
+        adapter = Path(arm_state.get("train", {}).get("adapter_dir", arm_dir / "adapter"))
+        if arm_state["status"] == "done" and (adapter / "adapter_config.json").is_file():
+            self._say(f"  {name}: trained adapter recorded at {adapter} — not re-training")
+            result = arm_state["train"]
+        else:
+            arm_state["status"] = "training"
+            self._save()
+            self.tracker.params(
+                run_id,
+                {
+                    **{f"training.{k}": v for k, v in training.model_dump().items()},
+                    "train_items": len(train_items),
+                    "val_items": len(val_items),
+                    "train_data_hash": items_hash(train_items),
+                    "seed": plan.seed,
+                    "method": plan.quantization.method,
+                    "model": plan.model.name,
+                },
+            )
+            resuming = any((arm_dir / "checkpoints").glob("checkpoint-*"))
+            self._say(
+                f"  {name}: training on {len(train_items)} items"
+                + (" (resuming from its last checkpoint)" if resuming else "")
+            )
+            try:
+                res = train_arm(
+                    model_dir=model_dir,
+                    train_items=train_items,
+                    val_items=val_items,
+                    out_dir=arm_dir,
+                    training=training,
+                    quant=plan.quantization,
+                    lora=plan.lora,
+                    max_length=plan.model.max_length,
+                    seed=plan.seed,
+                    metric_sink=lambda m, step: self.tracker.metrics(run_id, m, step),
+                    provenance={"plan_hash": plan_hash(plan), "stage": stage.name, "arm": name},
+                )
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:  # a crash is a FAIL verdict with its reason, not a traceback
+                arm_state.update(status="failed", error=f"{type(err).__name__}: {err}")
+                (arm_dir).mkdir(parents=True, exist_ok=True)
+                (arm_dir / "error.txt").write_text(traceback.format_exc())
+                self._save()
+                ev.error = arm_state["error"]
+                self._say(f"  [red]{name}: training failed:[/] {ev.error}")
+                return ev, {}
+            result = res.to_json()
+            arm_state.update(status="done", train=result, error=None)
+            self._save()
+            first, last = res.losses[0][1], res.losses[-1][1]
+            self._say(
+                f"  {name}: {res.steps} steps in {res.seconds:.1f} s, loss {first:.3f} → "
+                f"{last:.3f}, {res.linear4bit_layers} Linear4bit layers"
+            )
+            self.tracker.metrics(
+                run_id,
+                {
+                    "train_seconds": res.seconds,
+                    "train_tokens": res.train_tokens,
+                    "tokens_per_second": res.train_tokens / max(res.seconds, 1e-9),
+                },
+                res.steps,
+            )
+        ev.trained = True
+        ev.steps = result["steps"]
+        ev.losses = [tuple(x) for x in result["losses"]]
+        ev.eval_loss_before = result["eval_loss_before"]
+        ev.eval_loss_after = result["eval_loss_after"]
+        ev.linear4bit_layers = result["linear4bit_layers"]
+        # Reload from disk: proves the save, and is what every later use of the adapter does.
+        try:
+            model, tokenizer = load_for_inference(
+                model_dir, Path(result["adapter_dir"]), plan.quantization
+            )
+            ev.saved_and_reloaded = True
+        except Exception as err:
+            ev.error = f"reload failed: {type(err).__name__}: {err}"
+            return ev, {}
+        smoke_prompt = (val_items or train_items)[0].prompt
+        ev.smoke_generation = generate(
+            model, tokenizer, [smoke_prompt], max_new_tokens=stage.evaluation.max_new_tokens
+        )[0]
+        self._say(f"  {name}: smoke generation {ev.smoke_generation.strip()[:60]!r}")
+        gens: dict[str, str] = {}
+        if stage.evaluation.mode == "full":
+            test_items = _selection_items(self.exp, role, sel, sel.test)
+            outs = generate(
+                model,
+                tokenizer,
+                [i.prompt for i in test_items],
+                max_new_tokens=stage.evaluation.max_new_tokens,
+            )
+            gens = {i.id: o for i, o in zip(test_items, outs, strict=True)}
+        return ev, gens
+
+    def _score(
+        self,
+        stage: Stage,
+        sel: Selection,
+        stage_dir: Path,
+        arm_names: list[str],
+        generations: dict[str, dict[str, str]],
+        evidence: StageEvidence,
+        record: dict[str, Any],
+    ) -> None:
+        ev_cfg = stage.evaluation
+        rows: list[dict[str, Any]] = []
+        scores: dict[str, dict[str, dict[str, float | None]]] = {}
+        for name in arm_names:
+            role = self.plan.arms[name].role
+            scores[role] = {m: {} for m in ev_cfg.metrics}
+            items = _selection_items(self.exp, role, sel, sel.test)
+            for item in items:
+                row: dict[str, Any] = {
+                    "id": item.id,
+                    "arm": name,
+                    "role": role,
+                    "scenario": item.scenario,
+                    "generation": generations[name][item.id],
+                    "metrics": {},
+                }
+                for metric in ev_cfg.metrics:
+                    s = METRICS[metric](item, generations[name][item.id], ev_cfg.timeout_s)
+                    row["metrics"][metric] = {"value": s.value, "detail": s.detail}
+                    scores[role][metric][item.id] = s.value
+                rows.append(row)
+            evidence.arms[name].expected_items = len(items)
+            evidence.arms[name].scored_items = sum(
+                all(scores[role][m].get(i.id) is not None for m in ev_cfg.metrics) for i in items
+            )
+        with (stage_dir / "results.jsonl").open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+        def comparison(metric: str, ids: list[str]) -> Comparison:
+            pairs = [
+                (scores["control"][metric].get(i), scores["experiment"][metric].get(i)) for i in ids
+            ]
+            pairs = [(c, e) for c, e in pairs if c is not None and e is not None]
+            return compare(
+                metric,
+                [c for c, _ in pairs],
+                [e for _, e in pairs],
+                binary=metric in BINARY_METRICS,
+            )
+
+        test_ids = sel.test
+        evidence.primary = comparison(ev_cfg.primary_metric, test_ids)
+        scenario_of = {i: self.exp.control[i].scenario for i in test_ids}
+        scenarios = sorted(set(scenario_of.values()))
+        if len(scenarios) > 1:
+            evidence.per_scenario = {
+                s: comparison(ev_cfg.primary_metric, [i for i in test_ids if scenario_of[i] == s])
+                for s in scenarios
+            }
+        evidence.secondary = {
+            m: comparison(m, test_ids) for m in ev_cfg.metrics if m != ev_cfg.primary_metric
+        }
+        holm(list(evidence.secondary.values()))
+        summary = {
+            "primary": evidence.primary.to_json(),
+            "per_scenario": {s: c.to_json() for s, c in evidence.per_scenario.items()},
+            "secondary": {m: c.to_json() for m, c in evidence.secondary.items()},
+        }
+        atomic_write_json(stage_dir / "comparison.json", summary)
+        record["comparison"] = summary
+        for name in arm_names:
+            role = self.plan.arms[name].role
+            means = {
+                m: sum(v for v in scores[role][m].values() if v is not None)
+                / max(1, sum(v is not None for v in scores[role][m].values()))
+                for m in ev_cfg.metrics
+            }
+            self.tracker.metrics(record["arms"][name]["mlflow_run"], means)
+        p = evidence.primary
+        self.tracker.metrics(
+            record["mlflow_run"],
+            {
+                f"{p.metric}.control": p.control_mean,
+                f"{p.metric}.experiment": p.experiment_mean,
+                f"{p.metric}.difference": p.difference,
+                **({f"{p.metric}.p_value": p.p_value} if p.p_value is not None else {}),
+            },
+        )
+        self._say(
+            f"  {p.metric}: control {p.control_mean:.1%} vs experiment "
+            f"{p.experiment_mean:.1%} ({p.difference:+.1%}), {p.test}, "
+            f"p = {p.p_value if p.p_value is None else f'{p.p_value:.4g}'}"
+            + (f", d_z = {p.d_z:.2f}" if p.d_z is not None else "")
+        )
+        for m, c in evidence.secondary.items():
+            self._say(
+                f"  {m}: control {c.control_mean:.1%} vs experiment "
+                f"{c.experiment_mean:.1%} ({c.difference:+.1%})"
+            )

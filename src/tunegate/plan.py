@@ -1,0 +1,469 @@
+"""The plan: `tunegate.yaml`, validated by pydantic. Defaults reproduce the seed's ladder.
+
+Every default that differs from the library's default says so next to it, with the reason.
+Relative paths in a plan are resolved against the plan file's directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from tunegate.errors import UserError
+
+TINY_LLAMA = "tiny-llama"
+
+
+class _Strict(BaseModel):
+    # An unknown field is almost always a typo that would silently do nothing: reject it.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    name: str = Field(
+        TINY_LLAMA,
+        description="'tiny-llama' (the embedded default, built locally) or a local model directory "
+        "(config.json + weights + tokenizer). Nothing is downloaded at run time.",
+    )
+    max_length: int = Field(
+        512,
+        ge=16,
+        description="Token limit per sample. TRL's default is 1024 and truncates silently; "
+        "tunegate counts tokens before training instead.",
+    )
+
+
+class QuantizationConfig(_Strict):
+    method: Literal["qlora", "lora", "full"] = Field(
+        "qlora", description="qlora: 4-bit base + LoRA; lora: full-precision base + LoRA; full."
+    )
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = Field(
+        True,
+        description="bitsandbytes default is False; the QLoRA paper quantizes the quantization "
+        "constants too (~0.37 bit/param saved).",
+    )
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto: bfloat16 on CUDA, float32 on CPU (CPU kernels are fp32)."
+    )
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, ge=1, description="peft default is 8; 16 is the QLoRA paper's 7B setting.")
+    alpha: int = Field(32, ge=1, description="peft default is 8; alpha = 2r keeps the scale at 2.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="peft default is 0.0; QLoRA used 0.05.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="All linear layers, as the QLoRA paper (peft's default: q,v)."
+    )
+
+
+class TrainingConfig(_Strict):
+    learning_rate: float = Field(
+        2e-4, ge=0, description="SFTConfig's default is 2e-5; 2e-4 is the QLoRA paper's."
+    )
+    batch_size: int = Field(4, ge=1, description="Per device; the seed's BATCH_SIZE.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    epochs: float = Field(3, gt=0, description="The seed's EPOCHS.")
+    max_steps: int | None = Field(None, ge=1, description="The seed's MAX_STEPS; wins over epochs.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant",
+        description="Trainer's default is linear decay; constant keeps short stages comparable.",
+    )
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    save_steps: int = Field(
+        25, ge=1, description="Checkpoint interval; resume starts from the last."
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="As SFTConfig; trades ~30% speed for much less activation memory."
+    )
+
+
+class TrainingOverrides(_Strict):
+    """A stage's changes to the plan's training settings; unset fields keep the plan's value."""
+
+    learning_rate: float | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    gradient_accumulation_steps: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    lr_scheduler: Literal["constant", "linear", "cosine"] | None = None
+    warmup_steps: int | None = Field(None, ge=0)
+    weight_decay: float | None = Field(None, ge=0)
+    save_steps: int | None = Field(None, ge=1)
+    gradient_checkpointing: bool | None = None
+
+
+class ArmConfig(_Strict):
+    data: Path = Field(description="JSONL file of items (id, scenario, prompt, completion, ...).")
+    role: Literal["control", "experiment"]
+    description: str = ""
+
+
+class DataSelection(_Strict):
+    selection: Literal["micro", "head", "split", "all"] = Field(
+        "split",
+        description="micro: the seed's 5 built-in samples (val = train); head: the first n items "
+        "(the seed's `head -n 20`), val the first val_n, test the next test_n; split: stratified "
+        "train/val/test of `scenarios` (default: the plan's pilot scenario, one scenario as the "
+        "seed's stage 3); all: the same split over every scenario.",
+    )
+    scenarios: list[str] | None = Field(None, description="Restrict to these; None = all.")
+    n: int | None = Field(None, ge=1, description="head: train items; split: cap on train items.")
+    val_n: int | None = Field(None, ge=1)
+    test_n: int | None = Field(None, ge=1)
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    test_per_scenario: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _split_sums_to_one(self) -> DataSelection:
+        if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
+            raise ValueError(
+                f"split must be three non-negative fractions summing to 1: {self.split}"
+            )
+        return self
+
+
+class EvaluationConfig(_Strict):
+    mode: Literal["none", "smoke", "full"] = Field(
+        "full", description="smoke: generate once per arm (stage 1); full: score the test items."
+    )
+    metrics: list[Literal["code_accuracy", "functional_correctness"]] = [
+        "functional_correctness",
+        "code_accuracy",
+    ]
+    primary_metric: Literal["code_accuracy", "functional_correctness"] = Field(
+        "functional_correctness",
+        description="Pre-registered: the gates' improvement and p-value are the primary metric's.",
+    )
+    limit: int | None = Field(
+        None, ge=1, description="The seed's --limit: at most this many items."
+    )
+    max_new_tokens: int = Field(96, ge=1)
+    timeout_s: float = Field(5.0, gt=0, description="Per program, for functional correctness.")
+
+
+class Gates(_Strict):
+    """A gate left unset is not checked. Health gates FAIL a stage; effect gates INVESTIGATE it."""
+
+    environment: bool | None = Field(None, description="Every environment check passes.")
+    loaded_in_4bit: bool | None = Field(None, description="bitsandbytes Linear4bit layers present.")
+    loss_decreased: bool | None = Field(
+        None, description="Train loss falls across windows and validation loss falls."
+    )
+    model_saved: bool | None = Field(None, description="Adapter saved and reloaded from disk.")
+    generates: bool | None = Field(None, description="The reloaded model generates text.")
+    evaluation_ran: bool | None = Field(None, description="Every test item was scored.")
+    min_improvement: float | None = Field(
+        None, description="Primary metric, experiment − control (absolute; 0.10 = 10 points)."
+    )
+    max_p_value: float | None = Field(None, gt=0, le=1, description="Primary metric, paired test.")
+    improves: list[str] | None = Field(
+        None, description="Secondary metrics that must not be worse in the experiment arm."
+    )
+
+
+class Estimate(_Strict):
+    hours: float = Field(0, ge=0)
+    usd: float = Field(0, ge=0)
+
+
+class Stage(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    kind: Literal["environment", "train"] = "train"
+    description: str = ""
+    arms: list[str] | None = Field(None, description="Arms to train; None = all.")
+    data: DataSelection = DataSelection()
+    training: TrainingOverrides = TrainingOverrides()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    gates: Gates = Gates()
+    estimate: Estimate = Estimate()
+    recovery: list[str] = Field(default_factory=list, description="Printed when it does not pass.")
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. None: $MLFLOW_TRACKING_URI, else a sqlite store in the "
+        "output directory (mlflow's own default is ./mlflow.db in the working directory).",
+    )
+    experiment: str = "tunegate"
+
+
+class Plan(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 42
+    output_dir: Path = Path("runs")
+    model: ModelConfig = ModelConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    lora: LoraSettings = LoraSettings()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    arms: dict[str, ArmConfig]
+    scenarios: list[str] | None = Field(None, description="Scenarios in play; None = all in data.")
+    pilot_scenario: str | None = Field(
+        None, description="The one scenario of the pilot stage (the seed used React); None = first."
+    )
+    tracking: TrackingConfig = TrackingConfig()
+    stages: list[Stage] = Field(default_factory=list)
+    _source: Path | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> str:
+        """The plan file, for error messages."""
+        return str(self._source) if self._source else "plan"
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> Plan:
+        roles = sorted(a.role for a in self.arms.values())
+        if roles != ["control", "experiment"]:
+            raise ValueError("needs exactly one arm with role 'control' and one with 'experiment'")
+        return self
+
+    # --- derived views ------------------------------------------------------------------
+    def arm_name(self, role: str) -> str:
+        return next(name for name, arm in self.arms.items() if arm.role == role)
+
+    def stage_training(self, stage: Stage) -> TrainingConfig:
+        overrides = stage.training.model_dump(exclude_none=True)
+        return self.training.model_copy(update=overrides)
+
+    def stage_evaluation(self, stage: Stage) -> EvaluationConfig:
+        return stage.evaluation
+
+    def stage_hash(self, index: int) -> str:
+        """What a stage's result depends on; a change re-runs it and every stage after it."""
+        body = self.model_dump(mode="json", exclude={"stages", "tracking", "output_dir"})
+        body["stage"] = self.stages[index].model_dump(mode="json")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SEED_RECOVERY: dict[str, list[str]] = {
+    "environment": ["Fix environment issues BEFORE proceeding (see the failed checks above)."],
+    "micro": [
+        "Debug training script locally",
+        "Fix imports, config issues",
+        "Re-run Stage 1",
+        "Repeat until passes",
+    ],
+    "small": [
+        "Check training logs for issues",
+        "Adjust hyperparameters (learning rate, batch size)",
+        "Verify dataset quality (no corrupted samples)",
+        "Re-run Stage 2",
+        "If still fails, consult research papers on QLoRA tuning",
+    ],
+    "pilot": [
+        "STOP! Do NOT proceed to Stage 4",
+        "Analyze why experiment model didn't improve: is metadata actually helpful? "
+        "Are we training long enough? Is dataset quality good?",
+        "Options: add more metadata fields; increase training epochs; try different scenarios",
+        "Re-run Stage 3 with adjustments",
+        "Only proceed to Stage 4 if >10% improvement confirmed",
+    ],
+    "production": [
+        "Compare per-scenario results: which scenarios carry or erase the effect?",
+        "Check the pilot's assumptions (scenario mix, data sizes) against production data",
+    ],
+}
+
+
+def default_stages() -> list[Stage]:
+    """The seed's ladder (DESIGN.md): 0 environment, 1 micro, 2 small, 3 pilot, 4 production."""
+    return [
+        Stage(
+            name="environment",
+            kind="environment",
+            description="GPU/CPU, packages, free disk, tracking store reachable",
+            evaluation=EvaluationConfig(mode="none"),
+            gates=Gates(environment=True),
+            estimate=Estimate(hours=5 / 60, usd=0),
+            recovery=SEED_RECOVERY["environment"],
+        ),
+        Stage(
+            name="micro",
+            description="code runs end to end: the seed's 5 samples, 10 steps, batch 1",
+            data=DataSelection(selection="micro"),
+            training=TrainingOverrides(max_steps=10, batch_size=1, save_steps=5),
+            evaluation=EvaluationConfig(mode="smoke"),
+            gates=Gates(loaded_in_4bit=True, loss_decreased=True, model_saved=True, generates=True),
+            estimate=Estimate(hours=0.5, usd=0),
+            recovery=SEED_RECOVERY["micro"],
+        ),
+        Stage(
+            name="small",
+            description="performance signal: first 20 per arm, 3 epochs, 5 held-out items",
+            data=DataSelection(selection="head", n=20, val_n=5, test_n=5),
+            evaluation=EvaluationConfig(mode="full"),
+            # n = 5 cannot reach p < 0.05 with any exact paired test: the gate is descriptive.
+            gates=Gates(
+                model_saved=True, evaluation_ran=True, min_improvement=0.05, loss_decreased=True
+            ),
+            estimate=Estimate(hours=2, usd=3),
+            recovery=SEED_RECOVERY["small"],
+        ),
+        Stage(
+            name="pilot",
+            description="full pipeline on one scenario: 70/15/15, 3 epochs, 15 test items",
+            data=DataSelection(selection="split", test_per_scenario=15),
+            evaluation=EvaluationConfig(mode="full"),
+            gates=Gates(
+                model_saved=True,
+                evaluation_ran=True,
+                min_improvement=0.10,
+                max_p_value=0.05,
+                improves=["code_accuracy"],
+            ),
+            estimate=Estimate(hours=5, usd=12),
+            recovery=SEED_RECOVERY["pilot"],
+        ),
+        Stage(
+            name="production",
+            description="the real thing: every scenario, 3 epochs, 15 test items per scenario",
+            data=DataSelection(selection="all", test_per_scenario=15),
+            evaluation=EvaluationConfig(mode="full"),
+            gates=Gates(
+                model_saved=True, evaluation_ran=True, min_improvement=0.10, max_p_value=0.05
+            ),
+            estimate=Estimate(hours=42, usd=242),
+            recovery=SEED_RECOVERY["production"],
+        ),
+    ]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path in a YAML document to its 1-based line, for error messages."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                walk(value, (*path, str(i)))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _first_error(err: ValidationError, path: Path, lines: dict[tuple[str, ...], int]) -> UserError:
+    e = err.errors()[0]
+    loc = tuple(str(p) for p in e["loc"])
+    # The deepest location that exists in the file names the line (a missing field has none).
+    line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), None)
+    field = ".".join(loc) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif e["type"] == "missing":
+        msg = "missing required field"
+    else:
+        msg = e["msg"].removeprefix("Value error, ")
+        if "input" in e and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
+    where = f"{path}:{line}" if line else str(path)
+    return UserError(f"{field}: {msg}", where=where)
+
+
+def load_plan(path: Path) -> Plan:
+    """Parse and validate a plan file. Raises UserError naming the file, line and field."""
+    if not path.is_file():
+        raise UserError("plan file not found (create one with `tunegate init`)", where=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+        lines = _yaml_lines(text)
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", where=str(path)) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"invalid YAML: {problem}", where=where) from None
+    if not isinstance(raw, dict):
+        raise UserError("a plan is a YAML mapping (name:, arms:, ...)", where=str(path))
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as err:
+        raise _first_error(err, path, lines) from None
+    base = path.parent.resolve()
+    plan = _resolve_paths(plan, base)
+    if not plan.stages:
+        plan.stages = default_stages()
+    plan._source = path
+    _check_references(plan, path, lines)
+    return plan
+
+
+def _resolve_paths(plan: Plan, base: Path) -> Plan:
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    arms = {
+        name: arm.model_copy(update={"data": absolute(arm.data)}) for name, arm in plan.arms.items()
+    }
+    model = plan.model
+    if model.name != TINY_LLAMA and (base / model.name).exists():
+        model = model.model_copy(update={"name": str(base / model.name)})
+    return plan.model_copy(
+        update={"arms": arms, "output_dir": absolute(plan.output_dir), "model": model}
+    )
+
+
+def _check_references(plan: Plan, path: Path, lines: dict[tuple[str, ...], int]) -> None:
+    """Cross-field checks: arms, scenarios, stage names and data files exist."""
+
+    def fail(loc: tuple[str, ...], msg: str) -> UserError:
+        line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), None)
+        return UserError(f"{'.'.join(loc)}: {msg}", where=f"{path}:{line}" if line else str(path))
+
+    for name, arm in plan.arms.items():
+        if not arm.data.is_file():
+            raise fail(("arms", name, "data"), f"dataset file does not exist: {arm.data}")
+    seen: set[str] = set()
+    for i, stage in enumerate(plan.stages):
+        if stage.name in seen:
+            raise fail(("stages", str(i), "name"), f"duplicate stage name '{stage.name}'")
+        seen.add(stage.name)
+        for j, arm in enumerate(stage.arms or []):
+            if arm not in plan.arms:
+                raise fail(
+                    ("stages", str(i), "arms", str(j)),
+                    f"unknown arm '{arm}' (the plan's arms: {', '.join(plan.arms)})",
+                )
+        if plan.scenarios is not None:
+            for j, scenario in enumerate(stage.data.scenarios or []):
+                if scenario not in plan.scenarios:
+                    raise fail(
+                        ("stages", str(i), "data", "scenarios", str(j)),
+                        f"unknown scenario '{scenario}' (the plan's: {', '.join(plan.scenarios)})",
+                    )
+        ev = stage.evaluation
+        if ev.mode == "full" and ev.primary_metric not in ev.metrics:
+            raise fail(
+                ("stages", str(i), "evaluation", "primary_metric"),
+                f"'{ev.primary_metric}' is not among the stage's metrics",
+            )
+    if plan.pilot_scenario and plan.scenarios and plan.pilot_scenario not in plan.scenarios:
+        raise fail(("pilot_scenario",), f"unknown scenario '{plan.pilot_scenario}'")
+
+
+def plan_hash(plan: Plan) -> str:
+    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()[:16]
+
+
+def dump_plan(plan: Plan) -> dict[str, Any]:
+    return plan.model_dump(mode="json")

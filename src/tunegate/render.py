@@ -1,0 +1,135 @@
+"""Rich tables shared by `tunegate plan`, `run` and `status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from tunegate.plan import Plan, Stage
+
+COLORS = {"PASS": "green", "INVESTIGATE": "yellow", "FAIL": "red"}
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def describe_data(stage: Stage) -> str:
+    d = stage.data
+    if stage.kind == "environment":
+        return "–"
+    scen = (
+        ", ".join(d.scenarios)
+        if d.scenarios
+        else ("all scenarios" if d.selection == "all" else "pilot scenario")
+    )
+    if d.selection == "micro":
+        return "seed's 5 built-in samples (val = train)"
+    if d.selection == "head":
+        return f"first {d.n or 20} ({scen}), val first {d.val_n or 5}, test next {d.test_n or 5}"
+    split = "/".join(f"{x:.0%}" for x in d.split)
+    cap = f", ≤{d.test_per_scenario} test/scenario" if d.test_per_scenario else ""
+    return f"{split} split of {scen}{cap}"
+
+
+def describe_training(plan: Plan, stage: Stage) -> str:
+    if stage.kind == "environment":
+        return "–"
+    t = plan.stage_training(stage)
+    length = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epochs"
+    return f"{plan.quantization.method}, {length}, batch {t.batch_size}, lr {t.learning_rate:g}"
+
+
+def describe_gates(stage: Stage) -> str:
+    parts = []
+    for name, value in stage.gates.model_dump(exclude_none=True).items():
+        if value is True:
+            parts.append(name)
+        elif name == "min_improvement":
+            parts.append(f"improvement > {value:.0%}")
+        elif name == "max_p_value":
+            parts.append(f"p < {value:g}")
+        elif name == "improves":
+            parts.append("improves " + ", ".join(value))
+    return ", ".join(parts)
+
+
+def plan_table(plan: Plan, warnings: dict[int, list[str]] | None = None) -> Table:
+    table = Table(title=f"Ladder: {plan.name}", show_lines=True)
+    for col in ("#", "stage", "data", "train", "evaluate", "gates", "est. time", "est. cost"):
+        table.add_column(col)
+    total_h = total_usd = 0.0
+    for i, stage in enumerate(plan.stages):
+        ev = stage.evaluation
+        evaluate = {"none": "–", "smoke": "generate once"}.get(
+            ev.mode, f"{ev.limit or 'all'} test items: {', '.join(ev.metrics)}"
+        )
+        gates = describe_gates(stage)
+        for w in (warnings or {}).get(i, []):
+            gates += f"\n[yellow]⚠ {w}[/]"
+        table.add_row(
+            str(i),
+            stage.name,
+            describe_data(stage),
+            describe_training(plan, stage),
+            evaluate,
+            gates,
+            _hours(stage.estimate.hours),
+            f"${stage.estimate.usd:,.2f}",
+        )
+        if i < len(plan.stages) - 1:
+            total_h += stage.estimate.hours
+            total_usd += stage.estimate.usd
+    last = plan.stages[-1].estimate
+    share = f" ({total_usd / last.usd:.0%} of the last stage)" if last.usd else ""
+    table.caption = (
+        f"Validation before the last stage: {_hours(total_h)}, ${total_usd:,.2f}"
+        f"{share}; last stage: {_hours(last.hours)}, ${last.usd:,.2f}"
+    )
+    return table
+
+
+def verdict_table(plan: Plan, state: dict[str, Any]) -> Table:
+    table = Table(title=f"Verdicts: {plan.name}")
+    for col in ("#", "stage", "verdict", "evidence", "time"):
+        table.add_column(col)
+    for i, stage in enumerate(plan.stages):
+        rec = state.get("stages", {}).get(stage.name)
+        if not rec or not rec.get("verdict"):
+            status = rec.get("status", "not run") if rec else "not run"
+            table.add_row(str(i), stage.name, f"[dim]{status}[/]", "", "")
+            continue
+        verdict = rec["verdict"]
+        stale = rec.get("hash") != plan.stage_hash(i)
+        label = f"[{COLORS[verdict]}]{verdict}[/]" + (" (forced)" if rec.get("forced") else "")
+        if stale:
+            label += " [dim](plan changed since)[/]"
+        failing = [g for g in rec.get("gates", []) if not g["passed"]]
+        shown = failing or rec.get("gates", [])[-1:]
+        evidence = "\n".join(
+            f"{'✓' if g['passed'] else '✗'} {g['name']}: {g['evidence']}" for g in shown
+        )
+        table.add_row(str(i), stage.name, label, evidence, f"{rec.get('seconds', 0):.1f} s")
+    return table
+
+
+def final_answer(plan: Plan, state: dict[str, Any]) -> str:
+    """GO / INVESTIGATE / FIX, from the furthest stage that ran."""
+    last = None
+    for stage in plan.stages:
+        rec = state.get("stages", {}).get(stage.name)
+        if rec and rec.get("verdict"):
+            last = (stage, rec["verdict"])
+            if rec["verdict"] != "PASS":
+                break
+    if last is None:
+        return "NOT RUN"
+    stage, verdict = last
+    if verdict == "FAIL":
+        return f"FIX — stage '{stage.name}' failed"
+    if verdict == "INVESTIGATE":
+        return f"INVESTIGATE — stage '{stage.name}' ran, but its effect gates did not pass"
+    if stage is plan.stages[-1]:
+        return "GO — every stage passed, the last included"
+    return f"GO so far — passed through '{stage.name}'"

@@ -1,0 +1,63 @@
+"""The run directory: everything a run writes, and its state, written atomically.
+
+`state.json` is replaced with write-temp → fsync → rename, so a kill at any instant leaves either
+the old state or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a crash
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+class RunDir:
+    """One ladder run: `<output_dir>/<plan name>/`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state_path = root / "state.json"
+
+    def stage_dir(self, index: int, name: str) -> Path:
+        return self.root / f"stage-{index}-{name}"
+
+    def exists(self) -> bool:
+        return self.state_path.is_file()
+
+    def load_state(self) -> dict[str, Any]:
+        if not self.state_path.is_file():
+            return {"stages": {}}
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            from tunegate.errors import UserError
+
+            raise UserError(f"corrupt state ({err.msg})", where=str(self.state_path)) from None
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        atomic_write_json(self.state_path, state)

@@ -1,0 +1,99 @@
+"""Tracking: MLflow. A parent run per ladder run, a child per stage, a grandchild per arm.
+
+Uses `MlflowClient` with explicit run ids rather than mlflow's global active-run stack, so a
+resumed ladder re-attaches to the same runs (ids recorded in the run directory's state).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tunegate.plan import Plan
+
+
+def tracking_uri(plan: Plan) -> str:
+    if plan.tracking.uri:
+        return plan.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(plan.output_dir / 'mlflow.db').resolve()}"
+
+
+class Tracker:
+    def __init__(self, plan: Plan) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri(plan)
+        if self.uri.startswith("sqlite:"):
+            plan.output_dir.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        existing = self.client.get_experiment_by_name(plan.tracking.experiment)
+        if existing is not None:
+            self.experiment_id = existing.experiment_id
+        else:
+            artifacts = None
+            if self.uri.startswith("sqlite:"):
+                artifacts = (plan.output_dir / "mlartifacts").resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(
+                plan.tracking.experiment, artifact_location=artifacts
+            )
+
+    def start(
+        self,
+        name: str,
+        *,
+        parent: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Return `run_id` re-opened if given and present, else a new run."""
+        if run_id:
+            try:
+                run = self.client.get_run(run_id)
+                if run.info.status != "RUNNING":
+                    self.client.update_run(run_id, status="RUNNING")
+                return run_id
+            except Exception:
+                pass  # a store that lost the run (deleted db): start a new one
+        all_tags = dict(tags or {})
+        if parent:
+            all_tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id
+
+    def params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        if fresh:
+            self.client.log_batch(run_id, params=fresh)
+
+    def metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k.replace("/", "_"), float(v), now, step) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+
+    def artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]

@@ -1,0 +1,1 @@
+"""Training: the embedded tiny model and the QLoRA trainer."""
