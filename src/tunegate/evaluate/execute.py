@@ -12,6 +12,7 @@ is the sandbox issue's work.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import secrets
@@ -83,10 +84,8 @@ def run_python(
             timed_out = True
             out = b""
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # no survivors, daemons included
-            except ProcessLookupError:
-                pass
             if timed_out:
                 out, _ = proc.communicate()
         with os.fdopen(read_fd, "rb") as channel:
