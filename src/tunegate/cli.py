@@ -67,13 +67,15 @@ def init(
 def plan(plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]")) -> None:
     """Print the ladder: what each stage does, its gates and its estimated time and cost."""
     from tunegate.data.arms import load_experiment
-    from tunegate.ladder import resolve_selection
     from tunegate.plan import load_plan
+
+    # Validate before the heavy imports (torch via ladder): a bad plan answers in a blink.
+    p = load_plan(plan_path)
+    exp = load_experiment(p)
+    from tunegate.ladder import resolve_selection
     from tunegate.render import plan_table
     from tunegate.stats import min_exact_p
 
-    p = load_plan(plan_path)
-    exp = load_experiment(p)
     warnings: dict[int, list[str]] = {}
     for i, stage in enumerate(p.stages):
         if stage.kind != "train" or stage.evaluation.mode != "full":
@@ -103,12 +105,13 @@ def run(
 ) -> None:
     """Climb the ladder: resume at the first stage not passed; stop at the first that fails."""
     from tunegate.data.arms import load_experiment
-    from tunegate.ladder import Ladder, RunOptions
     from tunegate.plan import load_plan
-    from tunegate.render import final_answer, verdict_table
 
     p = load_plan(plan_path)
     exp = load_experiment(p)
+    from tunegate.ladder import Ladder, RunOptions
+    from tunegate.render import final_answer, verdict_table
+
     _quiet_libraries()
     ladder = Ladder(p, exp, Console(quiet=quiet, width=console.width))
     records = ladder.climb(
@@ -183,9 +186,15 @@ def doctor(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click returns typer.Exit's code instead of exiting itself.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except UserError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escape: a message quoting a regex or a path with [brackets] must print verbatim.
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(err))}", highlight=False,
+                                   soft_wrap=True)
         sys.exit(err.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)

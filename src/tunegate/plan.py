@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tunegate.errors import UserError
 
@@ -212,18 +220,26 @@ class Plan(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     stages: list[Stage] = Field(default_factory=list)
     _source: Path | None = PrivateAttr(None)
+    _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> str:
         """The plan file, for error messages."""
         return str(self._source) if self._source else "plan"
 
-    @model_validator(mode="after")
-    def _check_arms(self) -> Plan:
-        roles = sorted(a.role for a in self.arms.values())
+    def where(self, loc: tuple[str, ...]) -> str:
+        """`file:line` of a field (or its nearest enclosing key), for checks made after loading."""
+        line = _line_of(self._lines, loc)
+        return f"{self.source}:{line}" if line else self.source
+
+    # A field validator, not a model validator: the error then names `arms` and its line.
+    @field_validator("arms")
+    @classmethod
+    def _check_arms(cls, arms: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
+        roles = sorted(a.role for a in arms.values())
         if roles != ["control", "experiment"]:
             raise ValueError("needs exactly one arm with role 'control' and one with 'experiment'")
-        return self
+        return arms
 
     # --- derived views ------------------------------------------------------------------
     def arm_name(self, role: str) -> str:
@@ -360,11 +376,19 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
     return lines
 
 
+def _line_of(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:
+    """The line of the deepest key of `loc` that exists in the file (a missing field has none).
+
+    The document root is left out: its line is merely the first key's, which would blame
+    `name:` for a missing top-level `arms:`.
+    """
+    return next((lines[loc[:k]] for k in range(len(loc), 0, -1) if loc[:k] in lines), None)
+
+
 def _first_error(err: ValidationError, path: Path, lines: dict[tuple[str, ...], int]) -> UserError:
     e = err.errors()[0]
     loc = tuple(str(p) for p in e["loc"])
-    # The deepest location that exists in the file names the line (a missing field has none).
-    line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), None)
+    line = _line_of(lines, loc)
     field = ".".join(loc) or "(top level)"
     if e["type"] == "extra_forbidden":
         msg = "unknown field"
@@ -404,6 +428,7 @@ def load_plan(path: Path) -> Plan:
     if not plan.stages:
         plan.stages = default_stages()
     plan._source = path
+    plan._lines = lines
     _check_references(plan, path, lines)
     return plan
 
@@ -427,7 +452,7 @@ def _check_references(plan: Plan, path: Path, lines: dict[tuple[str, ...], int])
     """Cross-field checks: arms, scenarios, stage names and data files exist."""
 
     def fail(loc: tuple[str, ...], msg: str) -> UserError:
-        line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), None)
+        line = _line_of(lines, loc)
         return UserError(f"{'.'.join(loc)}: {msg}", where=f"{path}:{line}" if line else str(path))
 
     for name, arm in plan.arms.items():

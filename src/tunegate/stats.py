@@ -67,6 +67,8 @@ def compare(
     cm, em, md = float(c.mean()), float(e.mean()), float(d.mean())
     relative = md / cm if cm != 0 else None
     sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    if sd <= 1e-12 * max(1.0, abs(md)):
+        sd = 0.0  # float noise around a constant difference (0.3 − 0.2 ≠ 0.2 − 0.1 in binary)
     d_z = md / sd if sd > 0 else None
     if sd == 0 and n > 1:
         notes.append("every pair differs by the same amount: d_z and the t-test are undefined")

@@ -52,22 +52,25 @@ def load_experiment(plan: Plan) -> Experiment:
                 )
     scenarios = list(dict.fromkeys(i.scenario for i in control.values()))
     allowed = plan.scenarios or scenarios
-    for name in plan.scenarios or []:
+    # Field paths as load_plan spells them (`stages.3.data.scenarios.0`), with the plan's line.
+    for j, name in enumerate(plan.scenarios or []):
         if name not in scenarios:
             raise UserError(
-                f"scenarios: '{name}' has no items in {control_arm.data}", where=plan.source
+                f"scenarios.{j}: '{name}' has no items in {control_arm.data}",
+                where=plan.where(("scenarios", str(j))),
             )
-    for stage in plan.stages:
-        for name in stage.data.scenarios or []:
+    for i, stage in enumerate(plan.stages):
+        for j, name in enumerate(stage.data.scenarios or []):
             if name not in allowed:
+                loc = ("stages", str(i), "data", "scenarios", str(j))
                 raise UserError(
-                    where=plan.source,
-                    message=f"stages.{stage.name}.data.scenarios: unknown scenario '{name}' "
+                    where=plan.where(loc),
+                    message=f"{'.'.join(loc)}: unknown scenario '{name}' "
                     f"(the data has: {', '.join(scenarios)})",
                 )
     if plan.pilot_scenario and plan.pilot_scenario not in allowed:
         raise UserError(
-            where=plan.source,
+            where=plan.where(("pilot_scenario",)),
             message=f"pilot_scenario: unknown scenario '{plan.pilot_scenario}' "
             f"(the data has: {', '.join(scenarios)})",
         )

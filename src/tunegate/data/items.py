@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunegate.errors import UserError
 
 MAX_LINE_BYTES = 1_000_000  # a 1 MB line is almost surely a broken export, not a sample
+DEFAULT_SCENARIO = "default"  # the scenario of the seed's bare {prompt, completion} lines
 
 
 class Item(BaseModel):
@@ -43,16 +44,21 @@ def _describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "item"
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"].lower()
+        # Our own validators' messages come as "Value error, ...": the prefix says nothing.
+        msg = (
+            "unknown field"
+            if e["type"] == "extra_forbidden"
+            else e["msg"].removeprefix("Value error, ").lower()
+        )
         if e["type"] == "missing":
             msg = "missing required field"
         parts.append(f"'{field}': {msg}")
     return "; ".join(parts)
 
 
-def derived_id(prompt: str, line_no: int) -> str:
-    """Deterministic id for the seed's bare {prompt, completion} lines."""
-    return f"L{line_no:05d}-" + hashlib.sha256(prompt.encode()).hexdigest()[:8]
+def derived_id(text: str, line_no: int) -> str:
+    """Deterministic id for the seed's bare {prompt, completion} lines, from line and `text`."""
+    return f"L{line_no:05d}-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def load_items(path: Path, *, default_scenario: str | None = None) -> list[Item]:
@@ -87,11 +93,13 @@ def load_items(path: Path, *, default_scenario: str | None = None) -> list[Item]
             problems.append(f"{where}: expected a JSON object, got {type(obj).__name__}")
             continue
         if "id" not in obj and set(obj) <= {"prompt", "completion"} and "prompt" in obj:
-            # The seed's shape: derive a stable id and a scenario from the file.
+            # The seed's shape: derive a stable id and a scenario. Both must pair across arms,
+            # whose prompts differ by design: so the id hashes the completion (the arms share
+            # it), and the scenario is a constant, not the file's name.
             obj = {
                 **obj,
-                "id": derived_id(str(obj["prompt"]), line_no),
-                "scenario": default_scenario or path.stem,
+                "id": derived_id(str(obj.get("completion", "")), line_no),
+                "scenario": default_scenario or DEFAULT_SCENARIO,
             }
         try:
             item = Item.model_validate(obj)

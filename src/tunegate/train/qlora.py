@@ -122,7 +122,7 @@ def train_arm(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer, TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
     started = time.perf_counter()
@@ -135,6 +135,9 @@ def train_arm(
             model, use_gradient_checkpointing=training.gradient_checkpointing
         )
     if quant.method in ("qlora", "lora"):
+        # Seed before LoRA's random init (Trainer seeds only later): both arms start from the
+        # same adapter weights whatever ran before them in this process.
+        set_seed(seed)
         model = get_peft_model(
             model,
             LoraConfig(

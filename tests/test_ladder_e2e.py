@@ -1,0 +1,72 @@
+"""The whole ladder on the example experiment, through the CLI, as `make demo` runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_cli
+
+STAGES = ["environment", "micro", "small", "pilot", "production"]
+
+
+def test_example_climbs_all_five_stages(example: Path) -> None:
+    result = run_cli("run", str(example))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "GO — every stage passed" in result.stdout
+
+    run_dir = example.parent / "runs" / "metadata-experiment"
+    state = json.loads((run_dir / "state.json").read_text())
+    assert [state["stages"][s]["verdict"] for s in STAGES] == ["PASS"] * 5
+    assert not any(state["stages"][s]["forced"] for s in STAGES)
+
+    # Stage 1 evidence: real 4-bit layers, 10 steps, loss and val loss fell, both arms.
+    micro = state["stages"]["micro"]
+    for arm in ("control", "experiment"):
+        train = micro["arms"][arm]["train"]
+        assert train["linear4bit_layers"] == 14  # 2 layers x 7 projections
+        assert train["steps"] == 10
+        assert train["eval_loss_after"] < train["eval_loss_before"]
+        adapter = Path(train["adapter_dir"])
+        assert (adapter / "adapter_model.safetensors").is_file()
+        meta = json.loads((adapter / "tunegate.json").read_text())
+        assert meta["method"] == "qlora" and meta["train_data_hash"]
+
+    # Per-item results: every test item scored in both arms, paired by id.
+    rows = [json.loads(line) for line in (run_dir / "stage-3-pilot" / "results.jsonl").open()]
+    by_arm = {arm: {r["id"] for r in rows if r["arm"] == arm} for arm in ("control", "experiment")}
+    assert by_arm["control"] == by_arm["experiment"] and len(by_arm["control"]) == 15
+    comparison = json.loads((run_dir / "stage-3-pilot" / "comparison.json").read_text())
+    assert comparison["primary"]["metric"] == "functional_correctness"
+    assert comparison["primary"]["p_value"] < 0.05
+
+    # The MLflow store holds the hierarchy: ladder → 5 stages → 2 arms each (stage 0 has none).
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    exp = client.get_experiment_by_name("tunegate-demo")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    level = {r.info.run_id: r.data.tags.get("tunegate.level") for r in runs}
+    parent = [r for r in runs if level[r.info.run_id] == "ladder"]
+    assert len(parent) == 1
+    stages = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert sorted(r.data.tags["tunegate.stage"] for r in stages) == sorted(STAGES)
+    assert all(r.data.tags["tunegate.verdict"] == "PASS" for r in stages)
+    arms = [r for r in runs if level[r.info.run_id] == "arm"]
+    assert len(arms) == 8
+    pilot_control = next(
+        r
+        for r in arms
+        if r.data.tags["tunegate.stage"] == "pilot" and r.data.tags["tunegate.arm"] == "control"
+    )
+    history = client.get_metric_history(pilot_control.info.run_id, "loss")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) > 100  # one point per step, none twice
+
+    # `status` reads the same state back.
+    status = run_cli("status", cwd=example.parent)
+    assert status.returncode == 0 and "production" in status.stdout and "GO" in status.stdout
+
+    # A second `run` has nothing left to do and trains nothing.
+    again = run_cli("run", str(example))
+    assert again.returncode == 0 and "Every stage has passed" in again.stdout

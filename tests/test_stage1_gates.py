@@ -1,0 +1,71 @@
+"""Stage 1's gates are real: a run that does not learn, or cannot save, FAILs with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_cli
+
+MICRO_ONLY = """\
+name: micro-check
+output_dir: runs
+training: {{learning_rate: {lr}, gradient_checkpointing: false}}
+lora: {{dropout: 0.0}}
+arms:
+  control: {{role: control, data: data/control.jsonl}}
+  experiment: {{role: experiment, data: data/experiment.jsonl}}
+stages:
+  - name: micro
+    data: {{selection: micro}}
+    training: {{max_steps: 10, batch_size: 1, save_steps: 5}}
+    evaluation: {{mode: smoke}}
+    gates: {{loaded_in_4bit: true, loss_decreased: true, model_saved: true, generates: true}}
+    recovery: ["Debug training script locally"]
+"""
+
+
+def _plan(example: Path, lr: str) -> Path:
+    plan = example.parent / "micro.yaml"
+    plan.write_text(MICRO_ONLY.format(lr=lr))
+    return plan
+
+
+def _state(plan: Path) -> dict:
+    return json.loads((plan.parent / "runs" / "micro-check" / "state.json").read_text())
+
+
+def test_micro_passes_with_a_learning_rate(example: Path) -> None:
+    plan = _plan(example, "3.0e-3")
+    result = run_cli("run", str(plan))
+    assert result.returncode == 0, result.stdout + result.stderr
+    gates = {g["name"]: g for g in _state(plan)["stages"]["micro"]["gates"]}
+    assert all(g["passed"] for g in gates.values())
+    assert "Linear4bit" in gates["loaded_in_4bit"]["evidence"]
+
+
+def test_learning_rate_zero_fails_the_loss_gate(example: Path) -> None:
+    plan = _plan(example, "0.0")
+    result = run_cli("run", str(plan))
+    assert result.returncode == 1
+    stage = _state(plan)["stages"]["micro"]
+    assert stage["verdict"] == "FAIL"
+    loss_gate = next(g for g in stage["gates"] if g["name"] == "loss_decreased")
+    assert not loss_gate["passed"]
+    assert "val loss" in loss_gate["evidence"]  # the evidence shows why, for both arms
+    assert "Debug training script locally" in result.stdout  # the recovery actions
+
+
+def test_an_unsavable_adapter_fails_with_its_reason(example: Path) -> None:
+    plan = _plan(example, "3.0e-3")
+    blocker = plan.parent / "runs" / "micro-check" / "stage-0-micro" / "control" / "adapter"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the adapter directory should go")
+    result = run_cli("run", str(plan))
+    assert result.returncode == 1
+    stage = _state(plan)["stages"]["micro"]
+    assert stage["verdict"] == "FAIL"
+    assert stage["arms"]["control"]["status"] == "failed"
+    saved = next(g for g in stage["gates"] if g["name"] == "model_saved")
+    assert not saved["passed"] and "control" in saved["evidence"]
+    assert "Traceback" not in result.stdout + result.stderr
