@@ -193,8 +193,9 @@ def main() -> None:
         from rich.markup import escape
 
         # escape: a message quoting a regex or a path with [brackets] must print verbatim.
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(err))}", highlight=False,
-                                   soft_wrap=True)
+        Console(stderr=True).print(
+            f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         sys.exit(err.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)

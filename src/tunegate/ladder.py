@@ -384,6 +384,13 @@ class Ladder:
                 f"  {name}: training on {len(train_items)} items"
                 + (" (resuming from its last checkpoint)" if resuming else "")
             )
+            logged = {step for step, _ in self.tracker.history(run_id, "loss")}
+
+            def sink(entries: list[tuple[dict[str, float], int]]) -> None:
+                fresh = [(m, step) for m, step in entries if step not in logged]
+                self.tracker.step_metrics(run_id, fresh)
+                logged.update(step for _, step in fresh)
+
             try:
                 res = train_arm(
                     model_dir=model_dir,
@@ -395,7 +402,7 @@ class Ladder:
                     lora=plan.lora,
                     max_length=plan.model.max_length,
                     seed=plan.seed,
-                    metric_sink=lambda m, step: self.tracker.metrics(run_id, m, step),
+                    metric_sink=sink,
                     provenance={"plan_hash": plan_hash(plan), "stage": stage.name, "arm": name},
                 )
             except (KeyboardInterrupt, SystemExit):

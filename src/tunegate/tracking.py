@@ -82,6 +82,21 @@ class Tracker:
         if batch:
             self.client.log_batch(run_id, metrics=batch)
 
+    def step_metrics(self, run_id: str, entries: list[tuple[dict[str, float], int]]) -> None:
+        """Log many steps in few requests (log_batch takes up to 1000 metrics)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(k.replace("/", "_"), float(v), now, step)
+            for metrics, step in entries
+            for k, v in metrics.items()
+        ]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+
     def tags(self, run_id: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)

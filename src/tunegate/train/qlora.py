@@ -21,7 +21,9 @@ from typing import Any
 from tunegate.data.items import Item, items_hash
 from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig
 
-MetricSink = Callable[[dict[str, float], int], None]  # (metrics, step) → tracked somewhere
+# Receives batches of (metrics, step); it must skip steps it has already recorded, because a
+# resumed run replays the checkpoint's history to fill what a kill interrupted.
+MetricSink = Callable[[list[tuple[dict[str, float], int]]], None]
 
 
 @dataclass
@@ -97,6 +99,10 @@ def versions() -> dict[str, str]:
         "trl": trl.__version__,
         "bitsandbytes": bitsandbytes.__version__,
     }
+
+
+def _numeric(logs: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and k != "step"}
 
 
 def _last_checkpoint(checkpoints: Path) -> Path | None:
@@ -186,8 +192,9 @@ def train_arm(
     sink_state: dict[str, Any] = {"buffer": [], "stopped": None}
 
     class _Watch(TrainerCallback):
-        """Buffers metrics until a checkpoint is written, so a resumed run never logs a step
-        twice; stops on a NaN/inf loss (the watchdog)."""
+        """Holds step metrics back until a checkpoint covers them: after a kill, the resumed run
+        restarts at that checkpoint, so a step logged past it would be logged again with other
+        values. Stops on a NaN/inf loss (the watchdog)."""
 
         def on_log(self, args, state, control, logs=None, **kw):  # type: ignore[no-untyped-def]
             logs = logs or {}
@@ -195,17 +202,15 @@ def train_arm(
             if loss is not None and not math.isfinite(loss):
                 sink_state["stopped"] = f"loss is {loss} at step {state.global_step}"
                 control.should_training_stop = True
-            keep = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
-            if "loss" in keep:
-                sink_state["buffer"].append((keep, state.global_step))
+            if "loss" in logs:
+                sink_state["buffer"].append((_numeric(logs), state.global_step))
 
         def on_save(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
             flush()
 
     def flush() -> None:
-        if metric_sink:
-            for metrics, step in sink_state["buffer"]:
-                metric_sink(metrics, step)
+        if metric_sink and sink_state["buffer"]:
+            metric_sink(list(sink_state["buffer"]))
         sink_state["buffer"].clear()
 
     trainer = SFTTrainer(
@@ -229,6 +234,11 @@ def train_arm(
             eval_before = float(trainer.evaluate()["eval_loss"])
             out_dir.mkdir(parents=True, exist_ok=True)
             before_file.write_text(json.dumps({"eval_loss": eval_before}))
+    if resume and metric_sink:
+        # A kill between writing a checkpoint and logging its steps loses them from tracking;
+        # the checkpoint's own history has them. The sink skips what it already holds.
+        history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
+        metric_sink([(_numeric(h), int(h["step"])) for h in history if "loss" in h])
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     flush()
     eval_after = float(trainer.evaluate()["eval_loss"]) if val_items else None
