@@ -69,3 +69,40 @@ def test_an_unsavable_adapter_fails_with_its_reason(example: Path) -> None:
     saved = next(g for g in stage["gates"] if g["name"] == "model_saved")
     assert not saved["passed"] and "control" in saved["evidence"]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_force_stage_runs_past_a_failure_and_records_it(example: Path) -> None:
+    plan = example.parent / "two.yaml"
+    two_stages = MICRO_ONLY.format(lr="3.0e-3") + (
+        "  - name: again\n"
+        "    data: {selection: micro}\n"
+        "    training: {max_steps: 10, batch_size: 1, learning_rate: 3.0e-3}\n"
+        "    evaluation: {mode: smoke}\n"
+        "    gates: {model_saved: true}\n"
+    )
+    # The first stage cannot learn (lr 0), so it FAILs and the second must not start.
+    plan.write_text(
+        two_stages.replace(
+            "training: {max_steps: 10, batch_size: 1, save_steps: 5}",
+            "training: {max_steps: 10, batch_size: 1, learning_rate: 0}",
+        )
+    )
+    first = run_cli("run", str(plan))
+    assert first.returncode == 1
+    blocked = run_cli("run", str(plan), "--stage", "1")
+    assert blocked.returncode == 1 and "--force-stage 1" in blocked.stdout
+    state = _state(plan)
+    assert "again" not in state["stages"]
+
+    forced = run_cli("run", str(plan), "--stage", "1", "--force-stage", "1")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    state = _state(plan)
+    again = state["stages"]["again"]
+    assert again["verdict"] == "PASS" and again["forced"] is True
+    assert again["forced_reason"] == "stage 0 was FAIL"
+    assert "(forced)" in forced.stdout
+
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(tracking_uri=state["tracking_uri"]).get_run(again["mlflow_run"]).data.tags
+    assert tags["tunegate.forced"] == "true"

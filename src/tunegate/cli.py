@@ -121,7 +121,7 @@ def run(
     console.print()
     console.print(verdict_table(p, state))
     console.print(f"[bold]{final_answer(p, state)}[/]   run directory: {ladder.run.root}")
-    if records and records[-1].verdict != "PASS":
+    if ladder.blocked or (records and records[-1].verdict != "PASS"):
         raise typer.Exit(1)
     end = until if until is not None else (stage if stage is not None else len(p.stages) - 1)
     if records and records[-1].index < end:

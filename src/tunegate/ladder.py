@@ -120,6 +120,7 @@ class Ladder:
         self.run = run_dir_for(plan)
         self.state: dict[str, Any] = {"stages": {}}
         self.tracker: Any = None
+        self.blocked = False  # a stage was not started because the one before did not pass
 
     # --- bookkeeping -------------------------------------------------------------------
     def _save(self) -> None:
@@ -181,6 +182,7 @@ class Ladder:
                         f"{index - 1} ({prev}) is {prev_verdict}. Fix it, or pass "
                         f"--force-stage {index} to override (recorded)."
                     )
+                    self.blocked = True
                     break
                 forced = True
                 self._say(
