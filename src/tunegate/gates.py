@@ -166,7 +166,7 @@ def _improves(ev: StageEvidence, metrics: list[str]) -> tuple[bool, str]:
             ok = False
             parts.append(f"{m}: not measured")
             continue
-        ok &= c.difference >= 0
+        ok &= c.difference > 0  # the seed: "shows improvement", not merely "no worse"
         parts.append(f"{m}: {c.difference:+.3f}")
     return ok, "; ".join(parts)
 
@@ -188,6 +188,11 @@ GATES: dict[
 
 def evaluate_gates(gates: Gates, evidence: StageEvidence) -> tuple[Verdict, list[GateResult]]:
     results = []
+    crashed = {name: arm.error for name, arm in evidence.arms.items() if arm.error}
+    if crashed:
+        # Whatever gates the plan chose, a crash is a FAIL: the stage did not run.
+        detail = "; ".join(f"{name}: {error}" for name, error in crashed.items())
+        results.append(GateResult("ran", False, "health", detail))
     for name, threshold in gates.model_dump(exclude_none=True).items():
         if threshold is False:
             continue

@@ -21,9 +21,10 @@ def load_for_inference(base_dir: Path, adapter_dir: Path, quant: QuantizationCon
 
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     tokenizer.padding_side = "left"  # decoder-only batches pad on the left
-    model = load_base(base_dir, quant)
-    if quant.method != "full":
-        model = PeftModel.from_pretrained(model, adapter_dir)
+    if quant.method == "full":
+        model = load_base(adapter_dir, quant)  # full fine-tuning saved the whole model there
+    else:
+        model = PeftModel.from_pretrained(load_base(base_dir, quant), adapter_dir)
     model.eval()
     return model, tokenizer
 

@@ -327,6 +327,9 @@ class Ladder:
             generations[name] = gens
         if stage.evaluation.mode == "full" and all(a.trained for a in evidence.arms.values()):
             self._score(stage, sel, stage_dir, arm_names, generations, evidence, record)
+        for name, arm_ev in evidence.arms.items():
+            status = "FAILED" if arm_ev.error or not arm_ev.trained else "FINISHED"
+            self.tracker.end(record["arms"][name]["mlflow_run"], status)
         return evidence
 
     def _arm(
@@ -363,7 +366,8 @@ class Ladder:
         val_items = _selection_items(self.exp, role, sel, sel.val)
         ev = ArmEvidence()
         adapter = Path(arm_state.get("train", {}).get("adapter_dir", arm_dir / "adapter"))
-        if arm_state["status"] == "done" and (adapter / "adapter_config.json").is_file():
+        # tunegate.json is written last: its presence means the adapter is complete.
+        if arm_state["status"] == "done" and (adapter / "tunegate.json").is_file():
             self._say(f"  {name}: trained adapter recorded at {adapter} — not re-training")
             result = arm_state["train"]
         else:

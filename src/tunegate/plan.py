@@ -42,7 +42,7 @@ class ModelConfig(_Strict):
         512,
         ge=16,
         description="Token limit per sample. TRL's default is 1024 and truncates silently; "
-        "tunegate counts tokens before training instead.",
+        "tunegate counts tokens first and fails the arm, naming every sample that is too long.",
     )
 
 
@@ -50,7 +50,9 @@ class QuantizationConfig(_Strict):
     method: Literal["qlora", "lora", "full"] = Field(
         "qlora", description="qlora: 4-bit base + LoRA; lora: full-precision base + LoRA; full."
     )
-    quant_type: Literal["nf4", "fp4"] = "nf4"
+    quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="bitsandbytes default is fp4; nf4 is the QLoRA paper's data type."
+    )
     double_quant: bool = Field(
         True,
         description="bitsandbytes default is False; the QLoRA paper quantizes the quantization "
@@ -75,15 +77,15 @@ class TrainingConfig(_Strict):
         2e-4, ge=0, description="SFTConfig's default is 2e-5; 2e-4 is the QLoRA paper's."
     )
     batch_size: int = Field(4, ge=1, description="Per device; the seed's BATCH_SIZE.")
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Effective batch multiplier.")
     epochs: float = Field(3, gt=0, description="The seed's EPOCHS.")
     max_steps: int | None = Field(None, ge=1, description="The seed's MAX_STEPS; wins over epochs.")
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "constant",
         description="Trainer's default is linear decay; constant keeps short stages comparable.",
     )
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (Trainer default).")
     save_steps: int = Field(
         25, ge=1, description="Checkpoint interval; resume starts from the last."
     )
@@ -109,8 +111,8 @@ class TrainingOverrides(_Strict):
 
 class ArmConfig(_Strict):
     data: Path = Field(description="JSONL file of items (id, scenario, prompt, completion, ...).")
-    role: Literal["control", "experiment"]
-    description: str = ""
+    role: Literal["control", "experiment"] = Field(description="Which side of the comparison.")
+    description: str = Field("", description="Free text, recorded in tracking.")
 
 
 class DataSelection(_Strict):
@@ -123,10 +125,16 @@ class DataSelection(_Strict):
     )
     scenarios: list[str] | None = Field(None, description="Restrict to these; None = all.")
     n: int | None = Field(None, ge=1, description="head: train items; split: cap on train items.")
-    val_n: int | None = Field(None, ge=1)
-    test_n: int | None = Field(None, ge=1)
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    test_per_scenario: int | None = Field(None, ge=1)
+    val_n: int | None = Field(None, ge=1, description="head: validation items (default 5).")
+    test_n: int | None = Field(
+        None, ge=1, description="head: held-out test items after the head (default 5)."
+    )
+    split: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="split/all: train/val/test fractions per scenario."
+    )
+    test_per_scenario: int | None = Field(
+        None, ge=1, description="split/all: at most this many test items per scenario."
+    )
 
     @model_validator(mode="after")
     def _split_sums_to_one(self) -> DataSelection:
@@ -141,10 +149,10 @@ class EvaluationConfig(_Strict):
     mode: Literal["none", "smoke", "full"] = Field(
         "full", description="smoke: generate once per arm (stage 1); full: score the test items."
     )
-    metrics: list[Literal["code_accuracy", "functional_correctness"]] = [
-        "functional_correctness",
-        "code_accuracy",
-    ]
+    metrics: list[Literal["code_accuracy", "functional_correctness"]] = Field(
+        ["functional_correctness", "code_accuracy"],
+        description="Scored per test item in both arms; the primary must be among them.",
+    )
     primary_metric: Literal["code_accuracy", "functional_correctness"] = Field(
         "functional_correctness",
         description="Pre-registered: the gates' improvement and p-value are the primary metric's.",
@@ -152,7 +160,7 @@ class EvaluationConfig(_Strict):
     limit: int | None = Field(
         None, ge=1, description="The seed's --limit: at most this many items."
     )
-    max_new_tokens: int = Field(96, ge=1)
+    max_new_tokens: int = Field(96, ge=1, description="Generation length per test item.")
     timeout_s: float = Field(5.0, gt=0, description="Per program, for functional correctness.")
 
 
@@ -177,14 +185,18 @@ class Gates(_Strict):
 
 
 class Estimate(_Strict):
-    hours: float = Field(0, ge=0)
-    usd: float = Field(0, ge=0)
+    hours: float = Field(0, ge=0, description="Wall time the stage is expected to take.")
+    usd: float = Field(0, ge=0, description="What the stage is expected to cost.")
 
 
 class Stage(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    kind: Literal["environment", "train"] = "train"
-    description: str = ""
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Unique; names the stage's directory."
+    )
+    kind: Literal["environment", "train"] = Field(
+        "train", description="environment: stage-0 checks only; train: the full stage."
+    )
+    description: str = Field("", description="One line, shown by `tunegate plan` and `run`.")
     arms: list[str] | None = Field(None, description="Arms to train; None = all.")
     data: DataSelection = DataSelection()
     training: TrainingOverrides = TrainingOverrides()
@@ -200,19 +212,25 @@ class TrackingConfig(_Strict):
         description="MLflow tracking URI. None: $MLFLOW_TRACKING_URI, else a sqlite store in the "
         "output directory (mlflow's own default is ./mlflow.db in the working directory).",
     )
-    experiment: str = "tunegate"
+    experiment: str = Field("tunegate", description="MLflow experiment the runs go into.")
 
 
 class Plan(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 42
-    output_dir: Path = Path("runs")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Names the run directory (<output_dir>/<name>) and the MLflow parent run.",
+    )
+    seed: int = Field(42, description="Data selection, both arms' data order and LoRA init.")
+    output_dir: Path = Field(
+        Path("runs"), description="Run directories and the default MLflow store go here."
+    )
     model: ModelConfig = ModelConfig()
     quantization: QuantizationConfig = QuantizationConfig()
     lora: LoraSettings = LoraSettings()
     training: TrainingConfig = TrainingConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    arms: dict[str, ArmConfig]
+    arms: dict[str, ArmConfig] = Field(
+        description="Exactly two arms, one per role; each names its JSONL file."
+    )
     scenarios: list[str] | None = Field(None, description="Scenarios in play; None = all in data.")
     pilot_scenario: str | None = Field(
         None, description="The one scenario of the pilot stage (the seed used React); None = first."
@@ -249,14 +267,20 @@ class Plan(_Strict):
         overrides = stage.training.model_dump(exclude_none=True)
         return self.training.model_copy(update=overrides)
 
-    def stage_evaluation(self, stage: Stage) -> EvaluationConfig:
-        return stage.evaluation
-
     def stage_hash(self, index: int) -> str:
-        """What a stage's result depends on; a change re-runs it and every stage after it."""
+        """What a stage's result depends on — its settings, the plan's shared settings and the
+        arms' data *contents* — so that editing any of them re-runs the stage."""
         body = self.model_dump(mode="json", exclude={"stages", "tracking", "output_dir"})
         body["stage"] = self.stages[index].model_dump(mode="json")
+        body["data"] = {name: _file_digest(arm.data) for name, arm in sorted(self.arms.items())}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
 
 
 SEED_RECOVERY: dict[str, list[str]] = {

@@ -156,6 +156,18 @@ def train_arm(
         )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+    too_long = [
+        f"{i.id} ({n} tokens)"
+        for i in train_items + val_items
+        if (n := len(tokenizer(i.prompt + i.completion)["input_ids"]) + 1) > max_length  # + EOS
+    ]
+    if too_long:
+        # TRL would truncate these silently and train on cut-off completions.
+        raise ValueError(
+            f"{len(too_long)} sample(s) exceed model.max_length={max_length} and would be "
+            f"truncated: {', '.join(too_long[:10])}"
+        )
+
     def to_dataset(items: list[Item]) -> Dataset:
         return Dataset.from_list([{"prompt": i.prompt, "completion": i.completion} for i in items])
 
