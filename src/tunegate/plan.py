@@ -268,11 +268,14 @@ class Plan(_Strict):
         return self.training.model_copy(update=overrides)
 
     def stage_hash(self, index: int) -> str:
-        """What a stage's result depends on — its settings, the plan's shared settings and the
-        arms' data *contents* — so that editing any of them re-runs the stage."""
+        """What a stage's result depends on — its settings, the plan's shared settings, the
+        arms' data *contents* and the model's bytes — so that changing any of them re-runs it."""
         body = self.model_dump(mode="json", exclude={"stages", "tracking", "output_dir"})
         body["stage"] = self.stages[index].model_dump(mode="json")
         body["data"] = {name: _file_digest(arm.data) for name, arm in sorted(self.arms.items())}
+        from tunegate.train.tiny import model_fingerprint  # light: torch loads only to build
+
+        body["model_bytes"] = model_fingerprint(self.model.name)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -89,7 +89,17 @@ def _build(target: Path) -> None:
 
 
 def build_key() -> str:
-    body = json.dumps({"v": BUILD_VERSION, "arch": ARCHITECTURE, "vocab": VOCAB_SIZE})
+    """Everything the built bytes depend on: a changed corpus or init must not reuse a cache."""
+    body = json.dumps(
+        {
+            "v": BUILD_VERSION,
+            "arch": ARCHITECTURE,
+            "vocab": VOCAB_SIZE,
+            "head_scale": HEAD_INIT_SCALE,
+            "corpus": hashlib.sha256("\x00".join(_corpus()).encode()).hexdigest(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
@@ -110,6 +120,23 @@ def ensure_tiny_llama() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def model_fingerprint(name: str) -> str:
+    """Identifies the model's bytes cheaply, so a rebuilt or replaced model re-runs stages."""
+    from tunegate.plan import TINY_LLAMA
+
+    if name == TINY_LLAMA:
+        return f"tiny-llama-{build_key()}"
+    path = Path(name)
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*")) if path.is_dir() else []:
+        if f.is_file():
+            stat = f.stat()
+            h.update(f"{f.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
+            if f.name == "config.json":
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def resolve_model(name: str) -> Path:

@@ -1,0 +1,424 @@
+"""`tunegate data …`: check, derive and inspect the arms' data. Parse, call, print.
+
+Registered on the main app as `app.add_typer(data_app, name="data")`. transformers and trl are
+imported inside the commands that tokenize, so `tunegate data --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# As tunegate.cli, for when this sub-app is imported on its own (tests): never reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tunegate.data.checks import LEAKAGE_NGRAM, LEAKAGE_THRESHOLD, CheckReport, CheckResult
+from tunegate.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from tunegate.data.arms import Experiment
+    from tunegate.data.items import Item
+    from tunegate.plan import Plan
+
+data_app = typer.Typer(
+    no_args_is_help=True,
+    help="Check, derive and inspect the arms' data: pairing, leakage, token lengths, EOS, "
+    "label masks.",
+)
+DEFAULT_PLAN = Path("tunegate.yaml")
+SHOWN_MESSAGES = 5  # per check in the table; --json lists every one
+_VERDICT_STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
+
+
+def _console() -> Console:
+    # As tunegate.cli: piped output gets room for the table instead of rich's 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 140)
+
+
+def _quiet() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("bitsandbytes", "transformers", "trl", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _tokenizer(model_name: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    from tunegate.train.tiny import resolve_model
+
+    _quiet()
+    path = resolve_model(model_name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.name: cannot load a tokenizer from {path}: {err}") from None
+
+
+def _threshold_option() -> Any:
+    return typer.Option(
+        LEAKAGE_THRESHOLD,
+        "--threshold",
+        min=0.01,
+        max=1.0,
+        help=f"Near-duplicate threshold: Jaccard similarity of token {LEAKAGE_NGRAM}-grams.",
+    )
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def _details(check: CheckResult) -> Text:
+    text = Text(check.summary)
+    for message in check.messages[:SHOWN_MESSAGES]:
+        text.append("\n  " + message)
+    more = len(check.messages) - SHOWN_MESSAGES
+    if more > 0:
+        text.append(f"\n  ... and {more} more (--json lists every one)", style="dim")
+    return text
+
+
+def _print_report(report: CheckReport, title: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        return
+    table = Table(title=title, show_lines=True)
+    table.add_column("scope")
+    table.add_column("check")
+    table.add_column("verdict")
+    table.add_column("details", overflow="fold")
+    for check in report.checks:
+        table.add_row(
+            Text(check.scope),
+            Text(check.name),
+            Text(check.verdict.upper(), style=_VERDICT_STYLE[check.verdict]),
+            _details(check),
+        )
+    console = _console()
+    console.print(table)
+    fails = sum(c.verdict == "fail" for c in report.checks)
+    warns = sum(c.verdict == "warn" for c in report.checks)
+    console.print(
+        Text(
+            f"{report.verdict.upper()}: {len(report.checks)} checks, {fails} failed, "
+            f"{warns} warning(s)",
+            style="bold " + _VERDICT_STYLE[report.verdict],
+        )
+    )
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+def _check_plan(
+    report: CheckReport,
+    plan: Plan,
+    exp: Experiment,
+    tokenizer: PreTrainedTokenizerBase,
+    threshold: float,
+) -> None:
+    """Per arm: EOS and prompt boundaries; per training stage and arm: the token lengths of what
+    it trains on (train + val) and leakage of its test items into its training items."""
+    from tunegate.data.checks import (
+        Encoded,
+        encode_like_trl,
+        eos_check,
+        leakage,
+        prompt_boundary,
+        token_lengths,
+    )
+    from tunegate.data.select import micro_items
+    from tunegate.ladder import resolve_selection
+
+    max_length = plan.model.max_length
+    builtin = {i.id: i for i in micro_items()}
+    encoded: dict[str, dict[str, Encoded]] = {}
+    for role in ("control", "experiment"):
+        name = plan.arm_name(role)
+        items = list(exp.arm(role).values())
+        codes = encode_like_trl(items, tokenizer)
+        encoded[role] = {e.id: e for e in codes}
+        report.add(eos_check(items, tokenizer, max_length, encoded=codes), scope=name)
+        report.add(prompt_boundary(codes), scope=name)
+    builtin_codes = {e.id: e for e in encode_like_trl(list(builtin.values()), tokenizer)}
+    for index, stage in enumerate(plan.stages):
+        if stage.kind != "train":
+            continue
+        sel = resolve_selection(plan, exp, stage)
+        for name in stage.arms or list(plan.arms):
+            role = plan.arms[name].role
+            items: dict[str, Item] = builtin if sel.builtin else exp.arm(role)
+            codes_by_id = builtin_codes if sel.builtin else encoded[role]
+            scope = f"{index} {stage.name} / {name}"
+            trained = list(dict.fromkeys(sel.train + sel.val))  # val = train in micro
+            report.add(
+                token_lengths(
+                    [items[i] for i in trained],
+                    None,
+                    max_length,
+                    encoded=[codes_by_id[i] for i in trained],
+                ),
+                scope=scope,
+            )
+            if sel.test:
+                report.add(
+                    leakage([items[i] for i in sel.train], [items[i] for i in sel.test], threshold),
+                    scope=scope,
+                )
+
+
+@data_app.command()
+def check(
+    plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]"),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    threshold: float = _threshold_option(),
+) -> None:
+    """Check the plan's data: pairing, then per arm EOS and prompt boundaries, and per training
+    stage the token lengths (with the plan's tokenizer and max_length) and train/test leakage.
+    Exit 1 if any check fails."""
+    from tunegate.data.arms import load_experiment
+    from tunegate.data.checks import pairing
+    from tunegate.data.items import load_items
+    from tunegate.plan import load_plan
+
+    plan = load_plan(plan_path)
+    control = load_items(plan.arms[plan.arm_name("control")].data)
+    experiment = load_items(plan.arms[plan.arm_name("experiment")].data)
+    report = CheckReport()
+    paired = report.add(pairing(control, experiment), scope="arms")
+    # Unpaired arms have no selections to check: load_experiment would stop at the first
+    # difference, and the pairing check above has already listed all of them.
+    if paired.verdict != "fail":
+        exp = load_experiment(plan)
+        _check_plan(report, plan, exp, _tokenizer(plan.model.name), threshold)
+    _print_report(report, f"Data checks: {plan.name}", as_json)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@data_app.command("check-file")
+def check_file(
+    file: Path = typer.Argument(..., help="A JSONL file of items."),
+    max_length: int = typer.Option(
+        512, "--max-length", min=1, help="Token limit per sample (the plan's model.max_length)."
+    ),
+    model: str = typer.Option(
+        "tiny-llama", "--model", help="Whose tokenizer counts: tiny-llama or a model directory."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    threshold: float = _threshold_option(),
+) -> None:
+    """Check one JSONL file on its own: schema (every problem, exit 2), duplicates, token lengths,
+    prompt boundaries and EOS. Exit 1 if any check fails."""
+    from collections import Counter
+
+    from tunegate.data.checks import (
+        duplicates,
+        encode_like_trl,
+        eos_check,
+        prompt_boundary,
+        token_lengths,
+    )
+    from tunegate.data.items import load_items
+
+    items = load_items(file)
+    tokenizer = _tokenizer(model)
+    scenarios = Counter(i.scenario for i in items)
+    report = CheckReport()
+    scope = str(file)
+    report.add(
+        CheckResult(
+            "items",
+            "ok",
+            f"{len(items)} valid items; scenarios: "
+            + ", ".join(f"{s} {n}" for s, n in scenarios.items()),
+            data={"items": len(items), "scenarios": dict(scenarios)},
+        ),
+        scope=scope,
+    )
+    report.add(duplicates(items, threshold), scope=scope)
+    codes = encode_like_trl(items, tokenizer)
+    report.add(token_lengths(items, None, max_length, encoded=codes), scope=scope)
+    report.add(prompt_boundary(codes), scope=scope)
+    report.add(eos_check(items, tokenizer, max_length, encoded=codes), scope=scope)
+    _print_report(report, f"Data checks: {file}", as_json)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+# --- derive, micro --------------------------------------------------------------------------
+
+_ESCAPE = re.compile(r"\\(\\|n|t)")
+
+
+def _read_template(value: str) -> str:
+    """`@FILE`: the file's text verbatim. Otherwise the text with \\n, \\t and \\\\ unescaped,
+    because a shell argument cannot easily carry a newline."""
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError("template file does not exist", where=str(path)) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read the template: {err}", where=str(path)) from None
+    return _ESCAPE.sub(lambda m: {"\\": "\\", "n": "\n", "t": "\t"}[m[1]], value)
+
+
+def _refuse_overwrite(paths: list[Path], force: bool) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        raise UserError("already exists (use --force to overwrite)", where=str(existing[0]))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A temp file in the same directory, then a rename: an interrupted write leaves the old file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@data_app.command()
+def derive(
+    control: Path = typer.Argument(..., help="The control arm's JSONL file."),
+    template: str = typer.Option(
+        ...,
+        "--template",
+        "-t",
+        help="The experiment prompt: TEXT or @FILE, over {prompt}, {metadata[KEY]}, {metadata}, "
+        "{metadata_json}, {id}, {scenario}, {language} (see tunegate.data.derive).",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the experiment arm."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Derive the experiment arm from the control arm: prompts rendered from the template and
+    the item's metadata; ids, completions, tests and metadata unchanged."""
+    from tunegate.data.derive import derive_experiment
+    from tunegate.data.items import load_items
+
+    text = _read_template(template)
+    if out.resolve() == control.resolve():
+        raise UserError("--out must not be the control file itself", where=str(out))
+    _refuse_overwrite([out], force)
+    items = load_items(control)
+    derived = derive_experiment(items, text, where=str(control))
+    _write_atomically(
+        out, "".join(i.model_dump_json(exclude_defaults=True) + "\n" for i in derived)
+    )
+    changed = sum(c.prompt != d.prompt for c, d in zip(items, derived, strict=True))
+    console = _console()
+    console.print(f"Wrote {len(derived)} items to {out} ({changed} prompts differ from control).")
+    if changed < len(derived):
+        console.print(
+            f"[yellow]warning:[/] {len(derived) - changed} prompt(s) are the same in both arms"
+        )
+    console.print(Text(f"First prompt ({derived[0].id}):\n") + Text(derived[0].prompt, style="dim"))
+
+
+@data_app.command()
+def micro(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for train.jsonl and val.jsonl."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Write the seed's 5-sample micro dataset as train.jsonl and val.jsonl (the same 5 lines,
+    as the seed: val = train)."""
+    from tunegate.data.select import SEED_MICRO_SAMPLES
+
+    paths = [out / "train.jsonl", out / "val.jsonl"]
+    _refuse_overwrite(paths, force)
+    text = "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in SEED_MICRO_SAMPLES)
+    for path in paths:
+        _write_atomically(path, text)
+    _console().print(f"Wrote {len(SEED_MICRO_SAMPLES)} samples to {paths[0]} and {paths[1]}.")
+
+
+# --- preview --------------------------------------------------------------------------------
+
+
+def _find_item(item_id: str, path: Path) -> Item:
+    from tunegate.data.items import load_items
+    from tunegate.data.select import micro_items
+
+    items = {i.id: i for i in load_items(path)}
+    builtin = {i.id: i for i in micro_items()}
+    if item_id in items:
+        return items[item_id]
+    if item_id in builtin:
+        return builtin[item_id]
+    close = difflib.get_close_matches(item_id, [*items, *builtin], n=3)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    raise UserError(f"no item with id '{item_id}'{hint}", where=str(path))
+
+
+@data_app.command()
+def preview(
+    item_id: str = typer.Argument(..., metavar="ID", help="The item's id."),
+    plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]"),
+    arm: str = typer.Option("control", "--arm", help="control | experiment (or an arm's name)."),
+    plain: bool = typer.Option(False, "--plain", help="One line per token, no colour."),
+) -> None:
+    """Show an item's training example token by token: masked (prompt), trained (completion and
+    EOS), cut (past max_length) — TRL's prepared example and collator, as training sees it."""
+    from tunegate.data.checks import label_mask_preview
+    from tunegate.plan import load_plan
+
+    plan = load_plan(plan_path)
+    roles = {a.role: name for name, a in plan.arms.items()}
+    name = arm if arm in plan.arms else roles.get(arm)
+    if name is None:
+        raise UserError(
+            f"--arm: '{arm}' is neither a role (control, experiment) nor an arm "
+            f"({', '.join(plan.arms)})"
+        )
+    item = _find_item(item_id, plan.arms[name].data)
+    max_length = plan.model.max_length
+    result = label_mask_preview(item, _tokenizer(plan.model.name), max_length)
+    header = (
+        f"item '{item.id}', arm {name}, model {plan.model.name}, max_length {max_length}: "
+        f"{len(result.tokens)} tokens, {result.count('masked')} masked, "
+        f"{result.count('trained')} trained, {result.count('cut')} cut"
+    )
+    if plain:
+        print(header)
+        if result.dropped:
+            print("TRL drops this example: no token is trained after truncation")
+        for t in result.tokens:
+            print(f"{t.index:>5} {t.id:>7} {t.status:<7} {t.text!r}")
+        return
+    console = _console()
+    console.print(Text(header, style="bold"))
+    if result.dropped:
+        console.print("[red]TRL drops this example: no token is trained after truncation[/]")
+    styles = {"masked": "dim", "cut": "red strike"}
+    text = Text()
+    for t in result.tokens:
+        # Adjacent trained tokens alternate shades so their boundaries show.
+        style = styles.get(t.status) or ("green" if t.index % 2 else "bold bright_green")
+        shown = t.text.replace("\n", "↵\n") if t.status == "trained" else t.text
+        text.append(shown, style=style)
+    console.print(text)
+    console.print(
+        Text("masked", style="dim")
+        + Text(" · ")
+        + Text("trained", style="green")
+        + Text(" · ")
+        + Text("cut", style="red strike")
+        + Text("   (--plain: one line per token with its id)")
+    )

@@ -1,0 +1,689 @@
+"""Data checks: pairing, train/test leakage, token lengths, EOS and the label-mask preview.
+
+Pure functions over items (and a tokenizer where tokens matter). Each returns a `CheckResult`: a
+verdict (ok / warn / fail), a one-line summary, one message per finding naming the item ids, and
+the numbers behind it; a `CheckReport` collects them.
+
+Token counts are TRL's, not an approximation: `SFTTrainer` (trl 1.x) appends the EOS *text* to a
+prompt-completion example's completion unless it already ends with it, tokenizes the prompt and
+prompt + completion separately with the tokenizer's defaults (special tokens included), masks
+the common prefix of the two (completion-only loss), keeps the first `max_length` tokens
+(`truncation_mode="keep_start"`) and drops an example whose labels are then all masked.
+`encode_like_trl` reproduces that with batched tokenizer calls (10,000 items in well under a
+second); `eos_check` runs TRL's own preparation on sample items and fails if the two disagree, and
+`label_mask_preview` shows TRL's prepared example itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from tunegate.data.items import Item
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+Verdict = Literal["ok", "warn", "fail"]
+_RANK: dict[str, int] = {"ok": 0, "warn": 1, "fail": 2}
+
+# Near-duplicates: Jaccard similarity of the sets of token 3-grams ("shingles") of the normalized
+# prompt + completion. 3-grams of code tokens keep order locally, so two functions that share
+# their words but not their structure stay apart; 0.8 flags items that differ by a name or an
+# operator in a short sample, not two different samples on the same template.
+LEAKAGE_NGRAM = 3
+LEAKAGE_THRESHOLD = 0.8
+
+
+@dataclass
+class CheckResult:
+    """One check's outcome. `messages` name the items; `data` holds the numbers (for --json)."""
+
+    name: str
+    verdict: Verdict
+    summary: str
+    messages: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    scope: str = ""  # what was checked: a file, or "<stage> / <arm>"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CheckReport:
+    """Every check of one `tunegate data check` (or `check-file`); the worst verdict wins."""
+
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        return max((c.verdict for c in self.checks), key=_RANK.__getitem__, default="ok")
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == "fail"
+
+    def add(self, result: CheckResult, scope: str | None = None) -> CheckResult:
+        if scope is not None:
+            result.scope = scope
+        self.checks.append(result)
+        return result
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "checks": [c.to_json() for c in self.checks]}
+
+
+def _worst(*verdicts: Verdict) -> Verdict:
+    return max(verdicts, key=_RANK.__getitem__, default="ok")
+
+
+def _ids(ids: Iterable[str], limit: int = 5) -> str:
+    ids = list(ids)
+    shown = ", ".join(f"'{i}'" for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+# --- pairing --------------------------------------------------------------------------------
+
+ARM_FIELDS = ("scenario", "prompt", "completion", "language", "tests", "metadata")
+
+
+def pairing(
+    control: Sequence[Item],
+    experiment: Sequence[Item],
+    may_differ: Iterable[str] = ("prompt", "metadata"),
+) -> CheckResult:
+    """Same ids in both arms, and only the fields in `may_differ` differ: every problem listed.
+
+    `load_experiment` stops at the first problem; this names them all, with the fields that
+    differ per item. An item whose prompt is the same in both arms trains both arms alike, which
+    is legal but dilutes the comparison, so it is a warning.
+    """
+    allowed = set(may_differ)
+    c_by_id = {i.id: i for i in control}
+    e_by_id = {i.id: i for i in experiment}
+    messages: list[str] = []
+    only_c = [i for i in c_by_id if i not in e_by_id]
+    only_e = [i for i in e_by_id if i not in c_by_id]
+    if only_c:
+        messages.append(f"{len(only_c)} id(s) only in control: {_ids(only_c)}")
+    if only_e:
+        messages.append(f"{len(only_e)} id(s) only in experiment: {_ids(only_e)}")
+    differing: dict[str, list[str]] = {}
+    same_prompt: list[str] = []
+    for item_id, c in c_by_id.items():
+        e = e_by_id.get(item_id)
+        if e is None:
+            continue
+        fields = [f for f in ARM_FIELDS if f not in allowed and getattr(c, f) != getattr(e, f)]
+        if fields:
+            differing[item_id] = fields
+            messages.append(f"item '{item_id}': {', '.join(fields)} differ between arms")
+        if c.prompt == e.prompt and "prompt" in allowed:
+            same_prompt.append(item_id)
+    paired = len(c_by_id) - len(only_c)
+    verdict: Verdict = "fail" if (only_c or only_e or differing) else "ok"
+    if same_prompt:
+        verdict = _worst(verdict, "warn")
+        messages.append(
+            f"{len(same_prompt)} item(s) have the same prompt in both arms: {_ids(same_prompt)}"
+        )
+    if verdict == "fail":
+        summary = (
+            f"{len(only_c) + len(only_e)} unpaired id(s), {len(differing)} item(s) differing in "
+            f"fields other than {', '.join(sorted(allowed))}"
+        )
+    else:
+        summary = f"{paired} items paired by id; arms differ only in {', '.join(sorted(allowed))}"
+    return CheckResult(
+        "pairing",
+        verdict,
+        summary,
+        messages,
+        {
+            "only_control": only_c,
+            "only_experiment": only_e,
+            "differing": differing,
+            "same_prompt": same_prompt,
+        },
+    )
+
+
+# --- leakage --------------------------------------------------------------------------------
+
+# Comment syntax per language. Comments are stripped before comparing, so a test item that is a
+# training item with a different comment still counts as the same item. A '#' or '//' inside a
+# string literal is stripped too: a cheap approximation that errs towards reporting.
+_HASH = re.compile(r"#[^\n]*")
+_C_LIKE = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+_SQL = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+_COMMENTS: dict[str, re.Pattern[str]] = {
+    **dict.fromkeys(("python", "py", "bash", "sh", "shell", "ruby", "r", "yaml", "perl"), _HASH),
+    **dict.fromkeys(
+        (
+            "javascript",
+            "js",
+            "jsx",
+            "typescript",
+            "ts",
+            "tsx",
+            "java",
+            "c",
+            "cpp",
+            "c++",
+            "csharp",
+            "c#",
+            "go",
+            "rust",
+            "kotlin",
+            "swift",
+            "php",
+            "scala",
+        ),
+        _C_LIKE,
+    ),
+    "sql": _SQL,
+}
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def normalize(text: str, language: str = "") -> str:
+    """Comments (by the item's language) removed, lower-cased, whitespace collapsed."""
+    pattern = _COMMENTS.get(language.lower())
+    if pattern is not None:
+        text = pattern.sub(" ", text)
+    return " ".join(text.lower().split())
+
+
+def shingles(text: str, n: int = LEAKAGE_NGRAM) -> frozenset[str]:
+    """The set of token n-grams of normalized text (words and single punctuation marks)."""
+    tokens = _TOKEN.findall(text)
+    if len(tokens) < n:
+        return frozenset([" ".join(tokens)]) if tokens else frozenset()
+    return frozenset(" ".join(tokens[k : k + n]) for k in range(len(tokens) - n + 1))
+
+
+def _item_text(item: Item) -> str:
+    # Prompt and completion together: that is the text a model trains on, and a test item whose
+    # prompt and completion were split differently from a training item's is the same sample.
+    return normalize(item.prompt + "\n" + item.completion, item.language)
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A test item and the training item most similar to it (1.0 and exact: the same text)."""
+
+    test_id: str
+    train_id: str
+    similarity: float
+    exact: bool
+
+
+def _prefix_len(size: int, threshold: float) -> int:
+    # All-pairs prefix filter: two sets with Jaccard >= t share a token within the first
+    # |x| - ceil(t|x|) + 1 tokens of each, in one global order. The epsilon rounds towards a
+    # longer prefix, so float error can only add candidates, never lose a pair.
+    return size - math.ceil(threshold * size - 1e-9) + 1
+
+
+def similar_pairs(
+    left: Sequence[frozenset[str]],
+    right: Sequence[frozenset[str]] | None,
+    threshold: float,
+) -> list[tuple[int, int, float]]:
+    """For each set in `right`, the most similar set in `left` with Jaccard >= threshold.
+
+    Returns (right index, left index, Jaccard). With `right=None`, a self-join of `left` (each
+    set against the sets before it). Exact, not approximate: candidates come from an inverted
+    index over each set's rarest tokens (prefix filtering), are pruned by size (Jaccard >= t
+    needs t|x| <= |y| <= |x|/t) and verified by a real intersection. Ties go to the lower index.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    self_join = right is None
+    probes = left if right is None else right
+    frequency: Counter[str] = Counter()
+    for s in left:
+        frequency.update(s)
+    if not self_join:
+        for s in probes:
+            frequency.update(s)
+
+    def prefix(s: frozenset[str]) -> list[str]:
+        # Rarest first, ties by text: the order is global and deterministic.
+        return sorted(s, key=lambda tok: (frequency[tok], tok))[: _prefix_len(len(s), threshold)]
+
+    index: defaultdict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(left):
+        if s:
+            for tok in prefix(s):
+                index[tok].append(i)
+    found: list[tuple[int, int, float]] = []
+    for j, s in enumerate(probes):
+        if not s:
+            continue
+        size = len(s)
+        low, high = threshold * size - 1e-9, size / threshold + 1e-9
+        candidates: set[int] = set()
+        for tok in prefix(s):
+            candidates.update(index.get(tok, ()))
+        best: tuple[int, float] | None = None
+        for i in sorted(candidates):
+            if self_join and i >= j:
+                continue
+            other = left[i]
+            if not low <= len(other) <= high:
+                continue
+            common = len(s & other)
+            score = common / (size + len(other) - common)
+            if score >= threshold and (best is None or score > best[1]):
+                best = (i, score)
+        if best is not None:
+            found.append((j, best[0], best[1]))
+    return found
+
+
+def find_leaks(
+    train: Sequence[Item],
+    test: Sequence[Item],
+    threshold: float = LEAKAGE_THRESHOLD,
+    *,
+    ngram: int = LEAKAGE_NGRAM,
+) -> list[Leak]:
+    """Every test item that is an exact (normalized) or near duplicate of a training item."""
+    train_texts = [_item_text(i) for i in train]
+    first_by_text: dict[str, str] = {}
+    for item, text in zip(train, train_texts, strict=True):
+        first_by_text.setdefault(text, item.id)
+    leaks: list[Leak] = []
+    rest: list[Item] = []
+    rest_texts: list[str] = []
+    for item in test:
+        text = _item_text(item)
+        if text in first_by_text:
+            leaks.append(Leak(item.id, first_by_text[text], 1.0, exact=True))
+        else:
+            rest.append(item)
+            rest_texts.append(text)
+    pairs = similar_pairs(
+        [shingles(t, ngram) for t in train_texts],
+        [shingles(t, ngram) for t in rest_texts],
+        threshold,
+    )
+    leaks += [Leak(rest[j].id, train[i].id, score, exact=False) for j, i, score in pairs]
+    return leaks
+
+
+def leakage(
+    train: Sequence[Item],
+    test: Sequence[Item],
+    threshold: float = LEAKAGE_THRESHOLD,
+    *,
+    ngram: int = LEAKAGE_NGRAM,
+) -> CheckResult:
+    """Train/test leakage: an exact duplicate fails (the test item was trained on); a near
+    duplicate warns (templated data has them legitimately, but they inflate test scores)."""
+    leaks = find_leaks(train, test, threshold, ngram=ngram)
+    exact = [leak for leak in leaks if leak.exact]
+    near = sorted((leak for leak in leaks if not leak.exact), key=lambda x: -x.similarity)
+    messages = [
+        f"test item '{x.test_id}' is training item '{x.train_id}' (same text after normalization)"
+        for x in exact
+    ] + [
+        f"test item '{x.test_id}' ~ training item '{x.train_id}' (Jaccard {x.similarity:.2f})"
+        for x in near
+    ]
+    verdict: Verdict = "fail" if exact else "warn" if near else "ok"
+    summary = (
+        f"{len(test)} test vs {len(train)} train items: {len(exact)} exact, {len(near)} near "
+        f"duplicate(s) (Jaccard >= {threshold:g} of token {ngram}-grams)"
+    )
+    return CheckResult(
+        "leakage",
+        verdict,
+        summary,
+        messages,
+        {
+            "threshold": threshold,
+            "ngram": ngram,
+            "exact": [asdict(x) for x in exact],
+            "near": [asdict(x) for x in near],
+        },
+    )
+
+
+def duplicates(
+    items: Sequence[Item], threshold: float = LEAKAGE_THRESHOLD, *, ngram: int = LEAKAGE_NGRAM
+) -> CheckResult:
+    """Duplicates within one file: any split of it would put one copy in train, one in test."""
+    texts = [_item_text(i) for i in items]
+    first: dict[str, str] = {}
+    exact: list[tuple[str, str]] = []
+    unique_items: list[Item] = []
+    unique_texts: list[str] = []
+    for item, text in zip(items, texts, strict=True):
+        if text in first:
+            exact.append((item.id, first[text]))
+        else:
+            first[text] = item.id
+            unique_items.append(item)
+            unique_texts.append(text)
+    pairs = similar_pairs([shingles(t, ngram) for t in unique_texts], None, threshold)
+    near = [(unique_items[j].id, unique_items[i].id, score) for j, i, score in pairs]
+    messages = [
+        f"item '{a}' duplicates item '{b}' (same text after normalization)" for a, b in exact
+    ]
+    messages += [
+        f"item '{a}' ~ item '{b}' (Jaccard {s:.2f})"
+        for a, b, s in sorted(near, key=lambda x: -x[2])
+    ]
+    verdict: Verdict = "warn" if exact or near else "ok"
+    return CheckResult(
+        "duplicates",
+        verdict,
+        f"{len(items)} items: {len(exact)} exact, {len(near)} near duplicate(s) "
+        f"(Jaccard >= {threshold:g} of token {ngram}-grams)",
+        messages,
+        {
+            "threshold": threshold,
+            "ngram": ngram,
+            "exact": [{"id": a, "duplicate_of": b} for a, b in exact],
+            "near": [{"id": a, "similar_to": b, "similarity": s} for a, b, s in near],
+        },
+    )
+
+
+# --- tokens: lengths, EOS, label mask ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An item as TRL's SFTTrainer tokenizes it, before truncation."""
+
+    id: str
+    tokens: int  # input_ids: prompt + completion + EOS
+    prompt_tokens: int  # masked: the common prefix of the tokenized prompt and prompt+completion
+    prompt_is_prefix: bool  # False: the prompt's last tokens merge with the completion's first
+
+
+def _with_eos(completion: str, eos: str | None) -> str:
+    # TRL's `add_eos`: the EOS text is appended unless the completion already ends with it.
+    if eos and not completion.endswith(eos):
+        return completion + eos
+    return completion
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def encode_like_trl(items: Sequence[Item], tokenizer: PreTrainedTokenizerBase) -> list[Encoded]:
+    """Token counts of each item exactly as TRL's prompt-completion preparation builds them."""
+    if not items:
+        return []
+    eos = tokenizer.eos_token
+    full = tokenizer([i.prompt + _with_eos(i.completion, eos) for i in items])["input_ids"]
+    prompts = tokenizer([i.prompt for i in items])["input_ids"]
+    out = []
+    for item, p, f in zip(items, prompts, full, strict=True):
+        common = _common_prefix(p, f)
+        out.append(Encoded(item.id, len(f), common, common == len(p)))
+    return out
+
+
+def _nearest_rank(sorted_values: list[int], q: float) -> int:
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def token_lengths(
+    items: Sequence[Item],
+    tokenizer: PreTrainedTokenizerBase | None,
+    max_length: int,
+    *,
+    on_truncation: Literal["fail", "warn"] = "fail",
+    encoded: Sequence[Encoded] | None = None,
+) -> CheckResult:
+    """Length statistics (min / median / p95 / max, nearest rank) and every item that TRL would
+    truncate at `max_length`, named with its counts. Pass `encoded` to reuse a tokenization."""
+    if encoded is None:
+        if tokenizer is None:
+            raise ValueError("token_lengths needs a tokenizer or precomputed `encoded`")
+        encoded = encode_like_trl(items, tokenizer)
+    lengths = sorted(e.tokens for e in encoded)
+    if not lengths:
+        return CheckResult("token_lengths", "ok", "no items", data={"max_length": max_length})
+    stats = {
+        "items": len(lengths),
+        "min": lengths[0],
+        "median": _nearest_rank(lengths, 0.5),
+        "p95": _nearest_rank(lengths, 0.95),
+        "max": lengths[-1],
+        "max_length": max_length,
+    }
+    too_long = [e for e in encoded if e.tokens > max_length]
+    messages = []
+    for e in too_long:
+        if e.prompt_tokens >= max_length:
+            # TRL keeps the first max_length tokens: all prompt, all masked, and then drops it.
+            consequence = "the prompt alone fills max_length: TRL drops the sample"
+        else:
+            consequence = (
+                f"TRL keeps the first {max_length}: "
+                f"{e.tokens - max_length} completion token(s) and the EOS are cut"
+            )
+        messages.append(
+            f"item '{e.id}': {e.tokens} tokens (prompt {e.prompt_tokens}, completion + EOS "
+            f"{e.tokens - e.prompt_tokens}) > max_length {max_length}; {consequence}"
+        )
+    verdict: Verdict = on_truncation if too_long else "ok"
+    summary = (
+        f"{len(lengths)} items, tokens min {stats['min']} / median {stats['median']} / p95 "
+        f"{stats['p95']} / max {stats['max']} (max_length {max_length}); "
+        f"{len(too_long)} would be truncated"
+    )
+    stats["truncated"] = [asdict(e) for e in too_long]
+    return CheckResult("token_lengths", verdict, summary, messages, stats)
+
+
+def prompt_boundary(encoded: Sequence[Encoded]) -> CheckResult:
+    """Items whose prompt's last tokens merge with the completion's first (e.g. a prompt ending
+    in a space): TRL then starts the trained part where the tokenizations diverge, so a piece of
+    the prompt is trained on and the model sees another context than at inference."""
+    bad = [e.id for e in encoded if not e.prompt_is_prefix]
+    if not bad:
+        return CheckResult(
+            "prompt_boundary", "ok", "every prompt ends on a token boundary", data={"items": []}
+        )
+    return CheckResult(
+        "prompt_boundary",
+        "warn",
+        f"{len(bad)} item(s) whose prompt and completion merge into one token at the boundary",
+        [f"item '{i}': the prompt's tokens are not a prefix of prompt + completion" for i in bad],
+        {"items": bad},
+    )
+
+
+def _trl_prepare(
+    items: Sequence[Item], tokenizer: PreTrainedTokenizerBase, max_length: int | None
+) -> list[dict[str, list[int]]]:
+    """TRL's own SFT dataset preparation (EOS, tokenization, completion mask → labels,
+    truncation, dropping fully masked examples) of `items`, as `train/qlora.py` configures it.
+
+    `SFTTrainer._prepare_dataset` reads only the tokenizer, the chat template and the
+    completion-only flag from the trainer, so it runs on a bare instance: building a real trainer
+    means loading the model, which for an 8B checkpoint is minutes spent to look at labels. A
+    test compares this with a real trainer's prepared dataset.
+    """
+    import datasets
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SFTConfig's deprecation notices: not the user's concern
+        args = SFTConfig(
+            output_dir="unused",  # never created: nothing here saves
+            max_length=max_length,
+            completion_only_loss=True,  # as train/qlora.py
+            report_to=[],
+            bf16=False,  # SFTConfig's default demands a GPU; precision plays no part here
+        )
+    trainer = SFTTrainer.__new__(SFTTrainer)
+    trainer._tokenizer = tokenizer
+    trainer.chat_template = None
+    trainer.completion_only_loss = True
+    dataset = Dataset.from_list([{"prompt": i.prompt, "completion": i.completion} for i in items])
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        prepared = SFTTrainer._prepare_dataset(
+            trainer,
+            dataset,
+            tokenizer,
+            args,
+            packing=False,
+            formatting_func=None,
+            dataset_name="check",
+        )
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    return [{"input_ids": row["input_ids"], "labels": row["labels"]} for row in prepared]
+
+
+def _collate(example: dict[str, list[int]], tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The labels TRL's default collator hands the model for this example."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = DataCollatorForLanguageModeling(pad_token_id=pad)([example])
+    return [int(x) for x in batch["labels"][0].tolist()]
+
+
+def eos_check(
+    items: Sequence[Item],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    *,
+    sample: int = 2,
+    encoded: Sequence[Encoded] | None = None,
+) -> CheckResult:
+    """Every training example must end with the tokenizer's EOS, trained, after its completion.
+
+    Checked on `sample` items through TRL's own preparation and collator (not assumed), which
+    also confirms that `encode_like_trl` counts what TRL builds; and on every item as text: an
+    EOS inside a completion would teach the model to stop there.
+    """
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    if eos is None or eos_id is None:
+        return CheckResult(
+            "eos",
+            "fail",
+            "the tokenizer has no EOS token: the model cannot learn where a completion ends",
+        )
+    messages: list[str] = []
+    inside = [i.id for i in items if eos in i.completion.removesuffix(eos)]
+    messages += [f"item '{i}': the completion contains {eos!r} before its end" for i in inside]
+    if encoded is None:
+        encoded = encode_like_trl(items, tokenizer)
+    fitting = [i for i, e in zip(items, encoded, strict=True) if e.tokens <= max_length]
+    checked = fitting[:sample]
+    wrong: list[str] = []
+    if checked:
+        counted = {e.id: e for e in encoded}
+        for item, example in zip(
+            checked, _trl_prepare(checked, tokenizer, max_length), strict=True
+        ):
+            labels = _collate(example, tokenizer)
+            ids = example["input_ids"]
+            e = counted[item.id]
+            if not ids or ids[-1] != eos_id or labels[-1] != eos_id:
+                wrong.append(item.id)
+                messages.append(
+                    f"item '{item.id}': TRL's training example does not end with a trained EOS "
+                    f"({eos!r}, id {eos_id}): last token {ids[-1] if ids else None}, "
+                    f"label {labels[-1] if labels else None}"
+                )
+            trained = sum(label != -100 for label in labels)
+            if (len(ids), len(ids) - trained) != (e.tokens, e.prompt_tokens):
+                wrong.append(item.id)
+                messages.append(
+                    f"item '{item.id}': TRL builds {len(ids)} tokens ({len(ids) - trained} "
+                    f"masked), tunegate counted {e.tokens} ({e.prompt_tokens} masked): the "
+                    "token-length check does not match this TRL version"
+                )
+    verdict: Verdict = "fail" if inside or wrong else "ok"
+    if verdict == "ok":
+        summary = (
+            f"TRL appends {eos!r} (id {eos_id}) after the completion and trains on it "
+            f"(verified on {_ids([i.id for i in checked])}); no completion contains it"
+        )
+    else:
+        summary = f"{len(inside) + len(set(wrong))} item(s) with an EOS problem"
+    return CheckResult(
+        "eos",
+        verdict,
+        summary,
+        messages,
+        {
+            "eos_token": eos,
+            "eos_token_id": eos_id,
+            "verified": [i.id for i in checked],
+            "eos_inside": inside,
+        },
+    )
+
+
+TokenStatus = Literal["trained", "masked", "cut"]
+
+
+@dataclass(frozen=True)
+class PreviewToken:
+    index: int
+    id: int
+    text: str
+    status: TokenStatus  # cut: beyond max_length, never seen in training
+
+
+@dataclass
+class Preview:
+    """An item's training example token by token, as TRL prepares and collates it."""
+
+    item_id: str
+    max_length: int
+    tokens: list[PreviewToken]
+    dropped: bool  # TRL drops the example: after truncation no token is trained
+
+    def count(self, status: TokenStatus) -> int:
+        return sum(t.status == status for t in self.tokens)
+
+
+def label_mask_preview(item: Item, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Preview:
+    """Which tokens of `item` are trained and which are masked — TRL's prepared example passed
+    through TRL's collator, so this is what the loss sees (like Axolotl's `--debug`). Tokens past
+    `max_length` are shown as `cut`."""
+    prepared = _trl_prepare([item], tokenizer, max_length)
+    full = _trl_prepare([item], tokenizer, None)[0]  # untruncated, to show what is cut
+    if prepared:
+        kept_ids = prepared[0]["input_ids"]
+        labels = _collate(prepared[0], tokenizer)
+    else:
+        kept_ids = full["input_ids"][:max_length]
+        labels = [-100] * len(kept_ids)
+    tokens = []
+    for k, token_id in enumerate(full["input_ids"]):
+        status: TokenStatus = (
+            "cut" if k >= len(kept_ids) else "trained" if labels[k] != -100 else "masked"
+        )
+        tokens.append(PreviewToken(k, int(token_id), tokenizer.decode([token_id]), status))
+    return Preview(item.id, max_length, tokens, dropped=not prepared)
