@@ -368,10 +368,18 @@ def test_arms_completion_differs(example: Path) -> None:
         experiment,
         None,
         None,
-        f"item '{item_id}': 'completion' differs between arms; "
-        "arms may differ only in prompt and metadata",
+        f"item '{item_id}' differs between arms in completion; arms may differ only in prompt "
+        "and metadata (list fields in the experiment arm's `may_differ_in` to allow more)",
     )
     assert_nothing_written(example.parent, before)
+
+    # Declared in the plan, the same difference is accepted.
+    plan_text = example.read_text().replace(
+        "    data: data/experiment.jsonl\n",
+        "    data: data/experiment.jsonl\n    may_differ_in: [completion]\n",
+    )
+    example.write_text(plan_text)
+    assert run_cli("plan", str(example), cwd=example.parent).returncode == 0
 
 
 def test_bare_seed_shape_arms_pair_by_line(example: Path) -> None:

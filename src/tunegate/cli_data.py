@@ -189,9 +189,11 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     threshold: float = _threshold_option(),
 ) -> None:
-    """Check the plan's data: pairing, then per arm EOS and prompt boundaries, and per training
-    stage the token lengths (with the plan's tokenizer and max_length) and train/test leakage.
-    Exit 1 if any check fails."""
+    """Check the plan's data; exit 1 if a check fails.
+
+    Pairing; per arm, EOS and prompt boundaries; per training stage and arm, the token lengths
+    of what it trains on (the plan's tokenizer and max_length) and train/test leakage.
+    """
     from tunegate.data.arms import load_experiment
     from tunegate.data.checks import pairing
     from tunegate.data.items import load_items
@@ -224,8 +226,10 @@ def check_file(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     threshold: float = _threshold_option(),
 ) -> None:
-    """Check one JSONL file on its own: schema (every problem, exit 2), duplicates, token lengths,
-    prompt boundaries and EOS. Exit 1 if any check fails."""
+    """Check one JSONL file on its own; exit 1 if a check fails.
+
+    Schema (every problem listed, exit 2), duplicates, token lengths, prompt boundaries, EOS.
+    """
     from collections import Counter
 
     from tunegate.data.checks import (
@@ -308,8 +312,11 @@ def derive(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the experiment arm."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
-    """Derive the experiment arm from the control arm: prompts rendered from the template and
-    the item's metadata; ids, completions, tests and metadata unchanged."""
+    """Derive the experiment arm from the control arm by a prompt template.
+
+    Each prompt is rendered from the template and the item's metadata; ids, completions, tests
+    and metadata stay as they are.
+    """
     from tunegate.data.derive import derive_experiment
     from tunegate.data.items import load_items
 
@@ -337,8 +344,10 @@ def micro(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for train.jsonl and val.jsonl."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
-    """Write the seed's 5-sample micro dataset as train.jsonl and val.jsonl (the same 5 lines,
-    as the seed: val = train)."""
+    """Write the seed's 5-sample micro dataset as train.jsonl and val.jsonl.
+
+    The same 5 lines in both, as the seed (val = train).
+    """
     from tunegate.data.select import SEED_MICRO_SAMPLES
 
     paths = [out / "train.jsonl", out / "val.jsonl"]
@@ -374,8 +383,11 @@ def preview(
     arm: str = typer.Option("control", "--arm", help="control | experiment (or an arm's name)."),
     plain: bool = typer.Option(False, "--plain", help="One line per token, no colour."),
 ) -> None:
-    """Show an item's training example token by token: masked (prompt), trained (completion and
-    EOS), cut (past max_length) — TRL's prepared example and collator, as training sees it."""
+    """Show which tokens of an item are trained and which are masked.
+
+    TRL's prepared example through TRL's collator, as training sees it: masked (the prompt),
+    trained (completion and EOS), cut (past max_length).
+    """
     from tunegate.data.checks import label_mask_preview
     from tunegate.plan import load_plan
 

@@ -113,6 +113,11 @@ class ArmConfig(_Strict):
     data: Path = Field(description="JSONL file of items (id, scenario, prompt, completion, ...).")
     role: Literal["control", "experiment"] = Field(description="Which side of the comparison.")
     description: str = Field("", description="Free text, recorded in tracking.")
+    may_differ_in: list[Literal["completion", "tests"]] = Field(
+        default_factory=list,
+        description="Fields besides prompt and metadata this arm may change (e.g. completion, "
+        "for an experiment that rewrites answers). Pairing by id is always required.",
+    )
 
 
 class DataSelection(_Strict):

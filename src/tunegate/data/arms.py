@@ -41,15 +41,26 @@ def load_experiment(plan: Plan) -> Experiment:
         raise UserError(
             f"arms are not paired by id ({'; '.join(detail)})", where=str(experiment_arm.data)
         )
+    allowed_fields = set(experiment_arm.may_differ_in)
+    differing: dict[str, list[str]] = {}
     for item_id, c in control.items():
         e = experiment[item_id]
-        for field in ("scenario", "completion", "tests", "language"):
-            if getattr(c, field) != getattr(e, field):
-                raise UserError(
-                    f"item '{item_id}': '{field}' differs between arms; arms may differ only in "
-                    "prompt and metadata",
-                    where=str(experiment_arm.data),
-                )
+        fields = [
+            f
+            for f in ("scenario", "language", "completion", "tests")
+            if f not in allowed_fields and getattr(c, f) != getattr(e, f)
+        ]
+        if fields:
+            differing[item_id] = fields
+    if differing:
+        first, fields = next(iter(differing.items()))
+        others = f" (and {len(differing) - 1} more items)" if len(differing) > 1 else ""
+        raise UserError(
+            f"item '{first}' differs between arms in {', '.join(fields)}{others}; arms may "
+            "differ only in prompt and metadata (list fields in the experiment arm's "
+            "`may_differ_in` to allow more)",
+            where=str(experiment_arm.data),
+        )
     scenarios = list(dict.fromkeys(i.scenario for i in control.values()))
     allowed = plan.scenarios or scenarios
     # Field paths as load_plan spells them (`stages.3.data.scenarios.0`), with the plan's line.

@@ -24,10 +24,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from tunegate.data.items import Item
-
 if TYPE_CHECKING:
+    # Annotations only: importing pydantic's models here would slow `tunegate --help`.
     from transformers import PreTrainedTokenizerBase
+
+    from tunegate.data.items import Item
 
 Verdict = Literal["ok", "warn", "fail"]
 _RANK: dict[str, int] = {"ok": 0, "warn": 1, "fail": 2}
@@ -194,16 +195,18 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def normalize(text: str, language: str = "") -> str:
-    """Comments (by the item's language) removed, lower-cased, whitespace collapsed."""
+    """Comments (by the item's language) removed, lower-cased, and split into words and single
+    punctuation marks joined by one space: `x-y` and `x - y` normalize alike, as indentation
+    and line breaks do."""
     pattern = _COMMENTS.get(language.lower())
     if pattern is not None:
         text = pattern.sub(" ", text)
-    return " ".join(text.lower().split())
+    return " ".join(_TOKEN.findall(text.lower()))
 
 
 def shingles(text: str, n: int = LEAKAGE_NGRAM) -> frozenset[str]:
-    """The set of token n-grams of normalized text (words and single punctuation marks)."""
-    tokens = _TOKEN.findall(text)
+    """The set of token n-grams of normalized text."""
+    tokens = text.split()
     if len(tokens) < n:
         return frozenset([" ".join(tokens)]) if tokens else frozenset()
     return frozenset(" ".join(tokens[k : k + n]) for k in range(len(tokens) - n + 1))

@@ -157,8 +157,8 @@ def run_javascript(
         # An explicit package.json: a "type": "module" in some parent folder must not turn the
         # CommonJS files into ES modules.
         Path(work, "package.json").write_text('{"type": "commonjs"}\n')
-        Path(work, "program.js").write_text(program)
-        Path(work, "tests.js").write_text(tests)
+        Path(work, "program.js").write_text(program, encoding="utf-8")
+        Path(work, "tests.js").write_text(tests, encoding="utf-8")
         Path(work, "harness.js").write_text(_JS_HARNESS)
         # V8's heap limit below the address-space limit: a memory bomb then fails as V8's own
         # out-of-memory abort instead of a failed mmap somewhere inside it.
