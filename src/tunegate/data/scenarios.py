@@ -1466,6 +1466,10 @@ _H_TASK = (
 )
 
 
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
 def _kebab(name: str) -> str:
     return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
 
@@ -1580,7 +1584,7 @@ def _buttons(rng: random.Random) -> list[_Component]:
             _Component(
                 name,
                 "{ label, disabled, onClick }",
-                f"Write a {variant} button component: a button with the props type '{kind}', "
+                f"Write {_a(variant)} button component: a button with the props type '{kind}', "
                 f"className 'btn btn-{variant}', disabled (the disabled prop as a boolean, false "
                 "when missing) and onClick (the onClick prop), and the label prop as its child.",
                 f"  return h(\n    'button',\n"
@@ -1773,7 +1777,7 @@ def _alerts(rng: random.Random) -> list[_Component]:
             _Component(
                 name,
                 "{ message, onClose }",
-                f"Write a {level} alert component: a div with the props className 'alert "
+                f"Write {_a(level)} alert component: a div with the props className 'alert "
                 f"alert-{level}' and role '{role}', holding a p with the message prop and, only "
                 "when the onClose prop is given, a button with the props className 'close', "
                 f"onClick (onClose) and 'aria-label' '{label}' and the text '×'.",

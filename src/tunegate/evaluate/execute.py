@@ -60,23 +60,28 @@ def run_python(
 ) -> Execution:
     """Execute `program` followed by `tests`; PASS only if the tests ran to the end."""
     nonce = secrets.token_hex(16)
-    read_fd, write_fd = os.pipe()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tunegate-exec-") as work:
-        Path(work, "program.py").write_text(program)
-        Path(work, "tests.py").write_text(tests)
+        Path(work, "program.py").write_text(program, encoding="utf-8")
+        Path(work, "tests.py").write_text(tests, encoding="utf-8")
+        read_fd, write_fd = os.pipe()
         env = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"}
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _RUNNER, str(write_fd), nonce],
-            cwd=work,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,),
-            preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb),
-        )
-        os.close(write_fd)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _RUNNER, str(write_fd), nonce],
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb),
+            )
+        except BaseException:
+            os.close(read_fd)  # no fd leak when the process cannot start (EMFILE, ENOMEM)
+            raise
+        finally:
+            os.close(write_fd)
         timed_out = False
         try:
             out, _ = proc.communicate(timeout=timeout_s)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunegate.data.items import Item
-from tunegate.evaluate.execute import run_python
+from tunegate.evaluate.execute_more import LANGUAGES, execute
 
 
 @dataclass
@@ -53,8 +53,19 @@ def normalize_code(code: str, language: str) -> str:
             except (tokenize.TokenError, IndentationError, SyntaxError):
                 pass
     else:
-        code = re.sub(r"//[^\n]*|/\*.*?\*/|--[^\n]*", "", code, flags=re.S)
+        code = _strip_comments(code, LINE_COMMENT.get(language, "//"))
     return " ".join(code.split())
+
+
+LINE_COMMENT = {"javascript": "//", "typescript": "//", "sql": "--"}
+
+
+def _strip_comments(code: str, line_comment: str) -> str:
+    """Drop line and block comments but not look-alikes inside strings (`'http://x'`, `i--`
+    only matters for SQL's `--`, which JavaScript never treats as a comment)."""
+    strings = r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|`(?:\\.|[^`\\])*`"
+    pattern = re.compile(rf"({strings})|{re.escape(line_comment)}[^\n]*|/\*.*?\*/", re.S)
+    return pattern.sub(lambda m: m.group(1) or "", code)
 
 
 def code_accuracy(item: Item, generation: str, timeout_s: float) -> Score:
@@ -67,9 +78,9 @@ def code_accuracy(item: Item, generation: str, timeout_s: float) -> Score:
 def functional_correctness(item: Item, generation: str, timeout_s: float) -> Score:
     if not item.tests:
         return Score(None, "item has no tests")
-    if item.language != "python":
-        return Score(None, f"no executor for language '{item.language}' yet")
-    result = run_python(extract_code(generation), item.tests, timeout_s=timeout_s)
+    if item.language not in LANGUAGES:
+        return Score(None, f"no executor for language '{item.language}'")
+    result = execute(item.language, extract_code(generation), item.tests, timeout_s=timeout_s)
     return Score(1.0 if result.verdict == "PASS" else 0.0, result.verdict)
 
 
