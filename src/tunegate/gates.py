@@ -49,6 +49,7 @@ class StageEvidence:
     per_scenario: dict[str, Comparison] = field(default_factory=dict)
     secondary: dict[str, Comparison] = field(default_factory=dict)
     environment: list[dict[str, Any]] = field(default_factory=list)
+    data_checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 def loss_trend(losses: list[tuple[int, float]]) -> tuple[bool, str]:
@@ -193,6 +194,10 @@ def evaluate_gates(gates: Gates, evidence: StageEvidence) -> tuple[Verdict, list
         # Whatever gates the plan chose, a crash is a FAIL: the stage did not run.
         detail = "; ".join(f"{name}: {error}" for name, error in crashed.items())
         results.append(GateResult("ran", False, "health", detail))
+    failed_checks = [c for c in evidence.data_checks if c["verdict"] == "fail"]
+    if failed_checks:
+        detail = "; ".join(f"{c['scope']} {c['name']}: {c['summary']}" for c in failed_checks)
+        results.append(GateResult("data_checks", False, "health", detail))
     for name, threshold in gates.model_dump(exclude_none=True).items():
         if threshold is False:
             continue

@@ -319,6 +319,9 @@ class Ladder:
             },
         )
         evidence = StageEvidence(arms={})
+        evidence.data_checks = self._data_checks(stage, sel, stage_dir, arm_names, model_dir)
+        if any(c["verdict"] == "fail" for c in evidence.data_checks):
+            return evidence  # nothing trains on data that failed its checks
         generations: dict[str, dict[str, str]] = {}
         for name in arm_names:
             role = plan.arms[name].role
@@ -331,6 +334,48 @@ class Ladder:
             status = "FAILED" if arm_ev.error or not arm_ev.trained else "FINISHED"
             self.tracker.end(record["arms"][name]["mlflow_run"], status)
         return evidence
+
+    def _data_checks(
+        self, stage: Stage, sel: Selection, stage_dir: Path, arm_names: list[str], model_dir: Path
+    ) -> list[dict[str, Any]]:
+        """Leakage and token lengths of this stage's selection, per arm, before training."""
+        from transformers import AutoTokenizer
+
+        from tunegate.data.checks import leakage, token_lengths
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        results = []
+        for name in arm_names:
+            role = self.plan.arms[name].role
+            train = _selection_items(self.exp, role, sel, sel.train)
+            val = _selection_items(self.exp, role, sel, sel.val)
+            test = _selection_items(self.exp, role, sel, sel.test)
+            checks = [
+                token_lengths(
+                    train + val,
+                    tokenizer,
+                    self.plan.model.max_length,
+                    on_truncation=stage.checks.truncation,
+                )
+            ]
+            if test and stage.checks.leakage != "off":
+                leak = leakage(train, test, stage.checks.leakage_threshold)
+                if leak.verdict == "fail" and stage.checks.leakage == "warn":
+                    leak.verdict = "warn"
+                checks.append(leak)
+            for check in checks:
+                check.scope = name
+                results.append(check.to_json())
+                if check.verdict != "ok":
+                    color = "red" if check.verdict == "fail" else "yellow"
+                    self._say(
+                        f"  [{color}]{check.verdict.upper()}[/] {name} {check.name}: "
+                        f"{check.summary}"
+                    )
+                    for message in check.messages[:5]:
+                        self._say(f"      {message}")
+        atomic_write_json(stage_dir / "data_checks.json", results)
+        return results
 
     def _arm(
         self,
@@ -409,6 +454,7 @@ class Ladder:
                     max_length=plan.model.max_length,
                     seed=plan.seed,
                     metric_sink=sink,
+                    allow_truncation=stage.checks.truncation == "warn",
                     provenance={"plan_hash": plan_hash(plan), "stage": stage.name, "arm": name},
                 )
             except (KeyboardInterrupt, SystemExit):

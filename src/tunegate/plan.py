@@ -189,6 +189,25 @@ class Gates(_Strict):
     )
 
 
+class DataChecks(_Strict):
+    """Checks run on a stage's selection before any training (`tunegate data check` runs the
+    same ones without training)."""
+
+    truncation: Literal["fail", "warn"] = Field(
+        "fail",
+        description="A sample longer than model.max_length: fail the stage (default), or warn "
+        "and let TRL truncate it.",
+    )
+    leakage: Literal["fail", "warn", "off"] = Field(
+        "fail",
+        description="A test item that duplicates a training item after normalization fails "
+        "the stage; near-duplicates (see leakage_threshold) always only warn.",
+    )
+    leakage_threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard similarity of token 3-grams that counts as near."
+    )
+
+
 class Estimate(_Strict):
     hours: float = Field(0, ge=0, description="Wall time the stage is expected to take.")
     usd: float = Field(0, ge=0, description="What the stage is expected to cost.")
@@ -207,6 +226,7 @@ class Stage(_Strict):
     training: TrainingOverrides = TrainingOverrides()
     evaluation: EvaluationConfig = EvaluationConfig()
     gates: Gates = Gates()
+    checks: DataChecks = DataChecks()
     estimate: Estimate = Estimate()
     recovery: list[str] = Field(default_factory=list, description="Printed when it does not pass.")
 

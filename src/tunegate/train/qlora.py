@@ -123,6 +123,7 @@ def train_arm(
     seed: int,
     metric_sink: MetricSink | None = None,
     provenance: dict[str, Any] | None = None,
+    allow_truncation: bool = False,
 ) -> TrainResult:
     """Train one arm into `out_dir/adapter`; resume from `out_dir/checkpoints` if present."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -161,7 +162,7 @@ def train_arm(
         for i in train_items + val_items
         if (n := len(tokenizer(i.prompt + i.completion)["input_ids"]) + 1) > max_length  # + EOS
     ]
-    if too_long:
+    if too_long and not allow_truncation:
         # TRL would truncate these silently and train on cut-off completions.
         raise ValueError(
             f"{len(too_long)} sample(s) exceed model.max_length={max_length} and would be "
