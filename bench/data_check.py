@@ -5,15 +5,16 @@ and a few over-long samples), writes them as JSONL, then measures, pinned to 2 C
 
   1. in process, imports excluded: the work of `tunegate data check-file` on a 70/30 split —
      load + validate the JSONL, split, leakage of the 30 % into the 70 % (exact + near duplicates,
-     prefix-filtered inverted index), token lengths with tiny-llama's tokenizer
+     inverted index with prefix and positional filters), token lengths with tiny-llama's tokenizer
      (`encode_like_trl`, batched) — against the baseline: the same load and split, leakage by
      comparing every test item with every training item (the same shingle sets, so only the
      join differs; timed on a 10 % sample of the test items and scaled up ×10), and token
      lengths through TRL's own `SFTTrainer` dataset preparation (`datasets.map`, per example).
      The baseline's leaks on its sample must equal ours on the same items.
-  2. whole processes, imports included: the `check-file` and `check` commands on the 10,000
-     items (`check` on a plan over a control arm and a derived experiment arm of 10,000 items
-     each, default ladder).
+  2. whole processes, imports included (and the two tokenizer worker processes they start):
+     the `check-file` and `check` commands on the 10,000 items (`check` on a plan over a
+     control arm and a derived experiment arm of 10,000 items each, default ladder). Through
+     `tunegate data` when the sub-app is registered, else the same Typer app called directly.
 
 Medians of --runs runs each, interleaved. No test asserts a timing.
 
@@ -23,6 +24,7 @@ Usage: python bench/data_check.py [--items 10000] [--runs 3]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -32,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -170,44 +174,48 @@ def split(items: list) -> tuple[list, list]:
     return [by_id[i] for i in sel.train], [by_id[i] for i in sel.test]
 
 
+@contextmanager
+def _clock(times: dict[str, float], key: str, scale: float = 1.0) -> Iterator[None]:
+    """Time a block into times[key], after a full collection: one measurement must not pay
+    for the garbage of the one before."""
+    gc.collect()
+    started = time.perf_counter()
+    yield
+    times[key] = (time.perf_counter() - started) * scale
+
+
 def ours(path: Path, tokenizer: object, max_length: int) -> dict[str, float]:
     from tunegate.data.checks import encode_like_trl, leakage, token_lengths
     from tunegate.data.items import load_items
 
     times: dict[str, float] = {}
-    t = time.perf_counter()
-    items = load_items(path)
-    train, test = split(items)
-    times["load + validate + split"] = time.perf_counter() - t
-    t = time.perf_counter()
-    leakage(train, test)
-    times["leakage"] = time.perf_counter() - t
-    t = time.perf_counter()
-    token_lengths(items, None, max_length, encoded=encode_like_trl(items, tokenizer))
-    times["token lengths"] = time.perf_counter() - t
+    with _clock(times, "load + validate + split"):
+        items = load_items(path)
+        train, test = split(items)
+    with _clock(times, "leakage"):
+        leakage(train, test)
+    with _clock(times, "token lengths"):
+        token_lengths(items, None, max_length, encoded=encode_like_trl(items, tokenizer))
     return times
 
 
-def baseline(path: Path, tokenizer: object, max_length: int, sample: int) -> dict[str, float]:
+def baseline(path: Path, tokenizer: object, sample: int) -> dict[str, float]:
     from tunegate.data.checks import LEAKAGE_THRESHOLD, _trl_prepare, find_leaks
     from tunegate.data.items import load_items
 
     times: dict[str, float] = {}
-    t = time.perf_counter()
-    items = load_items(path)
-    train, test = split(items)
-    times["load + validate + split"] = time.perf_counter() - t
+    with _clock(times, "load + validate + split"):
+        items = load_items(path)
+        train, test = split(items)
     picked = test[::sample]
-    t = time.perf_counter()
-    naive = naive_leaks(train, picked, LEAKAGE_THRESHOLD)
-    times["leakage"] = (time.perf_counter() - t) * len(test) / len(picked)
+    with _clock(times, "leakage", scale=len(test) / len(picked)):
+        naive = naive_leaks(train, picked, LEAKAGE_THRESHOLD)
     indexed = {x.test_id: x.train_id for x in find_leaks(train, picked, LEAKAGE_THRESHOLD)}
     if naive != indexed:
         raise SystemExit(f"leakage disagrees with the naive baseline: {naive} vs {indexed}")
-    t = time.perf_counter()
-    prepared = _trl_prepare(items, tokenizer, None)
-    sorted(len(row["input_ids"]) for row in prepared)
-    times["token lengths"] = time.perf_counter() - t
+    with _clock(times, "token lengths"):
+        prepared = _trl_prepare(items, tokenizer, None)
+        sorted(len(row["input_ids"]) for row in prepared)
     return times
 
 
@@ -221,7 +229,10 @@ def timed(cmd: list[str]) -> float:
 
 
 def data_command(*args: str) -> list[str]:
-    # tunegate.cli first (its environment defaults), then the `data` sub-app's command.
+    tunegate = str(Path(sys.executable).with_name("tunegate"))
+    if subprocess.run([tunegate, "data", "--help"], capture_output=True).returncode == 0:
+        return [tunegate, "data", *args]
+    # Not registered yet: tunegate.cli first (its environment defaults), then the sub-app.
     code = (
         "import sys, tunegate.cli; from tunegate.cli_data import data_app; "
         "data_app(sys.argv[1:], prog_name='tunegate data')"
@@ -270,11 +281,11 @@ def main() -> None:
             "pilot_scenario: python\n"
         )
         ours(control, tokenizer, max_length)  # warm-up: imports (trl for the baseline too)
-        baseline(control, tokenizer, max_length, args.sample * 10)
+        baseline(control, tokenizer, args.sample * 10)
         ours_runs, base_runs, file_runs, plan_runs = [], [], [], []
         for _ in range(args.runs):
             ours_runs.append(ours(control, tokenizer, max_length))
-            base_runs.append(baseline(control, tokenizer, max_length, args.sample))
+            base_runs.append(baseline(control, tokenizer, args.sample))
             file_runs.append(timed(data_command("check-file", str(control), "--json")))
             plan_runs.append(timed(data_command("check", str(plan), "--json")))
         found = json.loads(
@@ -296,6 +307,8 @@ def main() -> None:
         "baseline: leakage = every test item against every training item (sampled 1 in "
         f"{args.sample}, scaled up); token lengths = TRL's SFTTrainer dataset preparation"
     )
+    how = "tunegate data" if data_command()[0].endswith("tunegate") else "the data sub-app"
+    print(f"whole processes, via {how}:")
     print(show("whole process: data check-file (10k items)", file_runs))
     print(show("whole process: data check PLAN (2 arms x 10k items, default ladder)", plan_runs))
     checks = {c["name"]: c for c in found["checks"]}

@@ -14,6 +14,7 @@ from conftest import EXAMPLE, run_cli
 from tunegate.data.checks import (
     LEAKAGE_NGRAM,
     LEAKAGE_THRESHOLD,
+    TokenWorker,
     _trl_prepare,
     duplicates,
     encode_like_trl,
@@ -32,6 +33,13 @@ from tunegate.data.derive import derive_experiment
 from tunegate.data.example import generate
 from tunegate.data.items import Item, load_items
 from tunegate.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def _serial_tokenizers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches tokenized here would start the tokenizers' thread pool, and every later fork of
+    this process (the CLI tests' subprocesses) would print a warning into their stderr."""
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
@@ -94,24 +102,36 @@ def test_normalize_drops_comments_by_language_case_and_whitespace() -> None:
     assert normalize("Issue #42  Here", "text") == "issue # 42 here"  # unknown language: kept
 
 
+def best_match(candidates: list[frozenset[str]], probe: frozenset[str]) -> tuple[float, int]:
+    """The highest Jaccard and, among equals, the lowest index: by comparing every pair."""
+    score, negative_index = max((jaccard(c, probe), -i) for i, c in enumerate(candidates))
+    return score, -negative_index
+
+
 def test_similar_pairs_is_exact() -> None:
-    """The prefix-filtered index finds exactly what comparing every pair finds."""
+    """The filtered index finds exactly what comparing every pair finds, joins and self-joins."""
     rng = random.Random(7)
     vocab = [f"t{k}" for k in range(40)]
-    base = [frozenset(rng.sample(vocab, rng.randint(3, 14))) for _ in range(60)]
-    # Perturbed copies: one token swapped or dropped, so many pairs sit near any threshold.
-    probes = [frozenset([*list(s)[1:], rng.choice(vocab)]) for s in base[:40]]
-    probes += [frozenset(rng.sample(vocab, 8)) for _ in range(20)]
-    for threshold in (0.5, 0.7, LEAKAGE_THRESHOLD, 1.0):
-        found = similar_pairs(base, probes, threshold)
-        expected = []
-        for j, p in enumerate(probes):
-            scores = [(jaccard(b, p), -i) for i, b in enumerate(base)]
-            best, neg_i = max(scores)
-            if best >= threshold:
-                expected.append((j, -neg_i, best))
-        assert [(j, i) for j, i, _ in found] == [(j, i) for j, i, _ in expected], threshold
-        assert [s for *_, s in found] == pytest.approx([s for *_, s in expected])
+    for _ in range(20):
+        base = [frozenset(rng.sample(vocab, rng.randint(1, 20))) for _ in range(50)]
+        # Perturbed copies (one token swapped): many pairs sit near any threshold.
+        probes = [frozenset([*list(s)[1:], rng.choice(vocab)]) for s in base[:30]]
+        probes += [frozenset(rng.sample(vocab, 8)) for _ in range(10)]
+        for threshold in (0.3, 0.5, 0.7, LEAKAGE_THRESHOLD, 0.9, 1.0):
+            expected = []
+            for j, probe in enumerate(probes):
+                score, i = best_match(base, probe)
+                if score >= threshold:
+                    expected.append((j, i, score))
+            found = similar_pairs(base, probes, threshold)
+            assert [(j, i) for j, i, _ in found] == [(j, i) for j, i, _ in expected]
+            assert [s for *_, s in found] == pytest.approx([s for *_, s in expected])
+            expected_self = []
+            for j in range(1, len(base)):
+                score, i = best_match(base[:j], base[j])
+                if score >= threshold:
+                    expected_self.append((j, i))
+            assert [(j, i) for j, i, _ in similar_pairs(base, None, threshold)] == expected_self
 
 
 def test_duplicates_within_a_file() -> None:
@@ -208,12 +228,12 @@ def test_prompt_boundary_merge_is_named(tokenizer: Any) -> None:
 
 def test_eos_is_appended_and_trained_by_trl(tokenizer: Any) -> None:
     control, _ = generate(seed=0)
-    result = eos_check(control, tokenizer, max_length=256)
+    result = eos_check(control, tokenizer)
     assert result.verdict == "ok", result.messages
     assert result.data["eos_token"] == tokenizer.eos_token == "</s>"
     assert result.data["verified"] == [control[0].id, control[1].id]
     stops_early = item("early", "p\n", "a</s>b\n")
-    result = eos_check([*control[:2], stops_early], tokenizer, max_length=256)
+    result = eos_check([*control[:2], stops_early], tokenizer)
     assert result.verdict == "fail"
     assert result.data["eos_inside"] == ["early"]
 
@@ -235,6 +255,26 @@ def test_preview_masks_the_prompt_and_trains_completion_and_eos(tokenizer: Any) 
     assert cut.tokens[-1].status == "cut"  # the EOS is past max_length
     dropped = label_mask_preview(sample, tokenizer, max_length=n_masked)
     assert dropped.dropped and dropped.count("trained") == 0
+
+
+def test_token_worker_matches_in_process(tokenizer: Any, tmp_path: Path) -> None:
+    """The worker processes compute what the same functions compute here."""
+    from tunegate.train.tiny import resolve_model
+
+    control, experiment = generate(seed=0)
+    with TokenWorker(resolve_model("tiny-llama")) as worker:
+        worker.submit([control, experiment[:3]])
+        (codes, eos), (codes_e, eos_e) = worker.result()
+    assert codes == encode_like_trl(control, tokenizer)
+    assert codes_e == encode_like_trl(experiment[:3], tokenizer)
+    assert eos == eos_check(control, tokenizer)
+    assert eos_e.verdict == "ok"
+
+    (tmp_path / "config.json").write_text("{}")  # a model directory without a tokenizer
+    with TokenWorker(tmp_path) as worker, pytest.raises(UserError) as info:
+        worker.submit([control[:1]])
+        worker.result()
+    assert str(info.value).startswith(f"model.name: cannot load a tokenizer from {tmp_path}: ")
 
 
 # --- derive ---------------------------------------------------------------------------------
@@ -326,6 +366,30 @@ def test_cli_check_plan_fails_on_truncation_and_pairing(example: Path) -> None:
     assert result.returncode == 1
     [check] = json.loads(result.stdout)["checks"]  # unpaired arms: nothing else to check
     assert check["data"]["differing"] == {rows[3]["id"]: ["completion"]}
+
+
+def test_cli_check_plan_follows_the_plan(example: Path) -> None:
+    """The experiment arm's `may_differ_in` and each stage's `checks:` policy, as the ladder."""
+    text = example.read_text().replace("max_length: 256", "max_length: 40")
+    text = text.replace(
+        "    data: data/experiment.jsonl\n",
+        "    data: data/experiment.jsonl\n    may_differ_in: [completion]\n",
+    )
+    pilot = "    data: {selection: split, test_per_scenario: 15}\n"
+    assert text.count(pilot) == 1
+    text = text.replace(pilot, pilot + "    checks: {truncation: warn, leakage: 'off'}\n")
+    example.write_text(text)
+    experiment = example.parent / "data" / "experiment.jsonl"
+    rows = [json.loads(line) for line in experiment.read_text().splitlines()]
+    rows[3]["completion"] += "# changed\n"
+    experiment.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_cli("data", "check", str(example), "--json", cwd=example.parent)
+    verdicts = {(c["scope"], c["name"]): c["verdict"] for c in json.loads(result.stdout)["checks"]}
+    assert verdicts[("arms", "pairing")] == "ok"
+    assert verdicts[("3 pilot / control", "token_lengths")] == "warn"
+    assert ("3 pilot / control", "leakage") not in verdicts
+    assert verdicts[("4 production / control", "token_lengths")] == "fail"
+    assert result.returncode == 1
 
 
 def test_cli_check_file(tmp_path: Path) -> None:

@@ -223,3 +223,13 @@ def test_execute_dispatches_by_language() -> None:
     )
     with pytest.raises(ValueError, match="no executor"):
         execute("cobol", "", "")
+
+
+def test_data_example_writes_the_checked_in_example(tmp_path: Path) -> None:
+    from conftest import REPO, run_cli
+
+    result = run_cli("data", "example", str(tmp_path / "ex"))
+    assert result.returncode == 0, result.stderr
+    checked_in = REPO / "examples" / "seed-scenarios"
+    for name in ("tunegate.yaml", "data/control.jsonl", "data/experiment.jsonl"):
+        assert (tmp_path / "ex" / name).read_bytes() == (checked_in / name).read_bytes(), name

@@ -26,6 +26,10 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 140)
 DEFAULT_PLAN = Path("tunegate.yaml")
 
+from tunegate.cli_data import data_app  # noqa: E402  (after the environment defaults above)
+
+app.add_typer(data_app, name="data")
+
 
 def _quiet_libraries() -> None:
     import logging

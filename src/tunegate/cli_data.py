@@ -1,7 +1,8 @@
 """`tunegate data …`: check, derive and inspect the arms' data. Parse, call, print.
 
-Registered on the main app as `app.add_typer(data_app, name="data")`. transformers and trl are
-imported inside the commands that tokenize, so `tunegate data --help` stays fast.
+Registered on the main app as `app.add_typer(data_app, name="data")`. transformers and TRL are
+imported only by the tokenizer workers (`check`, `check-file`) and inside `preview`, so
+`tunegate data --help` stays fast.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from tunegate.data.arms import Experiment
+    from tunegate.data.checks import TokenWorker
     from tunegate.data.items import Item
-    from tunegate.plan import Plan
+    from tunegate.plan import DataChecks, Plan
 
 data_app = typer.Typer(
     no_args_is_help=True,
@@ -49,22 +51,18 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 140)
 
 
-def _quiet() -> None:
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    for name in ("bitsandbytes", "transformers", "trl", "datasets", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def _tokenizer(model_name: str) -> PreTrainedTokenizerBase:
-    from transformers import AutoTokenizer
-
+def _model_dir(model_name: str) -> Path:
     from tunegate.train.tiny import resolve_model
 
-    _quiet()
-    path = resolve_model(model_name)
+    return resolve_model(model_name)
+
+
+def _tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    from tunegate.data.checks import quiet_libraries
+
+    quiet_libraries()
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
@@ -130,15 +128,14 @@ def _check_plan(
     report: CheckReport,
     plan: Plan,
     exp: Experiment,
-    tokenizer: PreTrainedTokenizerBase,
-    threshold: float,
+    worker: TokenWorker,
+    threshold: float | None,
 ) -> None:
-    """Per arm: EOS and prompt boundaries; per training stage and arm: the token lengths of what
-    it trains on (train + val) and leakage of its test items into its training items."""
+    """Per arm: prompt boundaries and EOS; per training stage and arm: the token lengths of what
+    it trains on (train + val) and leakage of its test items into its training items, under the
+    stage's `checks:` policy, as the ladder applies it before training."""
     from tunegate.data.checks import (
-        Encoded,
-        encode_like_trl,
-        eos_check,
+        ShingleCache,
         leakage,
         prompt_boundary,
         token_lengths,
@@ -146,17 +143,15 @@ def _check_plan(
     from tunegate.data.select import micro_items
     from tunegate.ladder import resolve_selection
 
-    max_length = plan.model.max_length
+    roles = ("control", "experiment")
+    arms = {role: list(exp.arm(role).values()) for role in roles}
     builtin = {i.id: i for i in micro_items()}
-    encoded: dict[str, dict[str, Encoded]] = {}
-    for role in ("control", "experiment"):
-        name = plan.arm_name(role)
-        items = list(exp.arm(role).values())
-        codes = encode_like_trl(items, tokenizer)
-        encoded[role] = {e.id: e for e in codes}
-        report.add(eos_check(items, tokenizer, max_length, encoded=codes), scope=name)
-        report.add(prompt_boundary(codes), scope=name)
-    builtin_codes = {e.id: e for e in encode_like_trl(list(builtin.values()), tokenizer)}
+    worker.submit([arms["control"], arms["experiment"], list(builtin.values())])
+    # Meanwhile, what needs no tokenizer: selections and leakage.
+    # (scope, ids it trains on, where they are, whose tokenization, the stage's checks policy)
+    stages: list[tuple[str, list[str], dict[str, Item], str, DataChecks]] = []
+    leaks: dict[str, CheckResult] = {}
+    shingle_cache: ShingleCache = {}  # the stages' selections overlap
     for index, stage in enumerate(plan.stages):
         if stage.kind != "train":
             continue
@@ -164,51 +159,90 @@ def _check_plan(
         for name in stage.arms or list(plan.arms):
             role = plan.arms[name].role
             items: dict[str, Item] = builtin if sel.builtin else exp.arm(role)
-            codes_by_id = builtin_codes if sel.builtin else encoded[role]
             scope = f"{index} {stage.name} / {name}"
             trained = list(dict.fromkeys(sel.train + sel.val))  # val = train in micro
-            report.add(
-                token_lengths(
-                    [items[i] for i in trained],
-                    None,
-                    max_length,
-                    encoded=[codes_by_id[i] for i in trained],
-                ),
-                scope=scope,
-            )
-            if sel.test:
-                report.add(
-                    leakage([items[i] for i in sel.train], [items[i] for i in sel.test], threshold),
-                    scope=scope,
-                )
+            source = "builtin" if sel.builtin else role
+            stages.append((scope, trained, items, source, stage.checks))
+            policy = stage.checks
+            if sel.test and policy.leakage != "off":
+                train, test = [items[i] for i in sel.train], [items[i] for i in sel.test]
+                limit = policy.leakage_threshold if threshold is None else threshold
+                leak = leakage(train, test, limit, cache=shingle_cache)
+                if leak.verdict == "fail" and policy.leakage == "warn":
+                    leak.verdict = "warn"
+                leaks[scope] = leak
+    (control_codes, control_eos), (experiment_codes, experiment_eos), (builtin_codes, _) = (
+        worker.result()
+    )
+    codes = {
+        "control": {e.id: e for e in control_codes},
+        "experiment": {e.id: e for e in experiment_codes},
+        "builtin": {e.id: e for e in builtin_codes},
+    }
+    for role, eos, arm_codes in (
+        ("control", control_eos, control_codes),
+        ("experiment", experiment_eos, experiment_codes),
+    ):
+        report.add(prompt_boundary(arm_codes), scope=plan.arm_name(role))
+        report.add(eos, scope=plan.arm_name(role))
+    for scope, trained, items, source, policy in stages:
+        lengths = token_lengths(
+            [items[i] for i in trained],
+            None,
+            plan.model.max_length,
+            on_truncation=policy.truncation,
+            encoded=[codes[source][i] for i in trained],
+        )
+        report.add(lengths, scope=scope)
+        if scope in leaks:
+            report.add(leaks[scope], scope=scope)
 
 
 @data_app.command()
 def check(
     plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    threshold: float = _threshold_option(),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        min=0.01,
+        max=1.0,
+        help=f"Near-duplicate threshold (Jaccard of token {LEAKAGE_NGRAM}-grams) for every "
+        "stage, instead of each stage's checks.leakage_threshold.",
+    ),
 ) -> None:
     """Check the plan's data; exit 1 if a check fails.
 
-    Pairing; per arm, EOS and prompt boundaries; per training stage and arm, the token lengths
+    Pairing; per arm, prompt boundaries and EOS; per training stage and arm, the token lengths
     of what it trains on (the plan's tokenizer and max_length) and train/test leakage.
     """
     from tunegate.data.arms import load_experiment
-    from tunegate.data.checks import pairing
+    from tunegate.data.checks import TokenWorker, pairing
     from tunegate.data.items import load_items
     from tunegate.plan import load_plan
 
     plan = load_plan(plan_path)
-    control = load_items(plan.arms[plan.arm_name("control")].data)
-    experiment = load_items(plan.arms[plan.arm_name("experiment")].data)
+    # Prompt and metadata always; what the experiment arm declares besides (`may_differ_in`).
+    may_differ = ("prompt", "metadata", *plan.arms[plan.arm_name("experiment")].may_differ_in)
     report = CheckReport()
-    paired = report.add(pairing(control, experiment), scope="arms")
-    # Unpaired arms have no selections to check: load_experiment would stop at the first
-    # difference, and the pairing check above has already listed all of them.
-    if paired.verdict != "fail":
-        exp = load_experiment(plan)
-        _check_plan(report, plan, exp, _tokenizer(plan.model.name), threshold)
+    with TokenWorker(_model_dir(plan.model.name)) as worker:  # importing TRL, on another core
+        try:
+            exp = load_experiment(plan)
+        except UserError:
+            # load_experiment stops at the first pairing problem: list them all. Any other
+            # problem (a file's own errors, a scenario) is raised again, as `tunegate run` does.
+            control = load_items(plan.arms[plan.arm_name("control")].data)
+            experiment = load_items(plan.arms[plan.arm_name("experiment")].data)
+            paired = pairing(control, experiment, may_differ)
+            if paired.verdict != "fail":
+                raise
+            report.add(paired, scope="arms")
+        else:
+            report.add(
+                pairing(list(exp.control.values()), list(exp.experiment.values()), may_differ),
+                scope="arms",
+            )
+            _check_plan(report, plan, exp, worker, threshold)
     _print_report(report, f"Data checks: {plan.name}", as_json)
     if report.failed:
         raise typer.Exit(1)
@@ -232,35 +266,30 @@ def check_file(
     """
     from collections import Counter
 
-    from tunegate.data.checks import (
-        duplicates,
-        encode_like_trl,
-        eos_check,
-        prompt_boundary,
-        token_lengths,
-    )
+    from tunegate.data.checks import TokenWorker, duplicates, prompt_boundary, token_lengths
     from tunegate.data.items import load_items
 
-    items = load_items(file)
-    tokenizer = _tokenizer(model)
-    scenarios = Counter(i.scenario for i in items)
-    report = CheckReport()
-    scope = str(file)
-    report.add(
-        CheckResult(
-            "items",
-            "ok",
-            f"{len(items)} valid items; scenarios: "
-            + ", ".join(f"{s} {n}" for s, n in scenarios.items()),
-            data={"items": len(items), "scenarios": dict(scenarios)},
-        ),
-        scope=scope,
-    )
-    report.add(duplicates(items, threshold), scope=scope)
-    codes = encode_like_trl(items, tokenizer)
+    with TokenWorker(_model_dir(model)) as worker:  # importing TRL, on another core
+        items = load_items(file)
+        worker.submit([items])
+        scenarios = Counter(i.scenario for i in items)
+        report = CheckReport()
+        scope = str(file)
+        report.add(
+            CheckResult(
+                "items",
+                "ok",
+                f"{len(items)} valid items; scenarios: "
+                + ", ".join(f"{s} {n}" for s, n in scenarios.items()),
+                data={"items": len(items), "scenarios": dict(scenarios)},
+            ),
+            scope=scope,
+        )
+        report.add(duplicates(items, threshold), scope=scope)
+        [(codes, eos)] = worker.result()
     report.add(token_lengths(items, None, max_length, encoded=codes), scope=scope)
     report.add(prompt_boundary(codes), scope=scope)
-    report.add(eos_check(items, tokenizer, max_length, encoded=codes), scope=scope)
+    report.add(eos, scope=scope)
     _print_report(report, f"Data checks: {file}", as_json)
     if report.failed:
         raise typer.Exit(1)
@@ -401,7 +430,7 @@ def preview(
         )
     item = _find_item(item_id, plan.arms[name].data)
     max_length = plan.model.max_length
-    result = label_mask_preview(item, _tokenizer(plan.model.name), max_length)
+    result = label_mask_preview(item, _tokenizer(_model_dir(plan.model.name)), max_length)
     header = (
         f"item '{item.id}', arm {name}, model {plan.model.name}, max_length {max_length}: "
         f"{len(result.tokens)} tokens, {result.count('masked')} masked, "
@@ -434,3 +463,24 @@ def preview(
         + Text("cut", style="red strike")
         + Text("   (--plain: one line per token with its id)")
     )
+
+
+@data_app.command()
+def example(
+    directory: Path = typer.Argument(..., help="Where to write tunegate.yaml and data/."),
+    seed: int = typer.Option(0, help="Generator seed (the checked-in example uses 0)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Write the seed's five scenarios (python, bugfix, sql, express-api, react-components) as
+    control and experiment arms, with a plan that runs the seed's ladder on them. Offline."""
+    from importlib.resources import files
+
+    from tunegate.data.scenarios import write_scenarios
+
+    plan_path = directory / "tunegate.yaml"
+    if plan_path.exists() and not force:
+        raise UserError("already exists (use --force to overwrite)", where=str(plan_path))
+    directory.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(files("tunegate").joinpath("resources/seed-scenarios.yaml").read_text())
+    control, experiment = write_scenarios(directory / "data", seed=seed)
+    _console().print(f"Wrote {plan_path}, {control}, {experiment}.")

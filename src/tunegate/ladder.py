@@ -352,7 +352,7 @@ class Ladder:
             test = _selection_items(self.exp, role, sel, sel.test)
             checks = [
                 token_lengths(
-                    train + val,
+                    list({i.id: i for i in train + val}.values()),  # micro: val = train
                     tokenizer,
                     self.plan.model.max_length,
                     on_truncation=stage.checks.truncation,

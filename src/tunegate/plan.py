@@ -203,6 +203,12 @@ class DataChecks(_Strict):
         description="A test item that duplicates a training item after normalization fails "
         "the stage; near-duplicates (see leakage_threshold) always only warn.",
     )
+
+    @field_validator("leakage", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
     leakage_threshold: float = Field(
         0.8, gt=0, le=1, description="Jaccard similarity of token 3-grams that counts as near."
     )

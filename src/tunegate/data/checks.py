@@ -2,7 +2,8 @@
 
 Pure functions over items (and a tokenizer where tokens matter). Each returns a `CheckResult`: a
 verdict (ok / warn / fail), a one-line summary, one message per finding naming the item ids, and
-the numbers behind it; a `CheckReport` collects them.
+the numbers behind it; a `CheckReport` collects them. `TokenWorker` runs the tokenizer-side
+checks in worker processes, so that the commands use a second core while imports take seconds.
 
 Token counts are TRL's, not an approximation: `SFTTrainer` (trl 1.x) appends the EOS *text* to a
 prompt-completion example's completion unless it already ends with it, tokenizes the prompt and
@@ -16,13 +17,22 @@ second); `eos_check` runs TRL's own preparation on sample items and fails if the
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import subprocess
+import sys
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, astuple, dataclass, field
+from operator import itemgetter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from tunegate.errors import UserError
 
 if TYPE_CHECKING:
     # Annotations only: importing pydantic's models here would slow `tunegate --help`.
@@ -242,10 +252,15 @@ def similar_pairs(
 ) -> list[tuple[int, int, float]]:
     """For each set in `right`, the most similar set in `left` with Jaccard >= threshold.
 
-    Returns (right index, left index, Jaccard). With `right=None`, a self-join of `left` (each
-    set against the sets before it). Exact, not approximate: candidates come from an inverted
-    index over each set's rarest tokens (prefix filtering), are pruned by size (Jaccard >= t
-    needs t|x| <= |y| <= |x|/t) and verified by a real intersection. Ties go to the lower index.
+    Returns (right index, left index, Jaccard), ties to the lower left index. With `right=None`,
+    a self-join of `left`: each set against the sets before it.
+
+    Exact, not approximate (PPJoin, Xiao et al. 2008): tokens are ranked rarest first; an
+    inverted index holds each set's prefix (`_prefix_len`) with positions; a candidate must fit
+    by size (Jaccard >= t needs t|x| <= |y| <= |x|/t) and, at every shared prefix token, still be
+    able to reach the overlap t/(1+t)(|x|+|y|) with the tokens left after it (the positional
+    filter, which prunes ~95 % of the candidates on templated code). Survivors are verified by a
+    real intersection. A test compares this with comparing every pair.
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -257,39 +272,70 @@ def similar_pairs(
     if not self_join:
         for s in probes:
             frequency.update(s)
+    # Rarest first; the stable sort breaks ties by first appearance: deterministic.
+    rank = {tok: r for r, (tok, _) in enumerate(sorted(frequency.items(), key=itemgetter(1)))}
 
-    def prefix(s: frozenset[str]) -> list[str]:
-        # Rarest first, ties by text: the order is global and deterministic.
-        return sorted(s, key=lambda tok: (frequency[tok], tok))[: _prefix_len(len(s), threshold)]
+    def prefix(s: frozenset[str]) -> list[int]:
+        return sorted(map(rank.__getitem__, s))[: _prefix_len(len(s), threshold)]
 
-    index: defaultdict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(left):
-        if s:
-            for tok in prefix(s):
-                index[tok].append(i)
+    sizes = [len(s) for s in left]
+    ratio = threshold / (1 + threshold)
+    index: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)  # token -> (set, position)
+    if not self_join:
+        for i, s in enumerate(left):
+            for position, tok in enumerate(prefix(s)):
+                index[tok].append((i, position))
     found: list[tuple[int, int, float]] = []
     for j, s in enumerate(probes):
         if not s:
             continue
         size = len(s)
         low, high = threshold * size - 1e-9, size / threshold + 1e-9
-        candidates: set[int] = set()
-        for tok in prefix(s):
-            candidates.update(index.get(tok, ()))
-        best: tuple[int, float] | None = None
-        for i in sorted(candidates):
-            if self_join and i >= j:
+        probe = prefix(s)
+        overlap: dict[int, int] = {}  # candidate -> prefix tokens shared so far; -1: pruned
+        for px, tok in enumerate(probe):
+            left_in_x = size - px - 1
+            for i, py in index.get(tok, ()):
+                seen = overlap.get(i, 0)
+                if seen < 0:
+                    continue
+                n = sizes[i]
+                if seen == 0 and not low <= n <= high:
+                    overlap[i] = -1
+                    continue
+                needed = math.ceil(ratio * (size + n) - 1e-9)
+                reachable = seen + 1 + min(left_in_x, n - py - 1)
+                overlap[i] = seen + 1 if reachable >= needed else -1
+        best_i, best = -1, threshold
+        for i, seen in overlap.items():
+            if seen <= 0:
                 continue
-            other = left[i]
-            if not low <= len(other) <= high:
-                continue
-            common = len(s & other)
-            score = common / (size + len(other) - common)
-            if score >= threshold and (best is None or score > best[1]):
-                best = (i, score)
-        if best is not None:
-            found.append((j, best[0], best[1]))
+            common = len(s & left[i])
+            score = common / (size + sizes[i] - common)
+            if score > best or (score == best and (best_i < 0 or i < best_i)):
+                best_i, best = i, score
+        if best_i >= 0:
+            found.append((j, best_i, best))
+        if self_join:
+            for position, tok in enumerate(probe):
+                index[tok].append((j, position))
     return found
+
+
+ShingleCache = dict[tuple[str, str, str, int], tuple[str, frozenset[str]]]
+
+
+def _text_and_shingles(
+    item: Item, ngram: int, cache: ShingleCache | None
+) -> tuple[str, frozenset[str]]:
+    key = (item.language, item.prompt, item.completion, ngram)
+    if cache is not None and key in cache:
+        return cache[key]
+    text = _item_text(item)
+    value = (text, shingles(text, ngram))
+    if cache is not None:
+        cache[key] = value
+    return value
 
 
 def find_leaks(
@@ -298,27 +344,28 @@ def find_leaks(
     threshold: float = LEAKAGE_THRESHOLD,
     *,
     ngram: int = LEAKAGE_NGRAM,
+    cache: ShingleCache | None = None,
 ) -> list[Leak]:
-    """Every test item that is an exact (normalized) or near duplicate of a training item."""
-    train_texts = [_item_text(i) for i in train]
+    """Every test item that is an exact (normalized) or near duplicate of a training item.
+
+    `cache` (any dict, owned by the caller) keeps each item's normalized text and shingles
+    across calls: the stages of a ladder select overlapping items.
+    """
+    train_done = [_text_and_shingles(i, ngram, cache) for i in train]
     first_by_text: dict[str, str] = {}
-    for item, text in zip(train, train_texts, strict=True):
+    for item, (text, _) in zip(train, train_done, strict=True):
         first_by_text.setdefault(text, item.id)
     leaks: list[Leak] = []
     rest: list[Item] = []
-    rest_texts: list[str] = []
+    rest_sets: list[frozenset[str]] = []
     for item in test:
-        text = _item_text(item)
+        text, item_shingles = _text_and_shingles(item, ngram, cache)
         if text in first_by_text:
             leaks.append(Leak(item.id, first_by_text[text], 1.0, exact=True))
         else:
             rest.append(item)
-            rest_texts.append(text)
-    pairs = similar_pairs(
-        [shingles(t, ngram) for t in train_texts],
-        [shingles(t, ngram) for t in rest_texts],
-        threshold,
-    )
+            rest_sets.append(item_shingles)
+    pairs = similar_pairs([sh for _, sh in train_done], rest_sets, threshold)
     leaks += [Leak(rest[j].id, train[i].id, score, exact=False) for j, i, score in pairs]
     return leaks
 
@@ -329,10 +376,11 @@ def leakage(
     threshold: float = LEAKAGE_THRESHOLD,
     *,
     ngram: int = LEAKAGE_NGRAM,
+    cache: ShingleCache | None = None,
 ) -> CheckResult:
     """Train/test leakage: an exact duplicate fails (the test item was trained on); a near
     duplicate warns (templated data has them legitimately, but they inflate test scores)."""
-    leaks = find_leaks(train, test, threshold, ngram=ngram)
+    leaks = find_leaks(train, test, threshold, ngram=ngram, cache=cache)
     exact = [leak for leak in leaks if leak.exact]
     near = sorted((leak for leak in leaks if not leak.exact), key=lambda x: -x.similarity)
     messages = [
@@ -436,8 +484,11 @@ def encode_like_trl(items: Sequence[Item], tokenizer: PreTrainedTokenizerBase) -
     if not items:
         return []
     eos = tokenizer.eos_token
-    full = tokenizer([i.prompt + _with_eos(i.completion, eos) for i in items])["input_ids"]
-    prompts = tokenizer([i.prompt for i in items])["input_ids"]
+    # Batches: the tokenizers library encodes them on all cores unless TOKENIZERS_PARALLELISM
+    # says otherwise (TokenWorker's process allows it).
+    texts = [i.prompt + _with_eos(i.completion, eos) for i in items]
+    full = tokenizer(texts, return_attention_mask=False)["input_ids"]
+    prompts = tokenizer([i.prompt for i in items], return_attention_mask=False)["input_ids"]
     out = []
     for item, p, f in zip(items, prompts, full, strict=True):
         common = _common_prefix(p, f)
@@ -564,28 +615,184 @@ def _trl_prepare(
     return [{"input_ids": row["input_ids"], "labels": row["labels"]} for row in prepared]
 
 
-def _collate(example: dict[str, list[int]], tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The labels TRL's default collator hands the model for this example."""
+def trl_examples(
+    items: Sequence[Item], tokenizer: PreTrainedTokenizerBase, max_length: int | None
+) -> list[dict[str, list[int]]]:
+    """What the model is given for each item: TRL's prepared example through TRL's default
+    collator (`input_ids`, and `labels` with -100 where the loss is masked). An item that TRL
+    drops (nothing left to train after truncation) is missing from the list."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch = DataCollatorForLanguageModeling(pad_token_id=pad)([example])
-    return [int(x) for x in batch["labels"][0].tolist()]
+    collate = DataCollatorForLanguageModeling(pad_token_id=pad)
+    out = []
+    for example in _trl_prepare(items, tokenizer, max_length):
+        batch = collate([example])
+        out.append(
+            {
+                "input_ids": [int(x) for x in batch["input_ids"][0].tolist()],
+                "labels": [int(x) for x in batch["labels"][0].tolist()],
+            }
+        )
+    return out
+
+
+def quiet_libraries() -> None:
+    """Warnings and info logs of the ML libraries say nothing a data check's user can act on."""
+    import logging
+
+    warnings.filterwarnings("ignore")
+    for name in ("bitsandbytes", "transformers", "trl", "datasets", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+_WORKER = "from tunegate.data.checks import _worker; _worker()"
+_TOKENIZER_ERROR = 3  # a worker's exit status when the model directory has no tokenizer
+
+
+class _Child:
+    """One worker process (`_worker` in `mode`): JSON in on stdin, JSON out on stdout."""
+
+    def __init__(self, model_dir: str, mode: str) -> None:
+        self.model_dir = model_dir
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, model_dir, mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            # tunegate.cli turns the tokenizers' thread pool off: training forks dataloader
+            # workers, and a fork after the pool has run makes tokenizers warn and fall back.
+            # The worker forks nothing, and two threads halve its tokenizing time.
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "true"},
+        )
+        self._reply: Future[tuple[str, str]] | None = None
+
+    def send(self, payload: str) -> None:
+        # communicate() in a thread: the worker reads only after its imports, and a large
+        # payload would block this process on a full pipe meanwhile.
+        executor = ThreadPoolExecutor(max_workers=1)
+        self._reply = executor.submit(self._proc.communicate, payload)
+        executor.shutdown(wait=False)  # its thread ends with this one task
+
+    def receive(self) -> Any:
+        if self._reply is None:
+            raise RuntimeError("receive() before send()")
+        out, err = self._reply.result()
+        if self._proc.returncode == _TOKENIZER_ERROR:
+            raise UserError(
+                f"model.name: cannot load a tokenizer from {self.model_dir}: "
+                + err.strip().splitlines()[-1]
+            )
+        if self._proc.returncode != 0:
+            raise RuntimeError(f"a tokenizer worker failed:\n{err[-4000:]}")
+        return json.loads(out.strip().splitlines()[-1])  # a library may print before it
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+
+class TokenWorker:
+    """The tokenizer side of the checks in two worker processes, started before the items are
+    known: one imports transformers and runs `encode_like_trl`, the other imports TRL (torch,
+    peft, bitsandbytes) and runs `eos_check` through TRL's own preparation.
+
+    Those imports cost seconds of CPU each, and this process never needs them: it loads, pairs,
+    selects and compares meanwhile. Spread over the cores this way, `tunegate data check` on
+    10,000 items stays under 10 s on 2 cores (bench/data_check.py). Plain `python -c` children,
+    not multiprocessing: spawn re-imports the caller's `__main__` (which fails for a script read
+    from stdin), and fork would copy the tokenizers' thread pool.
+
+        with TokenWorker(model_dir) as worker:
+            worker.submit([control_items, experiment_items])
+            ...  # other work meanwhile
+            (encoded, eos), (encoded_e, eos_e) = worker.result()
+    """
+
+    def __init__(self, model_dir: str | Path) -> None:
+        self._encode = _Child(str(model_dir), "encode")
+        self._eos = _Child(str(model_dir), "eos")
+
+    def submit(self, groups: Sequence[Sequence[Item]], *, sample: int = 2) -> None:
+        """Send the items; `eos_check` runs the first `sample` of each group through TRL."""
+        # Only what tokenizing needs; the items were validated when they were loaded.
+        payload = json.dumps(
+            {
+                "sample": sample,
+                "groups": [[[i.id, i.prompt, i.completion] for i in g] for g in groups],
+            }
+        )
+        self._encode.send(payload)
+        self._eos.send(payload)
+
+    def result(self) -> list[tuple[list[Encoded], CheckResult]]:
+        """Per group: every item's `Encoded`, and the `eos_check` result."""
+        encoded = self._encode.receive()
+        eos = self._eos.receive()
+        return [
+            ([Encoded(*row) for row in codes], CheckResult(**check))
+            for codes, check in zip(encoded, eos, strict=True)
+        ]
+
+    def close(self) -> None:
+        self._encode.close()
+        self._eos.close()
+
+    def __enter__(self) -> TokenWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _worker() -> None:
+    """A TokenWorker child: imports first (while the parent works), then read, compute, print."""
+    quiet_libraries()
+    model_dir, mode = sys.argv[1:3]
+    if mode == "eos":
+        import trl.trainer.sft_trainer  # noqa: F401  (the slow part)
+    from transformers import AutoTokenizer
+
+    from tunegate.data.items import Item
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        print(str(err).replace("\n", " "), file=sys.stderr)
+        sys.exit(_TOKENIZER_ERROR)
+    payload = json.loads(sys.stdin.read())
+    out: list[Any] = []
+    for group in payload["groups"]:
+        items = [
+            Item.model_construct(id=i, scenario="-", prompt=p, completion=c) for i, p, c in group
+        ]
+        if mode == "eos":
+            out.append(eos_check(items, tokenizer, sample=payload["sample"]).to_json())
+        else:
+            out.append([astuple(e) for e in encode_like_trl(items, tokenizer)])
+    print(json.dumps(out))
 
 
 def eos_check(
     items: Sequence[Item],
     tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
     *,
     sample: int = 2,
     encoded: Sequence[Encoded] | None = None,
+    prepared: Sequence[dict[str, list[int]]] | None = None,
 ) -> CheckResult:
     """Every training example must end with the tokenizer's EOS, trained, after its completion.
 
-    Checked on `sample` items through TRL's own preparation and collator (not assumed), which
-    also confirms that `encode_like_trl` counts what TRL builds; and on every item as text: an
-    EOS inside a completion would teach the model to stop there.
+    Checked, not assumed: the first `sample` items go through TRL's own preparation and
+    collator, untruncated (what `max_length` cuts is `token_lengths`' finding), which also
+    confirms that `encode_like_trl` counts what TRL builds. Every item is checked as text: an
+    EOS inside a completion would teach the model to stop there. `prepared` is
+    `trl_examples(items[:sample], tokenizer, None)` if already computed.
     """
     eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
     if eos is None or eos_id is None:
@@ -597,34 +804,31 @@ def eos_check(
     messages: list[str] = []
     inside = [i.id for i in items if eos in i.completion.removesuffix(eos)]
     messages += [f"item '{i}': the completion contains {eos!r} before its end" for i in inside]
+    checked = list(items[:sample])
     if encoded is None:
-        encoded = encode_like_trl(items, tokenizer)
-    fitting = [i for i, e in zip(items, encoded, strict=True) if e.tokens <= max_length]
-    checked = fitting[:sample]
+        encoded = encode_like_trl(checked, tokenizer)
+    if prepared is None:
+        prepared = trl_examples(checked, tokenizer, None)
+    if len(prepared) != len(checked):
+        raise ValueError(f"prepared has {len(prepared)} examples for {len(checked)} items")
     wrong: list[str] = []
-    if checked:
-        counted = {e.id: e for e in encoded}
-        for item, example in zip(
-            checked, _trl_prepare(checked, tokenizer, max_length), strict=True
-        ):
-            labels = _collate(example, tokenizer)
-            ids = example["input_ids"]
-            e = counted[item.id]
-            if not ids or ids[-1] != eos_id or labels[-1] != eos_id:
-                wrong.append(item.id)
-                messages.append(
-                    f"item '{item.id}': TRL's training example does not end with a trained EOS "
-                    f"({eos!r}, id {eos_id}): last token {ids[-1] if ids else None}, "
-                    f"label {labels[-1] if labels else None}"
-                )
-            trained = sum(label != -100 for label in labels)
-            if (len(ids), len(ids) - trained) != (e.tokens, e.prompt_tokens):
-                wrong.append(item.id)
-                messages.append(
-                    f"item '{item.id}': TRL builds {len(ids)} tokens ({len(ids) - trained} "
-                    f"masked), tunegate counted {e.tokens} ({e.prompt_tokens} masked): the "
-                    "token-length check does not match this TRL version"
-                )
+    for item, e, example in zip(checked, encoded, prepared, strict=False):
+        ids, labels = example["input_ids"], example["labels"]
+        if not ids or ids[-1] != eos_id or labels[-1] != eos_id:
+            wrong.append(item.id)
+            messages.append(
+                f"item '{item.id}': TRL's training example does not end with a trained EOS "
+                f"({eos!r}, id {eos_id}): last token {ids[-1] if ids else None}, "
+                f"label {labels[-1] if labels else None}"
+            )
+        masked = sum(label == -100 for label in labels)
+        if (len(ids), masked) != (e.tokens, e.prompt_tokens):
+            wrong.append(item.id)
+            messages.append(
+                f"item '{item.id}': TRL builds {len(ids)} tokens ({masked} masked), tunegate "
+                f"counted {e.tokens} ({e.prompt_tokens} masked): the token-length check does "
+                "not match this TRL version"
+            )
     verdict: Verdict = "fail" if inside or wrong else "ok"
     if verdict == "ok":
         summary = (
@@ -672,14 +876,13 @@ class Preview:
 
 
 def label_mask_preview(item: Item, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Preview:
-    """Which tokens of `item` are trained and which are masked — TRL's prepared example passed
-    through TRL's collator, so this is what the loss sees (like Axolotl's `--debug`). Tokens past
+    """Which tokens of `item` are trained and which are masked: TRL's prepared example through
+    TRL's collator, so this is what the loss sees (like Axolotl's `--debug`). Tokens past
     `max_length` are shown as `cut`."""
-    prepared = _trl_prepare([item], tokenizer, max_length)
-    full = _trl_prepare([item], tokenizer, None)[0]  # untruncated, to show what is cut
-    if prepared:
-        kept_ids = prepared[0]["input_ids"]
-        labels = _collate(prepared[0], tokenizer)
+    kept = trl_examples([item], tokenizer, max_length)
+    [full] = trl_examples([item], tokenizer, None)  # untruncated, to show what is cut
+    if kept:
+        kept_ids, labels = kept[0]["input_ids"], kept[0]["labels"]
     else:
         kept_ids = full["input_ids"][:max_length]
         labels = [-100] * len(kept_ids)
@@ -688,5 +891,5 @@ def label_mask_preview(item: Item, tokenizer: PreTrainedTokenizerBase, max_lengt
         status: TokenStatus = (
             "cut" if k >= len(kept_ids) else "trained" if labels[k] != -100 else "masked"
         )
-        tokens.append(PreviewToken(k, int(token_id), tokenizer.decode([token_id]), status))
-    return Preview(item.id, max_length, tokens, dropped=not prepared)
+        tokens.append(PreviewToken(k, token_id, tokenizer.decode([token_id]), status))
+    return Preview(item.id, max_length, tokens, dropped=not kept)
