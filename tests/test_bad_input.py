@@ -580,3 +580,75 @@ def test_example_is_still_valid(example: Path) -> None:
     """The edits above start from a valid plan; if this fails, fix the example, not the cases."""
     result = run_cli("plan", str(example), cwd=example.parent)
     assert result.returncode == 0, result.stderr
+
+
+# --- malformed data files through `tunegate data check-file`: exit 2, exact line, no writes ---
+
+MORE_MALFORMED = [
+    pytest.param(line(id=None) + "\n", ":1: 'id': input should be a valid string", id="null-id"),
+    pytest.param(
+        line(tests=3) + "\n", ":1: 'tests': input should be a valid string", id="tests-not-string"
+    ),
+    pytest.param(
+        line(language=["py"]) + "\n",
+        ":1: 'language': input should be a valid string",
+        id="language-list",
+    ),
+    pytest.param(
+        line(prompt=True) + "\n", ":1: 'prompt': input should be a valid string", id="prompt-bool"
+    ),
+    pytest.param(
+        line(completion=None) + "\n",
+        ":1: 'completion': input should be a valid string",
+        id="completion-null",
+    ),
+    pytest.param(
+        line(scenario="   ") + "\n", ":1: 'scenario': must not be blank", id="scenario-blank"
+    ),
+    pytest.param(
+        '{"id": "a", "scenario": "s", "prompt": "p", "completion": "c",}\n',
+        ":1: invalid JSON (Expecting property name enclosed in double quotes, column 63)",
+        id="trailing-comma",
+    ),
+    pytest.param('"just a string"\n', ":1: expected a JSON object, got str", id="string-line"),
+    pytest.param("42\n", ":1: expected a JSON object, got int", id="number-line"),
+    pytest.param(line() + "\n}\n", ":2: invalid JSON (Expecting value, column 1)", id="lone-brace"),
+    pytest.param(
+        '{"id": "a", "scenario": "s", "prompt": "\\ud8", "completion": "c"}\n',
+        ":1: invalid JSON (Invalid \\uXXXX escape, column 42)",
+        id="bad-unicode-escape",
+    ),
+    pytest.param(
+        line() + "\r\n" + line(id="b") + "\r\n" + "{oops\r\n",
+        ":3: invalid JSON (Expecting property name enclosed in double quotes, column 2)",
+        id="crlf-error-on-line-3",
+    ),
+    pytest.param(
+        "\ufeff" + line() + "\n" + line(id="") + "\n",
+        ":2: 'id': string should have at least 1 character",
+        id="bom-error-on-line-2",
+    ),
+]
+
+
+def _first_expected(case: object) -> tuple[str, str]:
+    content, expected = case.values  # type: ignore[attr-defined]
+    return content, expected[0] if isinstance(expected, list) else expected
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, id=c.id) for c in LOADER_CASES + MORE_MALFORMED],
+)
+def test_check_file_rejects_malformed_data(tmp_path: Path, case: object) -> None:
+    content, expected = _first_expected(case)
+    data_dir = tmp_path / "d"
+    data_dir.mkdir()
+    path = write(data_dir, content)
+    before = files_under(tmp_path)
+    result = run_cli("data", "check-file", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first == f"error: {path}{expected}", repr(result.stderr)
+    assert files_under(tmp_path) == before  # nothing written, not even next to the file
