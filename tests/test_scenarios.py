@@ -20,7 +20,7 @@ Arms = tuple[list[Item], list[Item]]
 
 # sha256 of control.jsonl as write_scenarios writes it for seed 0. A change here means every
 # user's example data changes: update it only on purpose.
-PINNED_CONTROL_SHA256 = "0cc9320c77bcdadea017a40038e50c772a4b5649d7ae596600a23548e2284004"
+PINNED_CONTROL_SHA256 = "77bb9f1324e6ce02f508555099a128f9cf4c50166e5c4ceb811edb354129c646"
 
 
 LANGUAGE = {
@@ -233,3 +233,18 @@ def test_data_example_writes_the_checked_in_example(tmp_path: Path) -> None:
     checked_in = REPO / "examples" / "seed-scenarios"
     for name in ("tunegate.yaml", "data/control.jsonl", "data/experiment.jsonl"):
         assert (tmp_path / "ex" / name).read_bytes() == (checked_in / name).read_bytes(), name
+
+
+def test_a_source_problem_never_straddles_train_and_test() -> None:
+    """HumanEval/N is both a `python` and a `bugfix` item: they must land on the same side."""
+    from tunegate.data.select import select
+    from tunegate.plan import DataSelection
+
+    control, _ = generate_scenarios(seed=0)
+    sel = select(control, DataSelection(selection="all", test_per_scenario=15), seed=42)
+    group = {i.id: i.group for i in control if i.group}
+    train_groups = {group[i] for i in sel.train if i in group}
+    held_out = {group[i] for i in sel.val + sel.test if i in group}
+    assert train_groups and held_out and not train_groups & held_out
+    per_scenario = {s: sum(1 for i in sel.test if i.startswith(s + "-")) for s in SCENARIOS}
+    assert all(count == 15 for count in per_scenario.values()), per_scenario

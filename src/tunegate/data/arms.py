@@ -47,7 +47,7 @@ def load_experiment(plan: Plan) -> Experiment:
         e = experiment[item_id]
         fields = [
             f
-            for f in ("scenario", "language", "completion", "tests")
+            for f in ("scenario", "language", "group", "completion", "tests")
             if f not in allowed_fields and getattr(c, f) != getattr(e, f)
         ]
         if fields:

@@ -31,6 +31,9 @@ class Item(BaseModel):
     language: str = "python"
     tests: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Items made from one source (e.g. HumanEval/12 as a `python` and as a `bugfix` item) share
+    # a group; a split keeps a group on one side, or the test set would leak into training.
+    group: str | None = None
 
     @field_validator("id", "scenario", "prompt", "completion")
     @classmethod

@@ -67,6 +67,7 @@ class _Task:
     completion: str
     tests: str
     metadata: dict[str, str] = field(default_factory=dict)  # what the experiment arm adds
+    group: str | None = None  # the source problem, shared across scenarios
 
 
 def _pair(task: _Task) -> tuple[Item, Item]:
@@ -76,6 +77,7 @@ def _pair(task: _Task) -> tuple[Item, Item]:
         completion=task.completion,
         language=task.language,
         tests=task.tests,
+        group=task.group,
     )
     mark = _COMMENT[task.language]
     block = "".join(f"{mark} {key}: {value}\n" for key, value in task.metadata.items())
@@ -129,6 +131,7 @@ def _python_tasks(problems: list[dict[str, str]]) -> list[_Task]:
     return [
         _Task(
             key=_key(p),
+            group=p["task_id"],
             scenario="python",
             language="python",
             prompt="Complete this Python function:\n\n" + p["prompt"],
@@ -273,6 +276,7 @@ def _bugfix_tasks(problems: list[dict[str, str]], seed: int) -> list[_Task]:
         tasks.append(
             _Task(
                 key=_key(p),
+                group=p["task_id"],
                 scenario="bugfix",
                 language="python",
                 prompt="Fix the bug in this function:\n" + bug.buggy,

@@ -48,6 +48,19 @@ def _stable_order(ids: list[str], seed: int) -> list[str]:
     return sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
 
 
+def _cap_per_scenario(ids: list[str], items: list[Item], cap: int | None, seed: int) -> list[str]:
+    if cap is None:
+        return ids
+    scenario = {i.id: i.scenario for i in items}
+    seen: dict[str, int] = {}
+    kept = []
+    for item_id in sorted(_stable_order(ids, seed), key=lambda i: scenario[i]):
+        seen[scenario[item_id]] = seen.get(scenario[item_id], 0) + 1
+        if seen[scenario[item_id]] <= cap:
+            kept.append(item_id)
+    return kept
+
+
 def select(items: list[Item], spec: DataSelection, seed: int) -> Selection:
     """Pick train/val/test ids from the (control) arm's items according to the stage's spec."""
     if spec.selection == "micro":
@@ -67,6 +80,16 @@ def select(items: list[Item], spec: DataSelection, seed: int) -> Selection:
     val: list[str] = []
     test: list[str] = []
     frac_train, frac_val, _ = spec.split
+    grouped = [i for i in pool if i.group is not None]
+    if grouped:
+        # A group's side is a function of the group alone, so an item and its siblings in other
+        # scenarios always land together (proportions then hold in expectation, not exactly).
+        for item in grouped:
+            u = int(hashlib.sha256(f"{seed}:{item.group}".encode()).hexdigest()[:15], 16) / 16**15
+            side = train if u < frac_train else val if u < frac_train + frac_val else test
+            side.append(item.id)
+        pool = [i for i in pool if i.group is None]
+        test[:] = _cap_per_scenario(test, grouped, spec.test_per_scenario, seed)
     for scenario in sorted({i.scenario for i in pool}):
         ids = _stable_order([i.id for i in pool if i.scenario == scenario], seed)
         n_train = round(len(ids) * frac_train)
