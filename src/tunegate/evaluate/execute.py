@@ -95,12 +95,19 @@ def run_python(
                 out, _ = proc.communicate()
         with os.fdopen(read_fd, "rb") as channel:
             token = channel.read().decode(errors="replace")
+    return judge(timed_out, proc.returncode, token == nonce, started, out)
+
+
+def judge(
+    timed_out: bool, returncode: int, nonce_seen: bool, started: float, out: bytes
+) -> Execution:
+    """The harness's verdict: PASS needs a clean exit *and* the nonce written after the tests."""
     seconds = time.perf_counter() - started
     tail = out.decode(errors="replace")[-2000:]
     if timed_out:
         return Execution("TIMEOUT", None, seconds, tail)
-    if proc.returncode == 0 and token == nonce:
+    if returncode == 0 and nonce_seen:
         return Execution("PASS", 0, seconds, tail)
-    if proc.returncode < 0:
-        return Execution("ERROR", proc.returncode, seconds, tail)
-    return Execution("FAIL", proc.returncode, seconds, tail)
+    if returncode < 0:
+        return Execution("ERROR", returncode, seconds, tail)
+    return Execution("FAIL", returncode, seconds, tail)

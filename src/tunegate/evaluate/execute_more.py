@@ -46,7 +46,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tunegate.evaluate.execute import Execution, _limits, run_python
+from tunegate.evaluate.execute import Execution, _limits, judge, run_python
 
 LANGUAGES = frozenset({"python", "javascript", "sql"})
 
@@ -136,15 +136,7 @@ def _run_child(
             if timed_out:
                 out, _ = proc.communicate()
         token = channel.read().decode(errors="replace")
-    seconds = time.perf_counter() - started
-    tail = out.decode(errors="replace")[-2000:]
-    if timed_out:
-        return Execution("TIMEOUT", None, seconds, tail)
-    if proc.returncode == 0 and token == nonce:
-        return Execution("PASS", 0, seconds, tail)
-    if proc.returncode < 0:
-        return Execution("ERROR", proc.returncode, seconds, tail)
-    return Execution("FAIL", proc.returncode, seconds, tail)
+    return judge(timed_out, proc.returncode, token == nonce, started, out)
 
 
 def run_javascript(
