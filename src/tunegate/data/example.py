@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunegate.data.items import Item, write_items
+from tunegate.data.items import Item, write_arms
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,4 @@ def generate(seed: int = 0) -> tuple[list[Item], list[Item]]:
 
 
 def write_example(directory: Path, seed: int = 0) -> tuple[Path, Path]:
-    control, experiment = generate(seed)
-    paths = (directory / "control.jsonl", directory / "experiment.jsonl")
-    write_items(paths[0], control)
-    write_items(paths[1], experiment)
-    return paths
+    return write_arms(directory, *generate(seed))

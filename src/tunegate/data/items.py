@@ -137,3 +137,11 @@ def write_items(path: Path, items: list[Item]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for item in items:
             f.write(item.model_dump_json(exclude_defaults=True) + "\n")
+
+
+def write_arms(directory: Path, control: list[Item], experiment: list[Item]) -> tuple[Path, Path]:
+    """Write a pair of arms as `control.jsonl` and `experiment.jsonl` in `directory`."""
+    paths = (directory / "control.jsonl", directory / "experiment.jsonl")
+    write_items(paths[0], control)
+    write_items(paths[1], experiment)
+    return paths

@@ -44,7 +44,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from tunegate.data.items import Item, write_items
+from tunegate.data.items import Item, write_arms
 
 SCENARIOS: tuple[str, ...] = ("python", "bugfix", "sql", "express-api", "react-components")
 SQL_FIXTURE = "shop"
@@ -2053,8 +2053,4 @@ def generate_scenarios(seed: int = 0) -> tuple[list[Item], list[Item]]:
 
 def write_scenarios(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     """Write control.jsonl and experiment.jsonl of all five scenarios into `directory`."""
-    control, experiment = generate_scenarios(seed)
-    paths = (directory / "control.jsonl", directory / "experiment.jsonl")
-    write_items(paths[0], control)
-    write_items(paths[1], experiment)
-    return paths
+    return write_arms(directory, *generate_scenarios(seed))
