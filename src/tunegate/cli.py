@@ -29,6 +29,10 @@ DEFAULT_PLAN = Path("tunegate.yaml")
 from tunegate.cli_data import data_app  # noqa: E402  (after the environment defaults above)
 
 app.add_typer(data_app, name="data")
+from tunegate.cli_train import memory, train  # noqa: E402
+
+app.command()(train)
+app.command()(memory)
 
 
 def _quiet_libraries() -> None:

@@ -138,7 +138,7 @@ class Ladder:
         self.state["plan_hash"] = plan_hash(self.plan)
         self.run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run.root / "plan.json", self.plan.model_dump(mode="json"))
-        self.tracker = Tracker(self.plan)
+        self.tracker = Tracker.for_plan(self.plan)
         self.state["tracking_uri"] = self.tracker.uri
         self.state["mlflow_parent"] = self.tracker.start(
             f"ladder:{self.plan.name}",

@@ -61,6 +61,13 @@ class QuantizationConfig(_Strict):
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: bfloat16 on CUDA, float32 on CPU (CPU kernels are fp32)."
     )
+    upcast_frozen: bool = Field(
+        False,
+        description="peft's prepare_model_for_kbit_training casts every non-4-bit weight to fp32 "
+        "(True). They are frozen, so fp32 buys no update precision and costs 2 bytes per "
+        "embedding and head weight (2 GiB on Llama-3-8B); tunegate keeps them in the compute "
+        "dtype. RMSNorm computes in fp32 either way.",
+    )
 
 
 class LoraSettings(_Strict):
@@ -92,6 +99,23 @@ class TrainingConfig(_Strict):
     gradient_checkpointing: bool = Field(
         True, description="As SFTConfig; trades ~30% speed for much less activation memory."
     )
+    packing: bool = Field(
+        False,
+        description="As SFTConfig: pack samples into max_length rows (best-fit decreasing, "
+        "padding-free attention). Faster on short samples; the loss is still per sample.",
+    )
+    divergence_window: int = Field(
+        5, ge=2, description="Loss watchdog: steps per window compared for divergence."
+    )
+    divergence_factor: float = Field(
+        3.0,
+        gt=1,
+        description="Loss watchdog: stop (FAIL) when a window's mean loss exceeds this multiple "
+        "of the best window so far. NaN/inf stops at once.",
+    )
+    merge_adapter: bool = Field(
+        False, description="Also save base + adapter merged (16-bit) next to the adapter."
+    )
 
 
 class TrainingOverrides(_Strict):
@@ -107,6 +131,10 @@ class TrainingOverrides(_Strict):
     weight_decay: float | None = Field(None, ge=0)
     save_steps: int | None = Field(None, ge=1)
     gradient_checkpointing: bool | None = None
+    packing: bool | None = None
+    divergence_window: int | None = Field(None, ge=2)
+    divergence_factor: float | None = Field(None, gt=1)
+    merge_adapter: bool | None = None
 
 
 class ArmConfig(_Strict):

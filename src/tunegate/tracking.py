@@ -22,24 +22,43 @@ def tracking_uri(plan: Plan) -> str:
 
 
 class Tracker:
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, uri: str, experiment: str, local_dir: Path) -> None:
+        """`local_dir` holds a local sqlite store's artifacts (a server keeps its own)."""
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from mlflow.tracking import MlflowClient
 
-        self.uri = tracking_uri(plan)
+        self.uri = uri
         if self.uri.startswith("sqlite:"):
-            plan.output_dir.mkdir(parents=True, exist_ok=True)
+            local_dir.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.uri)
-        existing = self.client.get_experiment_by_name(plan.tracking.experiment)
+        existing = self.client.get_experiment_by_name(experiment)
         if existing is not None:
             self.experiment_id = existing.experiment_id
         else:
             artifacts = None
             if self.uri.startswith("sqlite:"):
-                artifacts = (plan.output_dir / "mlartifacts").resolve().as_uri()
+                artifacts = (local_dir / "mlartifacts").resolve().as_uri()
             self.experiment_id = self.client.create_experiment(
-                plan.tracking.experiment, artifact_location=artifacts
+                experiment, artifact_location=artifacts
             )
+
+    @classmethod
+    def for_plan(cls, plan: Plan) -> Tracker:
+        return cls(tracking_uri(plan), plan.tracking.experiment, plan.output_dir)
+
+    def system_metrics(self, run_id: str, interval_s: float = 5.0) -> Any:
+        """MLflow's system-metrics monitor (CPU, memory, disk, GPU via pynvml where present) on
+        `run_id`; returns it started (call `.finish()`), or None where it cannot run."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(
+                run_id, sampling_interval=interval_s, resume_logging=True, tracking_uri=self.uri
+            )
+            monitor.start()
+            return monitor
+        except Exception:  # psutil missing, an old mlflow: training goes on without them
+            return None
 
     def start(
         self,

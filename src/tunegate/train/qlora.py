@@ -1,10 +1,14 @@
 """The trainer: QLoRA (or LoRA / full) through transformers + peft + trl + bitsandbytes.
 
 One path, top to bottom: load the base (4-bit nf4 with double quantization for QLoRA) → prepare it
-for k-bit training (peft's `prepare_model_for_kbit_training`, called here because trl 1.x no longer
-does) → wrap it in LoRA on every linear layer → SFTTrainer with completion-only loss and EOS
-appended → checkpoints every `save_steps` (resume picks the last) → save adapter + tokenizer +
-`tunegate.json`.
+for k-bit training (`prepare_for_kbit`, the one preparation path: trl 1.x no longer prepares) →
+wrap it in LoRA on every linear layer → SFTTrainer with completion-only loss and EOS appended →
+checkpoints every `save_steps` and on SIGTERM (resume picks the last) → save adapter + tokenizer +
+`tunegate.json` (written last: its presence means the adapter is complete).
+
+Guards: a loss watchdog (NaN/inf at once, divergence over windows), CUDA out-of-memory turned into
+a FAIL with the measured peak and concrete advice, and token lengths counted before training so
+nothing is truncated silently.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,11 +44,28 @@ class TrainResult:
     train_tokens: int
     seconds: float
     resumed_from: str | None = None
-    stopped_reason: str | None = None
+    train_seconds: float = 0.0  # trainer.train() alone: what tokens/s is measured over
+    load_memory_gib: float | None = None  # CUDA: allocated once the base is loaded
+    peak_memory_gib: float | None = None  # CUDA: allocator peak while training
+    device: str = "cpu"
+    merged_dir: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def tokens_per_second(self) -> float:
+        return self.train_tokens / max(self.train_seconds, 1e-9)
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+
+class TrainingStopped(RuntimeError):
+    """A guard stopped training (loss watchdog, out of memory): the arm FAILs with this message."""
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (and the only process otherwise)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def device_and_dtype(compute_dtype: str) -> tuple[str, Any]:
@@ -74,6 +97,118 @@ def load_base(model_dir: Path, quant: QuantizationConfig) -> Any:
     if quant.method != "qlora":
         model.to(device)
     return model
+
+
+def prepare_for_kbit(model: Any, *, gradient_checkpointing: bool, upcast_frozen: bool) -> Any:
+    """The one k-bit preparation path (trl 1.x no longer calls peft's for us).
+
+    `upcast_frozen=True` is peft's `prepare_model_for_kbit_training` as is. Otherwise the same
+    steps without its cast of every non-4-bit weight to fp32: freeze the base, and for gradient
+    checkpointing make the embeddings' output require grad so the checkpointed blocks backprop
+    into LoRA. Non-reentrant checkpointing is what torch recommends and works with frozen inputs.
+    """
+    kwargs = {"use_reentrant": False}
+    if upcast_frozen:
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs=kwargs,
+        )
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if gradient_checkpointing:
+        enable_checkpointing(model)
+        model.enable_input_require_grads()
+    return model
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing (transformers ≥ 5.2x renamed the method)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def build_model(
+    model_dir: Path,
+    quant: QuantizationConfig,
+    lora: LoraSettings,
+    *,
+    gradient_checkpointing: bool,
+    seed: int,
+) -> tuple[Any, int]:
+    """Base (4-bit for qlora) → k-bit preparation → LoRA. Returns the model and its number of
+    `Linear4bit` layers."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    model = load_base(model_dir, quant)
+    n4 = count_linear4bit(model) if quant.method == "qlora" else 0
+    if quant.method == "qlora":
+        model = prepare_for_kbit(
+            model,
+            gradient_checkpointing=gradient_checkpointing,
+            upcast_frozen=quant.upcast_frozen,
+        )
+    elif gradient_checkpointing:
+        enable_checkpointing(model)
+        if quant.method == "lora":
+            model.enable_input_require_grads()
+    if quant.method in ("qlora", "lora"):
+        # Seed before LoRA's random init (Trainer seeds only later): both arms start from the
+        # same adapter weights whatever ran before them in this process.
+        set_seed(seed)
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return model, n4
+
+
+def cuda_gib(stat: str) -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return getattr(torch.cuda, stat)() / 2**30
+
+
+class LossWatchdog:
+    """NaN/inf stops at once; divergence is judged on window means (one noisy step is not a
+    divergence): stop when the latest window's mean exceeds `factor` × the best window mean."""
+
+    def __init__(self, window: int, factor: float) -> None:
+        self.window, self.factor = window, factor
+        self.losses: list[tuple[int, float]] = []
+        self.best: tuple[float, int] | None = None  # (mean, last step of that window)
+
+    def check(self, step: int, loss: float) -> str | None:
+        if not math.isfinite(loss):
+            return f"loss is {loss} at step {step}"
+        self.losses.append((step, loss))
+        if len(self.losses) < self.window:
+            return None
+        recent = self.losses[-self.window :]
+        mean = sum(v for _, v in recent) / self.window
+        if self.best is not None and mean > self.factor * self.best[0]:
+            return (
+                f"loss diverged at step {step}: mean {mean:.4g} over steps {recent[0][0]}–{step} "
+                f"is {mean / self.best[0]:.1f}× the best window's {self.best[0]:.4g} "
+                f"(ending at step {self.best[1]})"
+            )
+        if self.best is None or mean < self.best[0]:
+            self.best = (mean, step)
+        return None
 
 
 def count_linear4bit(model: Any) -> int:
@@ -110,6 +245,60 @@ def _last_checkpoint(checkpoints: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
+def _above(value: float | None, baseline: float) -> float | None:
+    return None if value is None else value - baseline
+
+
+def _oom_message(
+    err: BaseException,
+    step: int,
+    model_dir: Path,
+    training: TrainingConfig,
+    max_length: int,
+    quant: QuantizationConfig,
+    lora: LoraSettings,
+    baseline: float,
+) -> str:
+    from tunegate.train.memory import TrainingShape, advice, estimate, load_shape
+
+    peak = (cuda_gib("max_memory_allocated") or 0.0) - baseline
+    total = 0.0
+    import torch
+
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    shape = TrainingShape(
+        method=quant.method,
+        batch_size=training.batch_size,
+        max_length=max_length,
+        lora_r=lora.r,
+        lora_dropout=lora.dropout,
+        gradient_checkpointing=training.gradient_checkpointing,
+        double_quant=quant.double_quant,
+        upcast_frozen=quant.upcast_frozen,
+    )
+    tips = advice(estimate(load_shape(str(model_dir)), shape, vram_gib=total or 12.0))
+    return (
+        f"CUDA out of memory at step {step}: this run's peak {peak:.2f} GiB allocated on a "
+        f"{total:.1f} GiB device; "
+        f"try {'; or '.join(tips)} ({type(err).__name__})"
+    )
+
+
+def _checkpointing_field() -> str:
+    """transformers ≥ 5.2x renamed TrainingArguments.gradient_checkpointing."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    return (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else ("gradient_checkpointing")
+    )
+
+
 def train_arm(
     *,
     model_dir: Path,
@@ -124,37 +313,45 @@ def train_arm(
     metric_sink: MetricSink | None = None,
     provenance: dict[str, Any] | None = None,
     allow_truncation: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train one arm into `out_dir/adapter`; resume from `out_dir/checkpoints` if present."""
+    """Train one arm into `out_dir/adapter`; resume from `out_dir/checkpoints` if present.
+
+    Raises `TrainingStopped` when a guard stops it, and `SystemExit(143)` after checkpointing
+    when the process receives SIGTERM (resume continues from that checkpoint).
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoTokenizer, TrainerCallback, set_seed
+    from transformers import AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     started = time.perf_counter()
     device, _ = device_and_dtype(quant.compute_dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = load_base(model_dir, quant)
-    n4 = count_linear4bit(model) if quant.method == "qlora" else 0
+    # Memory is measured above what was allocated before (a caller may hold other models).
+    baseline = cuda_gib("memory_allocated") or 0.0
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        model, n4 = build_model(
+            model_dir,
+            quant,
+            lora,
+            gradient_checkpointing=training.gradient_checkpointing,
+            seed=seed,
+        )
+    except torch.OutOfMemoryError as err:
+        message = _oom_message(err, 0, model_dir, training, max_length, quant, lora, baseline)
+        torch.cuda.empty_cache()
+        raise TrainingStopped(message) from None
+    load_memory = _above(cuda_gib("memory_allocated"), baseline)
+    say = progress or (lambda _: None)
     if quant.method == "qlora":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=training.gradient_checkpointing
-        )
-    if quant.method in ("qlora", "lora"):
-        # Seed before LoRA's random init (Trainer seeds only later): both arms start from the
-        # same adapter weights whatever ran before them in this process.
-        set_seed(seed)
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=lora.target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
+        where = f"{load_memory:.2f} GiB VRAM" if load_memory is not None else "CPU"
+        say(f"Loaded in 4-bit: {where} ({n4} Linear4bit layers)")
+    else:
+        say(f"Loaded for {quant.method} training on {device}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     too_long = [
@@ -173,6 +370,7 @@ def train_arm(
         return Dataset.from_list([{"prompt": i.prompt, "completion": i.completion} for i in items])
 
     checkpoints = out_dir / "checkpoints"
+    _CHECKPOINTING_FIELD = _checkpointing_field()
     config = SFTConfig(
         output_dir=str(checkpoints),
         seed=seed,
@@ -186,11 +384,15 @@ def train_arm(
         lr_scheduler_type=training.lr_scheduler,
         warmup_steps=training.warmup_steps,
         weight_decay=training.weight_decay,
-        gradient_checkpointing=training.gradient_checkpointing,
+        # Checkpointing was set up by prepare_for_kbit / build_model (non-reentrant); the
+        # Trainer's own call would redo it with other kwargs.
+        **{_CHECKPOINTING_FIELD: False},
         max_length=max_length,
+        packing=training.packing,
         completion_only_loss=True,  # loss on the completion only (TRL's default for this shape)
-        logging_steps=1,  # SFTConfig default 10; the loss gate needs every step
+        logging_steps=1,  # SFTConfig default 10; the loss gate and the watchdog need every step
         logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",  # tokens/s counts real tokens, not padding
         save_strategy="steps",
         save_steps=training.save_steps,
         save_total_limit=2,
@@ -198,33 +400,57 @@ def train_arm(
         report_to=[],  # tunegate logs to MLflow itself (nested runs, buffered for resume)
         bf16=device == "cuda" and quant.compute_dtype in ("auto", "bfloat16"),
         use_cpu=device == "cpu",
+        ddp_backend="gloo"
+        if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        else None,
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
 
-    sink_state: dict[str, Any] = {"buffer": [], "stopped": None}
+    guard: dict[str, Any] = {"buffer": [], "stopped": None, "sigterm": False}
+    watchdog = LossWatchdog(training.divergence_window, training.divergence_factor)
 
     class _Watch(TrainerCallback):
         """Holds step metrics back until a checkpoint covers them: after a kill, the resumed run
         restarts at that checkpoint, so a step logged past it would be logged again with other
-        values. Stops on a NaN/inf loss (the watchdog)."""
+        values. Runs the loss watchdog, adds tokens/s, and checkpoints on SIGTERM."""
+
+        last: tuple[float, int] | None = None
 
         def on_log(self, args, state, control, logs=None, **kw):  # type: ignore[no-untyped-def]
-            logs = logs or {}
-            loss = logs.get("loss")
-            if loss is not None and not math.isfinite(loss):
-                sink_state["stopped"] = f"loss is {loss} at step {state.global_step}"
+            logs = dict(logs or {})
+            if "loss" not in logs:
+                return
+            if guard["stopped"] is None:
+                guard["stopped"] = watchdog.check(state.global_step, float(logs["loss"]))
+                if guard["stopped"]:
+                    control.should_training_stop = True
+            now, seen = time.perf_counter(), int(state.num_input_tokens_seen or 0)
+            if self.last is not None and now > self.last[0]:
+                logs["tokens_per_second"] = (seen - self.last[1]) / (now - self.last[0])
+            self.last = (now, seen)
+            if (peak := cuda_gib("max_memory_allocated")) is not None:
+                logs["peak_memory_gib"] = peak - baseline
+            guard["buffer"].append((_numeric(logs), state.global_step))
+            if is_main_process():
+                rate = logs.get("tokens_per_second")
+                say(
+                    f"Training steps: {state.global_step}/{state.max_steps}  "
+                    f"loss {float(logs['loss']):.4f}" + (f"  {rate:,.0f} tokens/s" if rate else "")
+                )
+
+        def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+            if guard["sigterm"]:
+                control.should_save = True
                 control.should_training_stop = True
-            if "loss" in logs:
-                sink_state["buffer"].append((_numeric(logs), state.global_step))
 
         def on_save(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
             flush()
 
     def flush() -> None:
-        if metric_sink and sink_state["buffer"]:
-            metric_sink(list(sink_state["buffer"]))
-        sink_state["buffer"].clear()
+        if metric_sink and guard["buffer"] and is_main_process():
+            metric_sink(list(guard["buffer"]))
+        guard["buffer"].clear()
 
     trainer = SFTTrainer(
         model=model,
@@ -234,8 +460,6 @@ def train_arm(
         processing_class=tokenizer,
         callbacks=[_Watch()],
     )
-    from transformers import PrinterCallback
-
     trainer.remove_callback(PrinterCallback)  # tunegate prints its own summary
     resume = _last_checkpoint(checkpoints)
     before_file = out_dir / "eval_before.json"
@@ -245,24 +469,45 @@ def train_arm(
             eval_before = json.loads(before_file.read_text())["eval_loss"]
         else:
             eval_before = float(trainer.evaluate()["eval_loss"])
-            out_dir.mkdir(parents=True, exist_ok=True)
-            before_file.write_text(json.dumps({"eval_loss": eval_before}))
-    if resume and metric_sink:
+            if is_main_process():
+                out_dir.mkdir(parents=True, exist_ok=True)
+                before_file.write_text(json.dumps({"eval_loss": eval_before}))
+    if resume and metric_sink and is_main_process():
         # A kill between writing a checkpoint and logging its steps loses them from tracking;
         # the checkpoint's own history has them. The sink skips what it already holds.
         history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
         metric_sink([(_numeric(h), int(h["step"])) for h in history if "loss" in h])
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: guard.update(sigterm=True))
+    train_started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.OutOfMemoryError as err:
+        step = int(trainer.state.global_step)
+        message = _oom_message(err, step, model_dir, training, max_length, quant, lora, baseline)
+        del trainer, model
+        torch.cuda.empty_cache()
+        raise TrainingStopped(message) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    train_seconds = time.perf_counter() - train_started
     flush()
+    if guard["sigterm"]:
+        raise SystemExit(143)  # checkpoint saved by the callback; resume continues from it
+    if guard["stopped"]:
+        raise TrainingStopped(guard["stopped"])
+    peak_memory = _above(cuda_gib("max_memory_allocated"), baseline)
     eval_after = float(trainer.evaluate()["eval_loss"]) if val_items else None
 
     adapter_dir = out_dir / "adapter"
-    trainer.save_model(str(adapter_dir))
-    tokenizer.save_pretrained(adapter_dir)
     losses = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     train_tokens = int(trainer.state.num_input_tokens_seen or 0) or sum(
         len(tokenizer(i.prompt + i.completion)["input_ids"]) for i in train_items
     ) * max(1, math.ceil(training.epochs))
+    merged_dir = out_dir / "merged" if training.merge_adapter and quant.method != "full" else None
     result = TrainResult(
         adapter_dir=str(adapter_dir),
         steps=int(trainer.state.global_step),
@@ -274,9 +519,19 @@ def train_arm(
         train_tokens=train_tokens,
         seconds=time.perf_counter() - started,
         resumed_from=resume.name if resume else None,
-        stopped_reason=sink_state["stopped"],
+        train_seconds=train_seconds,
+        load_memory_gib=load_memory,
+        peak_memory_gib=peak_memory,
+        device=device,
+        merged_dir=str(merged_dir) if merged_dir else None,
         versions=versions(),
     )
+    if not trainer.is_world_process_zero():
+        return result  # rank 0 alone writes the adapter and its record
+    trainer.save_model(str(adapter_dir))
+    tokenizer.save_pretrained(adapter_dir)
+    if merged_dir is not None:
+        save_merged(model_dir, adapter_dir, merged_dir, quant)
     meta = {
         "base_model": str(model_dir),
         "method": quant.method,
@@ -287,8 +542,22 @@ def train_arm(
         "training": training.model_dump(),
         "quantization": quant.model_dump(),
         "lora": lora.model_dump(),
+        "result": {k: v for k, v in result.to_json().items() if k != "losses"},
         "versions": result.versions,
         **(provenance or {}),
     }
     (adapter_dir / "tunegate.json").write_text(json.dumps(meta, indent=2))
     return result
+
+
+def save_merged(base_dir: Path, adapter_dir: Path, target: Path, quant: QuantizationConfig) -> None:
+    """Base + adapter merged into one 16-bit model (loadable without peft). A 4-bit base is
+    reloaded in 16-bit for the merge: merging into quantized weights would round the update."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, dtype = device_and_dtype(quant.compute_dtype)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.save_pretrained(target)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(target)

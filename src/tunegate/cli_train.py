@@ -1,0 +1,177 @@
+"""`tunegate train` (also the container's entrypoint) and `tunegate memory`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tunegate.train.job import env_help
+
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+
+def train(
+    data: Path | None = typer.Option(None, "--data", help="Training JSONL (env DATASET_PATH)."),
+    val_data: Path | None = typer.Option(None, "--val-data", help="Env VAL_DATASET_PATH."),
+    name: str | None = typer.Option(None, "--name", help="Env MODEL_NAME."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="Env OUTPUT_DIR."),
+    base_model: str | None = typer.Option(None, "--base-model", help="Env BASE_MODEL."),
+    plan: Path | None = typer.Option(None, "--plan", help="Take settings from a tunegate.yaml."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Env MAX_STEPS."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Env BATCH_SIZE."),
+    epochs: float | None = typer.Option(None, "--epochs", help="Env EPOCHS."),
+    learning_rate: float | None = typer.Option(None, "--learning-rate", help="Env LEARNING_RATE."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Env MAX_LENGTH."),
+    method: str | None = typer.Option(None, "--method", help="qlora | lora | full (env METHOD)."),
+    packing: bool | None = typer.Option(None, "--packing/--no-packing", help="Env PACKING."),
+    merge_adapter: bool | None = typer.Option(
+        None, "--merge/--no-merge", help="Also save the merged model (env MERGE_ADAPTER)."
+    ),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="Env MLFLOW_TRACKING_URI."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train one model: the seed's llama3-training container, as a command.
+
+    Reads the seed's environment variables (flags override them), trains with QLoRA, saves the
+    adapter to OUTPUT_DIR/MODEL_NAME, reloads it and generates once. Exit 1 when a guard stops
+    training (NaN or diverging loss, out of memory), 2 on bad input. Resumes from the last
+    checkpoint when run again on the same OUTPUT_DIR/MODEL_NAME.
+    """
+    from tunegate.cli import _quiet_libraries
+    from tunegate.train.job import environ, job_from_env, resolve, run_job
+    from tunegate.train.qlora import TrainingStopped
+
+    overrides = {
+        "data": data,
+        "val_data": val_data,
+        "name": name,
+        "output_dir": output_dir,
+        "base_model": base_model,
+        "plan": plan,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "max_length": max_length,
+        "method": method,
+        "packing": packing,
+        "merge_adapter": merge_adapter,
+        "tracking_uri": tracking_uri,
+    }
+    job = resolve(job_from_env(environ(), overrides))
+    _quiet_libraries()
+    say = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False))
+    try:
+        result = run_job(job, say)
+    except TrainingStopped as err:
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[red]FAIL:[/] {escape(str(err))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+
+
+train.__doc__ = (train.__doc__ or "") + "\n\nEnvironment variables:\n\n" + env_help()
+
+
+def memory(
+    model: str = typer.Argument(
+        ...,
+        metavar="MODEL_OR_CONFIG",
+        help="A local model directory, a config.json, a shipped hub id (meta-llama/"
+        "Meta-Llama-3-8B), 'tiny-llama', or a tunegate.yaml (its model and settings).",
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    max_length: int | None = typer.Option(None, "--max-length", min=16),
+    lora_r: int | None = typer.Option(None, "--lora-r", min=1),
+    lora_dropout: float | None = typer.Option(None, "--lora-dropout", min=0, max=0.99),
+    method: str | None = typer.Option(None, "--method", help="qlora | lora | full"),
+    checkpointing: bool | None = typer.Option(
+        None, "--gradient-checkpointing/--no-gradient-checkpointing"
+    ),
+    upcast_frozen: bool | None = typer.Option(
+        None, "--upcast-frozen/--no-upcast-frozen", help="peft's fp32 cast of frozen weights."
+    ),
+    vram: float = typer.Option(12.0, "--vram", help="GiB of the target GPU (RTX 4070 Ti: 12)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Estimate the GPU memory a fine-tuning run needs; exit 1 when it does not fit --vram."""
+    from tunegate.train.memory import TrainingShape, advice, estimate, gib, load_shape
+
+    settings: dict[str, object] = {}
+    if model.endswith((".yaml", ".yml")):
+        from tunegate.plan import load_plan
+
+        p = load_plan(Path(model))
+        model = p.model.name
+        settings = {
+            "method": p.quantization.method,
+            "batch_size": p.training.batch_size,
+            "max_length": p.model.max_length,
+            "lora_r": p.lora.r,
+            "lora_dropout": p.lora.dropout,
+            "gradient_checkpointing": p.training.gradient_checkpointing,
+            "double_quant": p.quantization.double_quant,
+            "upcast_frozen": p.quantization.upcast_frozen,
+        }
+        targets = p.lora.target_modules
+        settings["lora_targets"] = (targets,) if isinstance(targets, str) else tuple(targets)
+    if method is not None and method not in ("qlora", "lora", "full"):
+        from tunegate.errors import UserError
+
+        raise UserError(f"--method: '{method}' is not one of qlora, lora, full")
+    flags = {
+        "method": method,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "lora_r": lora_r,
+        "lora_dropout": lora_dropout,
+        "gradient_checkpointing": checkpointing,
+        "upcast_frozen": upcast_frozen,
+    }
+    settings |= {k: v for k, v in flags.items() if v is not None}
+    shape = load_shape(model)
+    est = estimate(shape, TrainingShape(**settings), vram_gib=vram)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps(est.to_json(), indent=2))
+    else:
+        t = est.training
+        console.print(
+            f"[bold]{model}[/]: {shape.total_params / 1e9:.2f} B parameters "
+            f"({shape.linear_params / 1e9:.2f} B in linear layers), {t.method}, "
+            f"batch {t.batch_size} × {t.max_length} tokens, LoRA r={t.lora_r}, "
+            f"checkpointing {'on' if t.gradient_checkpointing else 'off'}",
+            highlight=False,
+        )
+        table = Table(show_header=True, header_style="bold")
+        table.add_column("component")
+        table.add_column("memory", justify="right")
+        for name, value in est.components.items():
+            if name != "weights at load":
+                table.add_row(name, gib(value))
+        table.add_row(
+            "allocator slack", gib(est.total - est.allocated_peak - est.components["cuda context"])
+        )
+        table.add_row("[bold]total[/]", f"[bold]{gib(est.total)}[/]")
+        console.print(table)
+        if t.method == "qlora":
+            console.print(
+                f"Loaded in 4-bit: {gib(est.load)} (before k-bit preparation)", highlight=False
+            )
+        if est.fits:
+            console.print(f"[green]fits[/] in {vram:g} GiB", highlight=False)
+        else:
+            console.print(
+                f"[red]does not fit[/] in {vram:g} GiB; try: " + "; ".join(advice(est)),
+                highlight=False,
+            )
+    if not est.fits:
+        raise typer.Exit(1)

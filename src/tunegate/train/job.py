@@ -1,0 +1,300 @@
+"""One training job outside the ladder: `tunegate train`, and the container's entrypoint.
+
+Configured like the seed's `llama3-training` image, by environment variables with the same names
+and meaning (DATASET_PATH, VAL_DATASET_PATH, MAX_STEPS, BATCH_SIZE, EPOCHS, MODEL_NAME,
+MLFLOW_TRACKING_URI), plus tunegate's own (ENV_EXTRAS) for what the seed left implicit. A plan
+file, when given, supplies the defaults; command-line flags override both. A malformed value, an
+unknown `TUNEGATE_*` variable or a near-miss of a known name (`EPOCH=3`) is an error naming the
+variable: a typo must not silently train with defaults for a night.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tunegate.errors import UserError
+from tunegate.plan import TINY_LLAMA, LoraSettings, QuantizationConfig, TrainingConfig
+
+# The seed's variables: name → (TrainJob field, meaning).
+SEED_ENV = {
+    "DATASET_PATH": ("data", "training data, JSONL (required)"),
+    "VAL_DATASET_PATH": ("val_data", "validation data, JSONL"),
+    "MAX_STEPS": ("max_steps", "stop after this many optimizer steps (wins over EPOCHS)"),
+    "BATCH_SIZE": ("batch_size", "per-device batch size"),
+    "EPOCHS": ("epochs", "passes over the data"),
+    "MODEL_NAME": ("name", "name of the trained model: saved to OUTPUT_DIR/MODEL_NAME"),
+    "MLFLOW_TRACKING_URI": ("tracking_uri", "MLflow server or store"),
+}
+# tunegate's additions, for what the seed's image hard-coded.
+ENV_EXTRAS = {
+    "BASE_MODEL": ("base_model", "base model: 'tiny-llama' or a local directory"),
+    "OUTPUT_DIR": ("output_dir", "where MODEL_NAME's directory goes (the seed's /models)"),
+    "LEARNING_RATE": ("learning_rate", "peak learning rate"),
+    "GRADIENT_ACCUMULATION_STEPS": ("gradient_accumulation_steps", "effective batch multiplier"),
+    "MAX_LENGTH": ("max_length", "token limit per sample (longer samples are an error)"),
+    "LORA_R": ("lora_r", "LoRA rank"),
+    "METHOD": ("method", "qlora | lora | full"),
+    "SEED": ("seed", "seed for data order and LoRA init"),
+    "SAVE_STEPS": ("save_steps", "checkpoint interval"),
+    "PACKING": ("packing", "pack samples into max_length rows (true/false)"),
+    "MERGE_ADAPTER": ("merge_adapter", "also save the merged 16-bit model (true/false)"),
+    "MLFLOW_EXPERIMENT_NAME": ("experiment", "MLflow experiment"),
+    "TUNEGATE_PLAN": ("plan", "a tunegate.yaml whose model/training settings are the defaults"),
+    "TUNEGATE_TRAINING_JSON": ("training_json", "a full `training:` block as JSON (executors)"),
+}
+KNOWN_ENV = {**SEED_ENV, **ENV_EXTRAS}
+
+
+class TrainJob(BaseModel):
+    """What `tunegate train` runs. Unset fields come from the plan (if any), else the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    val_data: Path | None = None
+    name: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    output_dir: Path = Path("models")
+    base_model: str | None = None
+    tracking_uri: str | None = None
+    experiment: str = "tunegate-train"
+    plan: Path | None = None
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    learning_rate: float | None = Field(None, gt=0)
+    gradient_accumulation_steps: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=16)
+    lora_r: int | None = Field(None, ge=1)
+    method: str | None = Field(None, pattern=r"^(qlora|lora|full)$")
+    seed: int | None = None
+    save_steps: int | None = Field(None, ge=1)
+    packing: bool | None = None
+    merge_adapter: bool | None = None
+    training_json: str | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+def _env_error(var: str, value: str, err: ValidationError) -> UserError:
+    message = err.errors()[0]["msg"]
+    return UserError(f"environment variable {var}={value!r}: {message}")
+
+
+def job_from_env(environ: Mapping[str, str], overrides: dict[str, Any]) -> TrainJob:
+    """The job the environment describes, with command-line `overrides` (None = unset) on top."""
+    for var in environ:
+        if var in KNOWN_ENV:
+            continue
+        if var.startswith("TUNEGATE_") and var not in ("TUNEGATE_CACHE",):
+            raise UserError(
+                f"environment variable {var}: unknown (tunegate reads "
+                f"{', '.join(v for v in KNOWN_ENV if v.startswith('TUNEGATE_'))}, TUNEGATE_CACHE)"
+            )
+        near = difflib.get_close_matches(var, list(KNOWN_ENV), n=1, cutoff=0.86)
+        if near:
+            raise UserError(f"environment variable {var}: unknown — did you mean {near[0]}?")
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for var, (fld, _) in KNOWN_ENV.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        values[fld] = raw
+        source[fld] = var
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    if "data" not in values:
+        raise UserError("no training data: set DATASET_PATH or pass --data")
+    try:
+        return TrainJob.model_validate(values)
+    except ValidationError as err:
+        fld = str(err.errors()[0]["loc"][0])
+        if fld in source and fld not in {k for k, v in overrides.items() if v is not None}:
+            raise _env_error(source[fld], environ[source[fld]], err) from None
+        raise UserError(f"--{fld.replace('_', '-')}: {err.errors()[0]['msg']}") from None
+
+
+@dataclass
+class ResolvedJob:
+    """A job with the plan's (or default) settings filled in: what the trainer receives."""
+
+    job: TrainJob
+    base_model: str
+    training: TrainingConfig
+    quant: QuantizationConfig
+    lora: LoraSettings
+    max_length: int
+    seed: int
+    tracking_uri: str
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve(job: TrainJob) -> ResolvedJob:
+    if job.plan is not None:
+        from tunegate.plan import load_plan
+
+        plan = load_plan(job.plan)
+        training, quant, lora = plan.training, plan.quantization, plan.lora
+        base, max_length, seed = plan.model.name, plan.model.max_length, plan.seed
+    else:
+        training, quant, lora = TrainingConfig(), QuantizationConfig(), LoraSettings()
+        base, max_length, seed = TINY_LLAMA, 512, 42
+    if job.training_json:
+        try:
+            training = TrainingConfig.model_validate(json.loads(job.training_json))
+        except (ValueError, ValidationError) as err:
+            raise UserError(f"environment variable TUNEGATE_TRAINING_JSON: {err}") from None
+    updates = {
+        k: getattr(job, k)
+        for k in (
+            "max_steps",
+            "batch_size",
+            "epochs",
+            "learning_rate",
+            "gradient_accumulation_steps",
+            "save_steps",
+            "packing",
+            "merge_adapter",
+        )
+        if getattr(job, k) is not None
+    }
+    training = TrainingConfig.model_validate(training.model_dump() | updates)
+    if job.lora_r is not None:
+        lora = lora.model_copy(update={"r": job.lora_r, "alpha": 2 * job.lora_r})
+    if job.method is not None:
+        quant = quant.model_copy(update={"method": job.method})
+    uri = job.tracking_uri or f"sqlite:///{(job.output_dir / 'mlflow.db').resolve()}"
+    return ResolvedJob(
+        job=job,
+        base_model=job.base_model or base,
+        training=training,
+        quant=quant,
+        lora=lora,
+        max_length=job.max_length or max_length,
+        seed=job.seed if job.seed is not None else seed,
+        tracking_uri=uri,
+    )
+
+
+def env_help() -> str:
+    rows = [f"  {var:<28} {meaning}" for var, (_, meaning) in SEED_ENV.items()]
+    rows += ["  tunegate's additions:"]
+    rows += [f"  {var:<28} {meaning}" for var, (_, meaning) in ENV_EXTRAS.items()]
+    return "\n".join(rows)
+
+
+def environ() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def run_job(r: ResolvedJob, say: Callable[[str], None]) -> dict[str, Any]:
+    """Train, save, reload and smoke-generate, logging to MLflow (rank 0 only). Returns the
+    record also written to OUTPUT_DIR/MODEL_NAME/result.json. Raises TrainingStopped when a
+    guard stops training."""
+    from tunegate.data.items import load_items
+    from tunegate.generate import generate, load_for_inference
+    from tunegate.rundir import atomic_write_json
+    from tunegate.tracking import Tracker
+    from tunegate.train.qlora import TrainingStopped, is_main_process, train_arm
+    from tunegate.train.tiny import resolve_model
+
+    job = r.job
+    train_items = load_items(job.data)
+    val_items = load_items(job.val_data) if job.val_data else []
+    model_dir = resolve_model(r.base_model)
+    out = job.out_dir
+    main = is_main_process()
+    tracker: Tracker | None = None
+    run_id = ""
+    monitor = None
+    sink = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        tracker = Tracker(r.tracking_uri, job.experiment, job.output_dir)
+        record = out / "tracking.json"  # the run id: a resumed job logs into the same run
+        previous = json.loads(record.read_text())["run_id"] if record.is_file() else None
+        run_id = tracker.start(job.name, run_id=previous, tags={"tunegate.level": "train"})
+        atomic_write_json(record, {"run_id": run_id, "tracking_uri": r.tracking_uri})
+        tracker.params(
+            run_id,
+            {
+                **{f"training.{k}": v for k, v in r.training.model_dump().items()},
+                **{f"quantization.{k}": v for k, v in r.quant.model_dump().items()},
+                **{f"lora.{k}": v for k, v in r.lora.model_dump().items()},
+                "base_model": r.base_model,
+                "max_length": r.max_length,
+                "seed": r.seed,
+                "data": str(job.data),
+                "val_data": str(job.val_data or ""),
+                "train_items": len(train_items),
+            },
+        )
+        logged = {step for step, _ in tracker.history(run_id, "loss")}
+
+        def sink(entries: list[tuple[dict[str, float], int]]) -> None:
+            fresh = [(m, step) for m, step in entries if step not in logged]
+            tracker.step_metrics(run_id, fresh)
+            logged.update(step for _, step in fresh)
+
+        monitor = tracker.system_metrics(run_id)
+    say(f"Loading model: {r.base_model}")
+    try:
+        res = train_arm(
+            model_dir=model_dir,
+            train_items=train_items,
+            val_items=val_items,
+            out_dir=out,
+            training=r.training,
+            quant=r.quant,
+            lora=r.lora,
+            max_length=r.max_length,
+            seed=r.seed,
+            metric_sink=sink,
+            provenance={"job": job.model_dump(mode="json")},
+            progress=say,
+        )
+    except (TrainingStopped, ValueError) as err:
+        if tracker is not None:
+            tracker.tags(run_id, {"tunegate.error": str(err)[:5000]})
+            tracker.end(run_id, "FAILED")
+        raise TrainingStopped(str(err)) from None
+    finally:
+        if monitor is not None:
+            monitor.finish()
+    if not main:
+        return {"rank": os.environ.get("RANK"), "steps": res.steps}
+    losses = [v for _, v in res.losses]
+    shown = losses if len(losses) <= 6 else [*losses[:3], *losses[-3:]]
+    say("Loss: " + " → ".join(f"{v:.2f}" for v in shown))
+    say(f"Model saved to {res.adapter_dir}")
+    model, tokenizer = load_for_inference(model_dir, Path(res.adapter_dir), r.quant)
+    prompt = (val_items or train_items)[0].prompt
+    sample = generate(model, tokenizer, [prompt], max_new_tokens=32)[0]
+    say(f"Inference check (reloaded from disk): {sample[:120]!r}")
+    result = {**res.to_json(), "smoke_generation": sample, "mlflow_run": run_id}
+    atomic_write_json(out / "result.json", result)
+    assert tracker is not None
+    tracker.metrics(
+        run_id,
+        {
+            "train_seconds": res.train_seconds,
+            "train_tokens": res.train_tokens,
+            "tokens_per_second": res.tokens_per_second,
+            "final_loss": losses[-1] if losses else float("nan"),
+            **({"peak_memory_gib": res.peak_memory_gib} if res.peak_memory_gib else {}),
+        },
+        res.steps,
+    )
+    tracker.artifact(run_id, Path(res.adapter_dir), "adapter")
+    tracker.artifact(run_id, out / "result.json")
+    tracker.end(run_id, "FINISHED")
+    return result
