@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from tunegate.data.arms import Experiment
-from tunegate.data.items import Item, items_hash
+from tunegate.data.items import Item, items_hash, write_items
 from tunegate.data.select import Selection, select
 from tunegate.errors import UserError
 from tunegate.evaluate.metrics import BINARY_METRICS, METRICS
@@ -443,20 +443,29 @@ class Ladder:
                 logged.update(step for _, step in fresh)
 
             try:
-                res = train_arm(
-                    model_dir=model_dir,
-                    train_items=train_items,
-                    val_items=val_items,
-                    out_dir=arm_dir,
-                    training=training,
-                    quant=plan.quantization,
-                    lora=plan.lora,
-                    max_length=plan.model.max_length,
-                    seed=plan.seed,
-                    metric_sink=sink,
-                    allow_truncation=stage.checks.truncation == "warn",
-                    provenance={"plan_hash": plan_hash(plan), "stage": stage.name, "arm": name},
-                )
+                if (stage.executor or plan.executor.kind) == "docker":
+                    result = self._train_in_docker(
+                        stage, arm_dir, name, model_dir, training, train_items, val_items, sink
+                    )
+                else:
+                    result = train_arm(
+                        model_dir=model_dir,
+                        train_items=train_items,
+                        val_items=val_items,
+                        out_dir=arm_dir,
+                        training=training,
+                        quant=plan.quantization,
+                        lora=plan.lora,
+                        max_length=plan.model.max_length,
+                        seed=plan.seed,
+                        metric_sink=sink,
+                        allow_truncation=stage.checks.truncation == "warn",
+                        provenance={
+                            "plan_hash": plan_hash(plan),
+                            "stage": stage.name,
+                            "arm": name,
+                        },
+                    ).to_json()
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as err:  # a crash is a FAIL verdict with its reason, not a traceback
@@ -467,22 +476,26 @@ class Ladder:
                 ev.error = arm_state["error"]
                 self._say(f"  [red]{name}: training failed:[/] {ev.error}")
                 return ev, {}
-            result = res.to_json()
             arm_state.update(status="done", train=result, error=None)
             self._save()
-            first, last = res.losses[0][1], res.losses[-1][1]
+            first, last = result["losses"][0][1], result["losses"][-1][1]
             self._say(
-                f"  {name}: {res.steps} steps in {res.seconds:.1f} s, loss {first:.3f} → "
-                f"{last:.3f}, {res.linear4bit_layers} Linear4bit layers"
+                f"  {name}: {result['steps']} steps in {result['seconds']:.1f} s, loss "
+                f"{first:.3f} → {last:.3f}, {result['linear4bit_layers']} Linear4bit layers"
             )
             self.tracker.metrics(
                 run_id,
                 {
-                    "train_seconds": res.seconds,
-                    "train_tokens": res.train_tokens,
-                    "tokens_per_second": res.train_tokens / max(res.seconds, 1e-9),
+                    "train_seconds": result["train_seconds"],
+                    "train_tokens": result["train_tokens"],
+                    "tokens_per_second": result["tokens_per_second"],
+                    **(
+                        {"peak_memory_gib": result["peak_memory_gib"]}
+                        if result.get("peak_memory_gib") is not None
+                        else {}
+                    ),
                 },
-                res.steps,
+                result["steps"],
             )
         ev.trained = True
         ev.steps = result["steps"]
@@ -515,6 +528,47 @@ class Ladder:
             )
             gens = {i.id: o for i, o in zip(test_items, outs, strict=True)}
         return ev, gens
+
+    def _train_in_docker(
+        self,
+        stage: Stage,
+        arm_dir: Path,
+        name: str,
+        model_dir: Path,
+        training: Any,
+        train_items: list[Item],
+        val_items: list[Item],
+        sink: Any,
+    ) -> dict[str, Any]:
+        """Train one arm in the training container; its results come back through /work."""
+        from tunegate.tracking import tracking_uri
+        from tunegate.train.docker import container_name, docker_command, run_docker
+
+        plan = self.plan
+        data_dir = arm_dir / "data"
+        write_items(data_dir / "train.jsonl", train_items)
+        if val_items:
+            write_items(data_dir / "val.jsonl", val_items)
+        run = docker_command(
+            plan.executor,
+            name=container_name(plan.name, stage.name, name),
+            model_name=name,
+            arm_dir=arm_dir,
+            model_dir=model_dir,
+            train_file=data_dir / "train.jsonl",
+            val_file=data_dir / "val.jsonl" if val_items else None,
+            training=training,
+            quant=plan.quantization,
+            lora=plan.lora,
+            max_length=plan.model.max_length,
+            seed=plan.seed,
+            tracking_uri=tracking_uri(plan),
+        )
+        (arm_dir / "docker-command.json").write_text(json.dumps(run.argv, indent=1))
+        self._say(f"  {name}: training in container {run.name} ({plan.executor.image})")
+        result = run_docker(run, arm_dir / "train.log")
+        sink([({"loss": loss}, step) for step, loss in result["losses"]])
+        return result
 
     def _score(
         self,

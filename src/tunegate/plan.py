@@ -263,6 +263,32 @@ class Stage(_Strict):
     checks: DataChecks = DataChecks()
     estimate: Estimate = Estimate()
     recovery: list[str] = Field(default_factory=list, description="Printed when it does not pass.")
+    executor: Literal["local", "docker"] | None = Field(
+        None, description="Override the plan's executor.kind for this stage."
+    )
+
+
+class ExecutorConfig(_Strict):
+    """Where a stage's training runs: in this process, or in the training container as the seed
+    does (`docker run --gpus all -v … -e DATASET_PATH=… llama3-training`)."""
+
+    kind: Literal["local", "docker"] = Field("local", description="local | docker.")
+    image: str = Field(
+        "tunegate-training",
+        description="Image built from docker/Dockerfile.training (the seed's llama3-training).",
+    )
+    gpus: str | None = Field("all", description="`docker run --gpus`; None on a CPU-only host.")
+    docker_host: str | None = Field(
+        None,
+        description="A remote engine (ssh://user@tower, tcp://host:2376); None: $DOCKER_HOST or "
+        "the local one. The run directory must be reachable at the same path on that host.",
+    )
+    user: str | None = Field(
+        None, description="`docker run --user` (uid:gid), so files in the run dir stay yours."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="Appended to `docker run` before the image name."
+    )
 
 
 class TrackingConfig(_Strict):
@@ -295,6 +321,7 @@ class Plan(_Strict):
         None, description="The one scenario of the pilot stage (the seed used React); None = first."
     )
     tracking: TrackingConfig = TrackingConfig()
+    executor: ExecutorConfig = ExecutorConfig()
     stages: list[Stage] = Field(default_factory=list)
     _source: Path | None = PrivateAttr(None)
     _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)

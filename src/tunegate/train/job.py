@@ -48,7 +48,10 @@ ENV_EXTRAS = {
     "MERGE_ADAPTER": ("merge_adapter", "also save the merged 16-bit model (true/false)"),
     "MLFLOW_EXPERIMENT_NAME": ("experiment", "MLflow experiment"),
     "TUNEGATE_PLAN": ("plan", "a tunegate.yaml whose model/training settings are the defaults"),
-    "TUNEGATE_TRAINING_JSON": ("training_json", "a full `training:` block as JSON (executors)"),
+    "TUNEGATE_SETTINGS_JSON": (
+        "settings_json",
+        "JSON {training, quantization, lora}: a plan's blocks, whole (what executors pass)",
+    ),
 }
 KNOWN_ENV = {**SEED_ENV, **ENV_EXTRAS}
 
@@ -78,7 +81,7 @@ class TrainJob(BaseModel):
     save_steps: int | None = Field(None, ge=1)
     packing: bool | None = None
     merge_adapter: bool | None = None
-    training_json: str | None = None
+    settings_json: str | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -148,11 +151,17 @@ def resolve(job: TrainJob) -> ResolvedJob:
     else:
         training, quant, lora = TrainingConfig(), QuantizationConfig(), LoraSettings()
         base, max_length, seed = TINY_LLAMA, 512, 42
-    if job.training_json:
+    if job.settings_json:
         try:
-            training = TrainingConfig.model_validate(json.loads(job.training_json))
-        except (ValueError, ValidationError) as err:
-            raise UserError(f"environment variable TUNEGATE_TRAINING_JSON: {err}") from None
+            blocks = json.loads(job.settings_json)
+            training = TrainingConfig.model_validate(blocks.get("training", training.model_dump()))
+            quant = QuantizationConfig.model_validate(
+                blocks.get("quantization", quant.model_dump())
+            )
+            lora = LoraSettings.model_validate(blocks.get("lora", lora.model_dump()))
+        except (ValueError, AttributeError, ValidationError) as err:
+            first = str(err).splitlines()[0]
+            raise UserError(f"environment variable TUNEGATE_SETTINGS_JSON: {first}") from None
     updates = {
         k: getattr(job, k)
         for k in (

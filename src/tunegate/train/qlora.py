@@ -49,6 +49,7 @@ class TrainResult:
     peak_memory_gib: float | None = None  # CUDA: allocator peak while training
     device: str = "cpu"
     merged_dir: str | None = None
+    world_size: int = 1  # processes that trained it (torchrun / accelerate launch)
     versions: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -192,9 +193,13 @@ class LossWatchdog:
         self.losses: list[tuple[int, float]] = []
         self.best: tuple[float, int] | None = None  # (mean, last step of that window)
 
-    def check(self, step: int, loss: float) -> str | None:
+    def check(self, step: int, loss: float, grad_norm: float | None = None) -> str | None:
         if not math.isfinite(loss):
             return f"loss is {loss} at step {step}"
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            # The weights are now NaN/inf: what the loss shows next is meaningless (trl's fused
+            # head reports 0.0 for NaN logits).
+            return f"gradient norm is {grad_norm} at step {step} (loss {loss:.4g})"
         self.losses.append((step, loss))
         if len(self.losses) < self.window:
             return None
@@ -348,7 +353,7 @@ def train_arm(
     load_memory = _above(cuda_gib("memory_allocated"), baseline)
     say = progress or (lambda _: None)
     if quant.method == "qlora":
-        where = f"{load_memory:.2f} GiB VRAM" if load_memory is not None else "CPU"
+        where = f"{load_memory:.2f} GiB VRAM" if load_memory is not None else "on CPU"
         say(f"Loaded in 4-bit: {where} ({n4} Linear4bit layers)")
     else:
         say(f"Loaded for {quant.method} training on {device}")
@@ -403,6 +408,8 @@ def train_arm(
         ddp_backend="gloo"
         if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1
         else None,
+        # LoRA leaves no parameter unused; Trainer's True costs an extra graph walk per step.
+        ddp_find_unused_parameters=False,
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
@@ -422,7 +429,12 @@ def train_arm(
             if "loss" not in logs:
                 return
             if guard["stopped"] is None:
-                guard["stopped"] = watchdog.check(state.global_step, float(logs["loss"]))
+                grad_norm = logs.get("grad_norm")
+                guard["stopped"] = watchdog.check(
+                    state.global_step,
+                    float(logs["loss"]),
+                    None if grad_norm is None else float(grad_norm),
+                )
                 if guard["stopped"]:
                     control.should_training_stop = True
             now, seen = time.perf_counter(), int(state.num_input_tokens_seen or 0)
@@ -524,6 +536,7 @@ def train_arm(
         peak_memory_gib=peak_memory,
         device=device,
         merged_dir=str(merged_dir) if merged_dir else None,
+        world_size=int(trainer.args.world_size),
         versions=versions(),
     )
     if not trainer.is_world_process_zero():

@@ -1,0 +1,139 @@
+"""The docker executor: a stage's arm trained in the training container, as the seed runs it.
+
+The container's entrypoint is `tunegate train`, configured by the seed's environment variables;
+the arm's directory is mounted at /work (data in, checkpoints and adapter out) and the base model
+read-only at /base. Re-running the same command resumes from the checkpoints in /work.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunegate.plan import (
+    ExecutorConfig,
+    LoraSettings,
+    QuantizationConfig,
+    TrainingConfig,
+)
+from tunegate.train.qlora import TrainingStopped
+
+WORK, BASE = "/work", "/base"
+
+
+@dataclass
+class DockerRun:
+    argv: list[str]
+    env: dict[str, str]  # what `-e` passes: the container's whole configuration
+    mounts: dict[str, Path]  # container path → host path
+    name: str
+
+    def host_path(self, container_path: str) -> Path:
+        for inside, outside in sorted(self.mounts.items(), key=lambda kv: -len(kv[0])):
+            if container_path == inside or container_path.startswith(inside + "/"):
+                return outside / container_path[len(inside) :].lstrip("/")
+        raise ValueError(f"{container_path} is not under a mount")
+
+
+def container_name(*parts: str) -> str:
+    """Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", "-".join(("tunegate", *parts))).strip("-")[:120]
+
+
+def docker_command(
+    executor: ExecutorConfig,
+    *,
+    name: str,
+    model_name: str,
+    arm_dir: Path,
+    model_dir: Path,
+    train_file: Path,
+    val_file: Path | None,
+    training: TrainingConfig,
+    quant: QuantizationConfig,
+    lora: LoraSettings,
+    max_length: int,
+    seed: int,
+    tracking_uri: str | None,
+) -> DockerRun:
+    """The `docker run` that trains one arm. Data files must lie inside `arm_dir`."""
+    arm_dir, model_dir = arm_dir.resolve(), model_dir.resolve()
+
+    def inside(path: Path) -> str:
+        return f"{WORK}/{path.resolve().relative_to(arm_dir).as_posix()}"
+
+    env = {
+        # The seed's variables, same names and meaning.
+        "DATASET_PATH": inside(train_file),
+        **({"VAL_DATASET_PATH": inside(val_file)} if val_file else {}),
+        **({"MAX_STEPS": str(training.max_steps)} if training.max_steps else {}),
+        "BATCH_SIZE": str(training.batch_size),
+        "EPOCHS": f"{training.epochs:g}",
+        "MODEL_NAME": model_name,
+        # A server is reachable from the container; a local sqlite store is not (the ladder
+        # logs the container's results into it afterwards).
+        **(
+            {"MLFLOW_TRACKING_URI": tracking_uri}
+            if tracking_uri and tracking_uri.startswith(("http://", "https://", "databricks"))
+            else {}
+        ),
+        # tunegate's: where things are, and every other setting of the plan, whole.
+        "OUTPUT_DIR": WORK,
+        "BASE_MODEL": BASE,
+        "MAX_LENGTH": str(max_length),
+        "SEED": str(seed),
+        "TUNEGATE_SETTINGS_JSON": json.dumps(
+            {
+                "training": training.model_dump(mode="json"),
+                "quantization": quant.model_dump(mode="json"),
+                "lora": lora.model_dump(mode="json"),
+            },
+            separators=(",", ":"),
+        ),
+    }
+    argv = ["docker"]
+    if executor.docker_host:
+        argv += ["--host", executor.docker_host]
+    argv += ["run", "--rm", "--name", name]
+    if executor.gpus:
+        argv += ["--gpus", executor.gpus]
+    if executor.user:
+        argv += ["--user", executor.user]
+    argv += ["-v", f"{arm_dir}:{WORK}", "-v", f"{model_dir}:{BASE}:ro"]
+    for key, value in env.items():
+        argv += ["-e", f"{key}={value}"]
+    argv += [*executor.extra_args, executor.image]
+    return DockerRun(argv=argv, env=env, mounts={WORK: arm_dir, BASE: model_dir}, name=name)
+
+
+def run_docker(run: DockerRun, log: Path) -> dict:
+    """Run the container, its output teed to `log`; return its result.json. A missing docker
+    client, a failed container or a missing result raises TrainingStopped with the reason."""
+    if shutil.which(run.argv[0]) is None:
+        raise TrainingStopped(
+            "docker executor: no `docker` client on PATH (install Docker, or set executor.kind: "
+            "local)"
+        )
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.run(run.argv, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise TrainingStopped(
+            f"docker executor: container {run.name} exited {proc.returncode}: "
+            + (" | ".join(tail) or "no output")
+            + f" (log: {log})"
+        )
+    result_file = run.host_path(f"{run.env['OUTPUT_DIR']}/{run.env['MODEL_NAME']}/result.json")
+    if not result_file.is_file():
+        raise TrainingStopped(f"docker executor: container finished without {result_file}")
+    result = json.loads(result_file.read_text())
+    # Paths inside the result are the container's; the ladder reads them on this side.
+    for key in ("adapter_dir", "merged_dir"):
+        if result.get(key):
+            result[key] = str(run.host_path(result[key]))
+    return result
