@@ -61,7 +61,7 @@ class ModelShape:
     qkv_bias: bool
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], name: str) -> ModelShape:
+    def from_config(cls, config: dict[str, Any], name: str, where: str = "") -> ModelShape:
         try:
             hidden = int(config["hidden_size"])
             heads = int(config["num_attention_heads"])
@@ -79,7 +79,7 @@ class ModelShape:
                 qkv_bias=bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
             )
         except KeyError as err:
-            raise UserError(f"{name}: config.json has no {err.args[0]!r}") from None
+            raise UserError(f"{where or name}: no {err.args[0]!r} in the model config") from None
 
     def linear_layers(self) -> list[tuple[str, int, int]]:
         """(name, in_features, out_features) of the linear layers in one decoder block."""
@@ -290,7 +290,7 @@ def load_shape(model: str) -> ModelShape:
     if not isinstance(config, dict):
         raise UserError(f"{config_file}: expected a JSON object")
     config = config.get("text_config", config)  # multimodal wrappers nest the language model
-    return ModelShape.from_config(config, model)
+    return ModelShape.from_config(config, model, str(config_file))
 
 
 def gib(n: float) -> str:
