@@ -117,3 +117,23 @@ def test_bad_model_arguments(tmp_path: Path) -> None:
     proc = run_cli("memory", str(missing.parent))
     assert proc.returncode == 2 and f"{missing}: no 'intermediate_size'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_doctor_says_whether_the_plans_model_fits(example: Path) -> None:
+    from tunegate.doctor import run_checks
+    from tunegate.plan import load_plan
+
+    checks = {c.name: c for c in run_checks(load_plan(example))}
+    assert checks["gpu memory"].status == "PASS"  # tiny-llama
+
+    model = example.parent / "llama3"
+    model.mkdir()
+    config = json.loads(shipped_models()["meta-llama/Meta-Llama-3-8B"].read_text())
+    (model / "config.json").write_text(json.dumps(config))
+    text = example.read_text().replace("name: tiny-llama", f"name: {model}")
+    text = text.replace("max_length: 256", "max_length: 4096")
+    assert f"name: {model}" in text and "max_length: 4096" in text
+    example.write_text(text + "\n")
+    memory = {c.name: c for c in run_checks(load_plan(example))}["gpu memory"]
+    assert memory.status == "WARN"  # no GPU here: judged against the seed's 12 GiB card
+    assert "of 12.0 GiB on RTX 4070 Ti" in memory.value and "batch_size" in memory.fix

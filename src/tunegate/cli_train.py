@@ -106,24 +106,13 @@ def memory(
     """Estimate the GPU memory a fine-tuning run needs; exit 1 when it does not fit --vram."""
     from tunegate.train.memory import TrainingShape, advice, estimate, gib, load_shape
 
-    settings: dict[str, object] = {}
+    base = TrainingShape()
     if model.endswith((".yaml", ".yml")):
         from tunegate.plan import load_plan
 
         p = load_plan(Path(model))
         model = p.model.name
-        settings = {
-            "method": p.quantization.method,
-            "batch_size": p.training.batch_size,
-            "max_length": p.model.max_length,
-            "lora_r": p.lora.r,
-            "lora_dropout": p.lora.dropout,
-            "gradient_checkpointing": p.training.gradient_checkpointing,
-            "double_quant": p.quantization.double_quant,
-            "upcast_frozen": p.quantization.upcast_frozen,
-        }
-        targets = p.lora.target_modules
-        settings["lora_targets"] = (targets,) if isinstance(targets, str) else tuple(targets)
+        base = TrainingShape.from_settings(p.training, p.quantization, p.lora, p.model.max_length)
     if method is not None and method not in ("qlora", "lora", "full"):
         from tunegate.errors import UserError
 
@@ -137,9 +126,11 @@ def memory(
         "gradient_checkpointing": checkpointing,
         "upcast_frozen": upcast_frozen,
     }
-    settings |= {k: v for k, v in flags.items() if v is not None}
+    from dataclasses import replace
+
     shape = load_shape(model)
-    est = estimate(shape, TrainingShape(**settings), vram_gib=vram)  # type: ignore[arg-type]
+    chosen = replace(base, **{k: v for k, v in flags.items() if v is not None})
+    est = estimate(shape, chosen, vram_gib=vram)
     if as_json:
         print(json.dumps(est.to_json(), indent=2))
     else:

@@ -166,6 +166,30 @@ def _model(plan: Plan) -> Check:
     )
 
 
+def _memory(plan: Plan) -> Check:
+    """Will the plan's model train in this GPU's memory (or, with no GPU here, in the seed's
+    12 GiB RTX 4070 Ti)? From `tunegate memory`'s estimate."""
+    import torch
+
+    from tunegate.train.memory import DEFAULT_VRAM_GIB, advice, for_plan, gib
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        vram, where = props.total_memory / 2**30, props.name
+    else:
+        vram, where = DEFAULT_VRAM_GIB, "RTX 4070 Ti (default target; no GPU here)"
+    est = for_plan(plan, vram_gib=vram)
+    t = est.training
+    value = (
+        f"{gib(est.total)} needed of {vram:.1f} GiB on {where} "
+        f"({t.method}, batch {t.batch_size} × {t.max_length} tokens)"
+    )
+    if est.fits:
+        return Check("gpu memory", "PASS", value)
+    status: Status = "FAIL" if torch.cuda.is_available() else "WARN"
+    return Check("gpu memory", status, value, "; or ".join(advice(est)))
+
+
 def run_checks(plan: Plan, timeout_s: float = 10.0) -> list[Check]:
     checks: list[tuple[str, Callable[[], Check]]] = [
         ("python", _python),
@@ -175,6 +199,7 @@ def run_checks(plan: Plan, timeout_s: float = 10.0) -> list[Check]:
         ("free disk", lambda: _disk(plan)),
         ("tracking", lambda: _tracking(plan)),
         ("model", lambda: _model(plan)),
+        ("gpu memory", lambda: _memory(plan)),
     ]
     results: list[Check] = []
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:

@@ -435,12 +435,7 @@ class Ladder:
                 f"  {name}: training on {len(train_items)} items"
                 + (" (resuming from its last checkpoint)" if resuming else "")
             )
-            logged = {step for step, _ in self.tracker.history(run_id, "loss")}
-
-            def sink(entries: list[tuple[dict[str, float], int]]) -> None:
-                fresh = [(m, step) for m, step in entries if step not in logged]
-                self.tracker.step_metrics(run_id, fresh)
-                logged.update(step for _, step in fresh)
+            sink = self.tracker.step_sink(run_id)
 
             try:
                 if (stage.executor or plan.executor.kind) == "docker":

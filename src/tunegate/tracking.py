@@ -116,6 +116,18 @@ class Tracker:
         for start in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[start : start + 1000])
 
+    def step_sink(self, run_id: str) -> Any:
+        """A trainer metric sink for `run_id` that logs each step once: a resumed run replays
+        its checkpoint's history, and steps the run already holds are skipped."""
+        logged = {step for step, _ in self.history(run_id, "loss")}
+
+        def sink(entries: list[tuple[dict[str, float], int]]) -> None:
+            fresh = [(m, step) for m, step in entries if step not in logged]
+            self.step_metrics(run_id, fresh)
+            logged.update(step for _, step in fresh)
+
+        return sink
+
     def tags(self, run_id: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)

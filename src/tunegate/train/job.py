@@ -247,13 +247,7 @@ def run_job(r: ResolvedJob, say: Callable[[str], None]) -> dict[str, Any]:
                 "train_items": len(train_items),
             },
         )
-        logged = {step for step, _ in tracker.history(run_id, "loss")}
-
-        def sink(entries: list[tuple[dict[str, float], int]]) -> None:
-            fresh = [(m, step) for m, step in entries if step not in logged]
-            tracker.step_metrics(run_id, fresh)
-            logged.update(step for _, step in fresh)
-
+        sink = tracker.step_sink(run_id)
         monitor = tracker.system_metrics(run_id)
     say(f"Loading model: {r.base_model}")
     try:

@@ -129,6 +129,25 @@ class TrainingShape:
     upcast_frozen: bool = False  # tunegate's default; True is peft's fp32 cast
     optimizer_bytes_per_param: int = 8  # AdamW: two fp32 moments
 
+    @classmethod
+    def from_settings(
+        cls, training: Any, quant: Any, lora: Any, max_length: int, **overrides: Any
+    ) -> TrainingShape:
+        """From a plan's `training`, `quantization` and `lora` blocks."""
+        targets = lora.target_modules
+        values = {
+            "method": quant.method,
+            "batch_size": training.batch_size,
+            "max_length": max_length,
+            "lora_r": lora.r,
+            "lora_targets": (targets,) if isinstance(targets, str) else tuple(targets),
+            "lora_dropout": lora.dropout,
+            "gradient_checkpointing": training.gradient_checkpointing,
+            "double_quant": quant.double_quant,
+            "upcast_frozen": quant.upcast_frozen,
+        }
+        return cls(**(values | overrides))
+
 
 @dataclass
 class MemoryEstimate:
@@ -267,9 +286,12 @@ def load_shape(model: str) -> ModelShape:
     """A model's shape from a local directory, a config.json path, a shipped hub id, or
     'tiny-llama'."""
     from tunegate.plan import TINY_LLAMA
-    from tunegate.train.tiny import ensure_tiny_llama
 
-    path = ensure_tiny_llama() if model == TINY_LLAMA else Path(model)
+    if model == TINY_LLAMA:  # its shape is known without building it
+        from tunegate.train.tiny import ARCHITECTURE, VOCAB_SIZE
+
+        return ModelShape.from_config({**ARCHITECTURE, "vocab_size": VOCAB_SIZE}, model)
+    path = Path(model)
     config_file = path / "config.json" if path.is_dir() else path
     shipped = shipped_models()
     lowered = {k.lower(): v for k, v in shipped.items()}
@@ -291,6 +313,17 @@ def load_shape(model: str) -> ModelShape:
         raise UserError(f"{config_file}: expected a JSON object")
     config = config.get("text_config", config)  # multimodal wrappers nest the language model
     return ModelShape.from_config(config, model, str(config_file))
+
+
+def for_plan(plan: Any, vram_gib: float = DEFAULT_VRAM_GIB) -> MemoryEstimate:
+    """The estimate for a plan's most demanding stage (largest batch; the plan's max_length)."""
+    trainings = [plan.stage_training(s) for s in plan.stages if s.kind == "train"]
+    trainings = trainings or [plan.training]
+    largest = max(trainings, key=lambda t: t.batch_size)
+    shape = TrainingShape.from_settings(
+        largest, plan.quantization, plan.lora, plan.model.max_length
+    )
+    return estimate(load_shape(plan.model.name), shape, vram_gib=vram_gib)
 
 
 def gib(n: float) -> str:

@@ -272,16 +272,7 @@ def _oom_message(
 
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
-    shape = TrainingShape(
-        method=quant.method,
-        batch_size=training.batch_size,
-        max_length=max_length,
-        lora_r=lora.r,
-        lora_dropout=lora.dropout,
-        gradient_checkpointing=training.gradient_checkpointing,
-        double_quant=quant.double_quant,
-        upcast_frozen=quant.upcast_frozen,
-    )
+    shape = TrainingShape.from_settings(training, quant, lora, max_length)
     tips = advice(estimate(load_shape(str(model_dir)), shape, vram_gib=total or 12.0))
     return (
         f"CUDA out of memory at step {step}: this run's peak {peak:.2f} GiB allocated on a "
@@ -459,10 +450,23 @@ def train_arm(
         def on_save(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
             flush()
 
+    # Metrics go to the tracker on a background thread, in order: training does not wait on an
+    # MLflow round trip at every checkpoint. A kill before the write lands is repaired on resume
+    # from the checkpoint's own history (below), as for a kill before the flush.
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunegate-metrics")
+    pending: list[Future[None]] = []
+
     def flush() -> None:
         if metric_sink and guard["buffer"] and is_main_process():
-            metric_sink(list(guard["buffer"]))
+            pending.append(writer.submit(metric_sink, list(guard["buffer"])))
         guard["buffer"].clear()
+
+    def drain() -> None:
+        writer.shutdown(wait=True)
+        for future in pending:
+            future.result()  # a tracking error surfaces here, not lost in the thread
 
     trainer = SFTTrainer(
         model=model,
@@ -496,6 +500,7 @@ def train_arm(
     train_started = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        train_seconds = time.perf_counter() - train_started
     except torch.OutOfMemoryError as err:
         step = int(trainer.state.global_step)
         message = _oom_message(err, step, model_dir, training, max_length, quant, lora, baseline)
@@ -505,8 +510,8 @@ def train_arm(
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    train_seconds = time.perf_counter() - train_started
-    flush()
+        flush()
+        drain()
     if guard["sigterm"]:
         raise SystemExit(143)  # checkpoint saved by the callback; resume continues from it
     if guard["stopped"]:
