@@ -33,6 +33,9 @@ from tunegate.cli_train import memory, train  # noqa: E402
 
 app.command()(train)
 app.command()(memory)
+from tunegate.cli_exec import exec_  # noqa: E402
+
+app.command(name="exec")(exec_)
 
 
 def _quiet_libraries() -> None:

@@ -190,6 +190,16 @@ def _memory(plan: Plan) -> Check:
     return Check("gpu memory", status, value, "; or ".join(advice(est)))
 
 
+def _sandbox() -> Check:
+    """The isolation generated code runs under (bubblewrap, uid, rlimits...)."""
+    from tunegate.evaluate.sandbox import detect
+
+    iso = detect()
+    if iso.level == "strong":
+        return Check("sandbox", "PASS", iso.describe())
+    return Check("sandbox", "WARN", iso.describe(), iso.problem)
+
+
 def run_checks(plan: Plan, timeout_s: float = 10.0) -> list[Check]:
     checks: list[tuple[str, Callable[[], Check]]] = [
         ("python", _python),
@@ -200,6 +210,7 @@ def run_checks(plan: Plan, timeout_s: float = 10.0) -> list[Check]:
         ("tracking", lambda: _tracking(plan)),
         ("model", lambda: _model(plan)),
         ("gpu memory", lambda: _memory(plan)),
+        ("sandbox", _sandbox),
     ]
     results: list[Check] = []
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:

@@ -1,23 +1,18 @@
-"""Run a generated Python program with its tests in a child process, bounded and isolated.
+"""Run a generated Python program with its tests, in the sandbox, and judge the verdict.
 
-This is the baseline the sandbox issue hardens (bubblewrap, network namespace, unprivileged uid,
-pre-warmed workers). What it already guarantees: a fresh process in its own session, killed as a
-group on timeout; rlimits on CPU, memory, file size and open files; a fresh temporary directory,
-removed afterwards; a scrubbed environment; and a verdict that `sys.exit(0)`, `os._exit(0)` or
-printing "PASSED" cannot forge — PASS needs the harness's nonce, written *after* the tests ran, on
-a pipe separate from the program's output. The nonce and pipe still live in the program's own
-interpreter, so a program that goes looking for them can find them; moving them out of its reach
-is the sandbox issue's work.
+The program and its tests run in a child inside `sandbox.spawn`'s layers (bubblewrap, no network,
+unprivileged uid, rlimits, own session, scrubbed environment, fresh work directory). The verdict
+is one that `sys.exit(0)`, `os._exit(0)`, printing "PASSED" or monkeypatching cannot forge: PASS
+needs a clean exit *and* the harness's nonce, which reaches the runner on stdin (in neither argv,
+the environment nor a file) and is written back on a separate pipe only after the tests ran to
+their end. The runner shares the program's interpreter, so a program written to look for the
+nonce in the runner's frame could still find it; everything it could do with it is contained.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,17 +20,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tunegate.evaluate.sandbox import spawn, world_executable
+
 Verdict = Literal["PASS", "FAIL", "TIMEOUT", "ERROR"]
+
+# An interpreter the sandbox's uid (nobody) can run: this one's real path if every directory
+# above it is open to others (a pyenv under /root is not), else the system's. `-I -S` needs only
+# the standard library.
+PYTHON = next(
+    (
+        p
+        for p in (os.path.realpath(sys.executable), "/usr/bin/python3", "/usr/local/bin/python3")
+        if world_executable(p)
+    ),
+    os.path.realpath(sys.executable),
+)
 
 _RUNNER = """\
 import os, sys
 def _run(fd, nonce):
-    out = os.fdopen(fd, "w")
     src = open("program.py").read() + "\\n" + open("tests.py").read()
     exec(compile(src, "program.py", "exec"), {"__name__": "__main__"})
-    out.write(nonce)
-    out.flush()
-_run(int(sys.argv.pop(1)), sys.argv.pop(1))
+    os.write(fd, nonce)
+_run(int(sys.argv.pop(1)), sys.stdin.buffer.readline().strip())
 """
 
 
@@ -47,55 +54,38 @@ class Execution:
     output_tail: str
 
 
-def _limits(cpu_s: int, memory_mb: int) -> None:
-    os.setsid()  # own session: a timeout kills the whole group
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-
-
 def run_python(
     program: str, tests: str, *, timeout_s: float = 5.0, memory_mb: int = 1024
 ) -> Execution:
     """Execute `program` followed by `tests`; PASS only if the tests ran to the end."""
-    nonce = secrets.token_hex(16)
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tunegate-exec-") as work:
         Path(work, "program.py").write_text(program, encoding="utf-8")
         Path(work, "tests.py").write_text(tests, encoding="utf-8")
-        read_fd, write_fd = os.pipe()
-        env = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"}
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _RUNNER, str(write_fd), nonce],
-                cwd=work,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,),
-                preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb),
-            )
-        except BaseException:
-            os.close(read_fd)  # no fd leak when the process cannot start (EMFILE, ENOMEM)
-            raise
-        finally:
-            os.close(write_fd)
-        timed_out = False
-        try:
-            out, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            out = b""
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # no survivors, daemons included
-            if timed_out:
-                out, _ = proc.communicate()
-        with os.fdopen(read_fd, "rb") as channel:
-            token = channel.read().decode(errors="replace")
-    return judge(timed_out, proc.returncode, token == nonce, started, out)
+        return run_program(
+            [PYTHON, "-I", "-S", "-c", _RUNNER],
+            Path(work),
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+        )
+
+
+def run_program(argv: list[str], work: Path, *, timeout_s: float, memory_mb: int) -> Execution:
+    """Run `argv` + [channel fd] in `work` through the sandbox. The child reads a fresh nonce on
+    stdin and must write it back on the channel after its tests: PASS needs that and exit 0."""
+    nonce = secrets.token_hex(16)
+    started = time.perf_counter()
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as channel:
+        timed_out, returncode, out = spawn(
+            [*argv, str(write_fd)],
+            work,
+            stdin=nonce.encode() + b"\n",
+            channel_fd=write_fd,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+        )
+        token = channel.read().decode(errors="replace").strip()
+    return judge(timed_out, returncode, token == nonce, started, out)
 
 
 def judge(

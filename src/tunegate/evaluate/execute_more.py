@@ -32,13 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
-import secrets
 import shutil
-import signal
 import sqlite3
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -46,7 +42,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tunegate.evaluate.execute import Execution, _limits, judge, run_python
+from tunegate.evaluate.execute import Execution, run_program, run_python
 
 LANGUAGES = frozenset({"python", "javascript", "sql"})
 
@@ -99,46 +95,6 @@ if (loaded && typeof tests === 'function') {
 _NODE = shutil.which("node")
 
 
-def _run_child(
-    argv: list[str], work: str, *, nonce: str, timeout_s: float, memory_mb: int
-) -> Execution:
-    """Run `argv` + [fd] in `work`, bounded as execute.run_python bounds Python.
-
-    The child gets `nonce` on stdin and a pipe's write end as fd; PASS needs exit code 0 and the
-    nonce back on that pipe.
-    """
-    read_fd, write_fd = os.pipe()
-    started = time.perf_counter()
-    env = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"}
-    with os.fdopen(read_fd, "rb") as channel:
-        try:
-            proc = subprocess.Popen(
-                [*argv, str(write_fd)],
-                cwd=work,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,),
-                preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb),
-            )
-        finally:
-            os.close(write_fd)  # ours closed, or the read below never sees EOF
-        timed_out = False
-        try:
-            out, _ = proc.communicate(input=nonce.encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            out = b""
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # no survivors, timers and children included
-            if timed_out:
-                out, _ = proc.communicate()
-        token = channel.read().decode(errors="replace")
-    return judge(timed_out, proc.returncode, token == nonce, started, out)
-
-
 def run_javascript(
     program: str, tests: str, *, timeout_s: float = 5.0, memory_mb: int = 1024
 ) -> Execution:
@@ -155,12 +111,8 @@ def run_javascript(
         # V8's heap limit below the address-space limit: a memory bomb then fails as V8's own
         # out-of-memory abort instead of a failed mmap somewhere inside it.
         heap = f"--max-old-space-size={max(memory_mb // 2, 64)}"
-        return _run_child(
-            [_NODE, heap, "harness.js"],
-            work,
-            nonce=secrets.token_hex(16),
-            timeout_s=timeout_s,
-            memory_mb=memory_mb,
+        return run_program(
+            [_NODE, heap, "harness.js"], Path(work), timeout_s=timeout_s, memory_mb=memory_mb
         )
 
 

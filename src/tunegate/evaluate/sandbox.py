@@ -1,0 +1,222 @@
+"""Where generated code runs: a child process inside every isolation layer this machine offers.
+
+Layers, outermost first, each detected once and reported (`tunegate doctor`, `tunegate exec`):
+
+1. a fresh temporary work directory, the only writable place, removed afterwards;
+2. a scrubbed environment (PATH, HOME and TMPDIR pointing at the work directory, LANG: nothing
+   of the parent's, so no API keys, tokens or NODE_EXTRA_CA_CERTS);
+3. its own session and process group, killed as a group on timeout;
+4. rlimits: CPU seconds, address space, file size, open files and processes;
+5. an unprivileged uid (nobody, 65534) when tunegate runs as root, so the process limit applies
+   (the kernel exempts root from RLIMIT_NPROC) and root-only files are out of reach;
+6. bubblewrap, when installed and working: new user, PID, network, IPC and UTS namespaces (no
+   network at all, no view of the harness's processes or their /proc/<pid>/environ), a read-only
+   root, a private /tmp, all capabilities dropped, and everything killed with the sandbox's PID 1.
+
+Missing layers are reported with a one-time warning on stderr, never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+NOBODY = 65534
+MAX_PROCESSES = 32  # a test that needs more threads or children than this is not a unit test
+OUTPUT_TAIL_BYTES = 8192  # what the harness reads back of a program's output
+
+
+@dataclass(frozen=True)
+class Isolation:
+    bwrap: str | None  # path of a working bubblewrap, else None
+    drop_uid: bool  # running as root: children run as nobody
+    problem: str = ""  # why bubblewrap is not used, when it is not
+
+    @property
+    def layers(self) -> dict[str, bool]:
+        return {
+            "work directory": True,
+            "scrubbed environment": True,
+            "process group": True,
+            "rlimits (cpu, memory, file size, files, processes)": True,
+            "unprivileged uid": self.drop_uid or os.geteuid() != 0,
+            "no network (namespace)": self.bwrap is not None,
+            "read-only root, private /tmp": self.bwrap is not None,
+            "pid namespace": self.bwrap is not None,
+        }
+
+    @property
+    def level(self) -> str:
+        return "strong" if all(self.layers.values()) else "degraded"
+
+    def describe(self) -> str:
+        on = [name for name, ok in self.layers.items() if ok]
+        off = [name for name, ok in self.layers.items() if not ok]
+        text = f"{self.level}: " + ", ".join(on)
+        if off:
+            text += f"; missing: {', '.join(off)} ({self.problem})"
+        return text
+
+
+def _bwrap_args(work: str) -> list[str]:
+    return [
+        "--unshare-all",  # user, pid, net, ipc, uts, cgroup namespaces
+        "--die-with-parent",
+        "--new-session",  # no TIOCSTI into the harness's terminal
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",  # the sandbox's own PID namespace: the harness is not in it
+        "--tmpfs", "/tmp",
+        "--bind", work, work,
+        "--chdir", work,
+        "--cap-drop", "ALL",
+        "--",
+    ]  # fmt: skip
+
+
+def world_executable(path: str) -> bool:
+    """Can any uid run `path`: o+x on the file and on every directory above it?"""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    return all(os.stat(d).st_mode & 0o001 for d in [p, *p.parents])
+
+
+def _drop_privileges() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+@functools.cache
+def detect() -> Isolation:
+    """Probe bubblewrap once (as the children will run it) and warn once if a layer is missing."""
+    drop = os.geteuid() == 0
+    path = shutil.which("bwrap")
+    problem = ""
+    if path is None:
+        problem = "bubblewrap is not installed: apt install bubblewrap"
+    else:
+        probe = subprocess.run(
+            [path, *_bwrap_args("/tmp"), "/bin/true"],
+            capture_output=True,
+            timeout=10,
+            preexec_fn=_drop_privileges if drop else None,
+            check=False,
+        )
+        if probe.returncode != 0:
+            reason = probe.stderr.decode(errors="replace").strip().splitlines()
+            problem = f"bubblewrap does not work here: {reason[-1] if reason else probe.returncode}"
+            path = None
+    isolation = Isolation(bwrap=path, drop_uid=drop, problem=problem)
+    if isolation.level != "strong":
+        print(f"tunegate: sandbox {isolation.describe()}", file=sys.stderr)
+    return isolation
+
+
+def _limits(cpu_s: int, memory_mb: int, drop_uid: bool, nproc: int) -> None:
+    os.setsid()  # own session: a timeout kills the whole group
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    if drop_uid:
+        # Counted per uid, so this bounds a fork bomb. `nproc` already counts nobody's processes
+        # still being torn down by the kernel from earlier runs (a killed namespace's init is
+        # reaped asynchronously), which would otherwise make the next start fail with EAGAIN.
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        _drop_privileges()
+
+
+def scrubbed_env(work: str) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"}
+
+
+def spawn(
+    argv: list[str],
+    work: Path,
+    *,
+    stdin: bytes,
+    channel_fd: int,
+    timeout_s: float,
+    memory_mb: int,
+) -> tuple[bool, int, bytes]:
+    """Run `argv` in `work` inside every available layer; returns (timed out, exit code, output).
+
+    `channel_fd` (a pipe's write end) is passed through to the child and closed here.
+    """
+    iso = detect()
+    if iso.drop_uid:
+        os.chown(work, NOBODY, NOBODY)
+        for child in work.iterdir():
+            os.chown(child, NOBODY, NOBODY)
+    full = [iso.bwrap, *_bwrap_args(str(work)), *argv] if iso.bwrap else argv
+    nproc = MAX_PROCESSES + (len(nobody_processes()) if iso.drop_uid else 0)
+    # Output goes to an unnamed file, not a pipe: RLIMIT_FSIZE caps what a flood can write
+    # (the child dies of SIGXFSZ), and the harness never holds more than the tail in memory.
+    with tempfile.TemporaryFile(prefix="tunegate-out-") as sink:
+        try:
+            proc = subprocess.Popen(
+                full,
+                cwd=work,
+                env=scrubbed_env(str(work)),
+                stdin=subprocess.PIPE,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                pass_fds=(channel_fd,),
+                preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb, iso.drop_uid, nproc),
+            )
+        finally:
+            os.close(channel_fd)  # ours closed, or the channel never sees EOF
+        timed_out = False
+        try:
+            proc.communicate(input=stdin, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            # The group (bubblewrap and, without it, the program and its children) dies; with
+            # bubblewrap, its PID 1 dies with it and the kernel ends the whole namespace.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        size = sink.seek(0, os.SEEK_END)
+        sink.seek(max(0, size - OUTPUT_TAIL_BYTES))
+        out = sink.read()
+    if iso.drop_uid and not iso.bwrap:
+        _kill_strays()
+    return timed_out, proc.returncode, out
+
+
+def _kill_strays() -> None:
+    """Without a PID namespace, a double-forked daemon leaves the process group: end every
+    process of the sandbox's uid (nothing else runs as nobody here)."""
+    for _ in range(3):
+        strays = nobody_processes()
+        if not strays:
+            return
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def nobody_processes() -> list[int]:
+    """Pids owned by the sandbox's uid (nothing else runs as nobody on a tunegate host)."""
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _uid(p) == NOBODY]
+
+
+def _uid(proc_dir: Path) -> int | None:
+    try:
+        return proc_dir.stat().st_uid
+    except OSError:
+        return None

