@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from conftest import TUNEGATE, run_cli
 
 from tunegate.evaluate.execute import run_python
 from tunegate.evaluate.execute_more import run_javascript
+from tunegate.evaluate.pool import WorkerPool
 from tunegate.evaluate.sandbox import detect, nobody_processes
 
 
@@ -66,6 +68,25 @@ def _mutant(p: dict, kind: str) -> str | None:
     if not mutator.done:  # the work may happen in a helper the prompt defines
         mutator.visit(tree)
     return ast.unparse(tree) if mutator.done else None
+
+
+def test_pool_gives_the_same_verdicts_as_fresh_processes(pool: WorkerPool | None) -> None:
+    if pool is None:
+        pytest.skip("the worker pool needs bubblewrap")
+    # Killing the parent differs by design: in the pool the parent is the worker (ERROR, and
+    # the worker is replaced); a fresh process's parent is its own bubblewrap.
+    jobs = [
+        (program, TESTS)
+        for name, program in HOSTILE.items()
+        if "while True" not in program and "kill" not in name
+    ]
+    jobs += [("def solve():\n    return 42\n", TESTS), ("def solve():\n    return 41\n", TESTS)]
+    jobs += [("print('x' * 20000)\ndef solve():\n    return 42\n", TESTS)]
+    pooled = pool.map(jobs, timeout_s=2.0)
+    fresh = [run_python(p, t, timeout_s=2.0, memory_mb=512) for p, t in jobs]
+    assert [r.verdict for r in pooled] == [r.verdict for r in fresh]
+    assert pooled[-3].verdict == "PASS" and pooled[-2].verdict == "FAIL"
+    assert pooled[-1].output_tail == fresh[-1].output_tail
 
 
 def test_humaneval_canonical_solutions_pass_and_broken_ones_fail() -> None:
@@ -147,13 +168,16 @@ HOSTILE: dict[str, str] = {
 }
 
 
-def _survivors() -> list[int]:
-    """Processes of the sandbox's uid still there once the kernel has torn the namespace down
-    (a killed namespace's last processes take a moment to be reaped)."""
+def _survivors(pool: WorkerPool | None) -> list[int]:
+    """Processes of the sandbox's uid, other than the pool's idle workers, still there once the
+    kernel has torn the namespaces down (a killed namespace's last processes take a moment)."""
     deadline = time.monotonic() + 3
-    while (left := nobody_processes()) and time.monotonic() < deadline:
+    while True:
+        allowed = pool.pids() if pool is not None else set()
+        left = sorted(set(nobody_processes()) - allowed)
+        if not left or time.monotonic() > deadline:
+            return left
         time.sleep(0.05)
-    return left
 
 
 @pytest.fixture(autouse=False)
@@ -166,17 +190,37 @@ def test_the_suite_is_big_enough() -> None:
     assert len(HOSTILE) >= 25
 
 
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WorkerPool | None]:
+    if detect().bwrap is None:
+        yield None
+        return
+    workers = WorkerPool(2, memory_mb=512)
+    yield workers
+    workers.close()
+
+
 @pytest.mark.usefixtures("_secret_in_env")
+@pytest.mark.parametrize("runner", ["fresh process", "worker pool"])
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_program_is_contained(name: str) -> None:
-    result = run_python(HOSTILE[name], TESTS, timeout_s=2.0, memory_mb=512)
+def test_hostile_program_is_contained(name: str, runner: str, pool: WorkerPool | None) -> None:
+    if runner == "worker pool":
+        if pool is None:
+            pytest.skip("the worker pool needs bubblewrap")
+        result = pool.run(HOSTILE[name], TESTS, timeout_s=2.0)
+    else:
+        result = run_python(HOSTILE[name], TESTS, timeout_s=2.0, memory_mb=512)
     assert result.verdict != "PASS", result
     assert SECRET not in result.output_tail
     assert "root:" not in result.output_tail  # no line of /etc/shadow
     if detect().drop_uid:
-        assert _survivors() == []  # nothing left running
-    for path in (MARK, f"/root/{MARK[5:]}", f"/usr/{MARK[5:]}", f"/var/tmp/{MARK[5:]}"):
-        assert not Path(path).exists(), path
+        # Nothing left running but the pool's own idle workers (bwrap, its init, the server).
+        assert _survivors(pool) == []
+        if pool is not None:
+            assert len(pool.pids()) <= 3 * pool.size
+    if detect().bwrap:  # without its read-only root, /tmp and /var/tmp are writable by anyone
+        for path in (MARK, f"/root/{MARK[5:]}", f"/usr/{MARK[5:]}", f"/var/tmp/{MARK[5:]}"):
+            assert not Path(path).exists(), path
     assert len(result.output_tail) <= 8192
 
 

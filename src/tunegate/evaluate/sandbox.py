@@ -68,7 +68,9 @@ class Isolation:
         return text
 
 
-def _bwrap_args(work: str) -> list[str]:
+def _bwrap_args(work: str | None) -> list[str]:
+    """bubblewrap's options; `work` is bound read-write (None: the private /tmp only)."""
+    bind = ["--bind", work, work, "--chdir", work] if work else ["--chdir", "/tmp"]
     return [
         "--unshare-all",  # user, pid, net, ipc, uts, cgroup namespaces
         "--die-with-parent",
@@ -77,8 +79,7 @@ def _bwrap_args(work: str) -> list[str]:
         "--dev", "/dev",
         "--proc", "/proc",  # the sandbox's own PID namespace: the harness is not in it
         "--tmpfs", "/tmp",
-        "--bind", work, work,
-        "--chdir", work,
+        *bind,
         "--cap-drop", "ALL",
         "--",
     ]  # fmt: skip
@@ -108,7 +109,7 @@ def detect() -> Isolation:
         problem = "bubblewrap is not installed: apt install bubblewrap"
     else:
         probe = subprocess.run(
-            [path, *_bwrap_args("/tmp"), "/bin/true"],
+            [path, *_bwrap_args(None), "/bin/true"],
             capture_output=True,
             timeout=10,
             preexec_fn=_drop_privileges if drop else None,

@@ -1,0 +1,323 @@
+"""Pre-warmed Python workers: the sandbox's layers, at a fork's cost per program.
+
+A fresh interpreter costs 15–20 ms before the first line of a program runs, bubblewrap another
+10. A worker pays that once: it is a small fork server (`_SERVER`) started inside the same
+layers as `sandbox.spawn` (bubblewrap namespaces, read-only root, no network, uid nobody,
+rlimits), with the standard modules generated code imports already loaded. Per program it forks
+a child that takes its own session, its rlimits, a fresh directory in the worker's private /tmp
+and a scrubbed environment, runs the program and its tests, and writes the nonce on a pipe only
+after they finish. The worker waits on the child's pidfd with the timeout, then kills the child's
+group and sweeps every other process in its PID namespace (double-forked daemons included)
+before the next program. A program that kills its worker (it runs as the same uid) gets ERROR,
+and the worker is replaced.
+
+`WorkerPool.map` runs programs on all workers in parallel; each program's verdict is what a
+sequential run gives (every run starts from the same pristine fork).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import struct
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from queue import Queue
+
+from tunegate.evaluate.execute import PYTHON, Execution, judge
+from tunegate.evaluate.sandbox import _bwrap_args, detect, scrubbed_env
+
+# Modules most generated programs import: loaded once in the worker, free in each fork. Each
+# one also makes every fork dearer (page tables to copy): the heavier standard modules (decimal,
+# statistics, random, json…) would double a fork's cost for all programs to save the few that
+# import them a millisecond, so they are left out.
+_PRELOAD = "math re collections itertools functools typing string heapq bisect operator traceback"
+
+_SERVER = r"""
+import os, sys, gc, json, struct, select, signal, resource, time, traceback
+for _m in PRELOAD.split():
+    __import__(_m)
+gc.freeze()  # the server's objects stay out of every child's collections: fewer pages copied
+inp, outp = sys.stdin.buffer, sys.stdout.buffer
+me = os.getpid()
+
+def recv():
+    head = inp.read(4)
+    if len(head) < 4:
+        sys.exit(0)
+    return json.loads(inp.read(struct.unpack(">I", head)[0]))
+
+def send(obj):
+    data = json.dumps(obj).encode()
+    outp.write(struct.pack(">I", len(data)) + data)
+    outp.flush()
+
+def remove(d):
+    # shutil and tempfile stay unimported: every module in this server makes each fork dearer.
+    for root, dirs, files in os.walk(d, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(root, name))
+            except OSError:
+                pass
+        for name in dirs:
+            path = os.path.join(root, name)
+            try:
+                os.rmdir(path)
+            except OSError:
+                try:
+                    os.unlink(path)  # a symlink to a directory
+                except OSError:
+                    pass
+    os.rmdir(d)
+
+def sweep():
+    # Everything in this PID namespace but this server and its init (kill(-1) spares both),
+    # daemons included, until nothing else is left: a fork bomb may fork during a round.
+    for _ in range(200):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        if not [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (me, 1)]:
+            return
+        time.sleep(0.001)
+
+def child(job, d, w, out):
+    os.setsid()
+    os.chdir(d)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.closerange(3, w)
+    os.closerange(w + 1, 1024)
+    cpu, mem = job["cpu_s"], job["memory_mb"] << 20
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    os.environ.clear()
+    os.environ.update(PATH="/usr/bin:/bin", HOME=d, TMPDIR=d, LANG="C.UTF-8")
+    nonce = job.pop("nonce").encode()
+    src = job.pop("program") + "\n" + job.pop("tests")
+    code = 1
+    try:
+        exec(compile(src, "program.py", "exec"), {"__name__": "__main__"})
+        os.write(w, nonce)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+serial = 0
+while True:
+    job = recv()
+    serial += 1
+    d = "/tmp/job-%d-%d" % (me, serial)
+    os.mkdir(d, 0o700)
+    out = os.open(os.path.join(d, ".out"), os.O_WRONLY | os.O_CREAT, 0o600)
+    r, w = os.pipe()
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        child(job, d, w, out)
+    os.close(w)
+    os.close(out)
+    fd = os.pidfd_open(pid)
+    ready, _, _ = select.select([fd], [], [], job["timeout_s"])
+    timed_out = not ready
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    sweep()
+    os.set_blocking(r, False)
+    try:
+        token = os.read(r, 256).decode(errors="replace")
+    except BlockingIOError:
+        token = ""
+    os.close(r)
+    with open(os.path.join(d, ".out"), "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(max(0, size - 8192))
+        tail = f.read().decode(errors="replace")
+    try:
+        remove(d)
+    except OSError:
+        pass
+    code = os.waitstatus_to_exitcode(status)
+    send({"timed_out": timed_out, "returncode": code, "token": token, "tail": tail})
+""".replace("PRELOAD", repr(_PRELOAD))
+
+
+class _Worker:
+    def __init__(self, memory_mb: int) -> None:
+        iso = detect()
+        argv = [PYTHON, "-I", "-S", "-c", _SERVER]
+        if iso.bwrap:
+            argv = [iso.bwrap, *_bwrap_args(None), *argv]  # its own private /tmp
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=scrubbed_env("/tmp"),
+            cwd="/",
+            preexec_fn=lambda: _server_limits(iso.drop_uid),
+        )
+
+    def run(self, job: dict) -> dict | None:
+        """One program; None when the server died (killed by the program, or crashed)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        data = json.dumps(job).encode()
+        try:
+            self.proc.stdin.write(struct.pack(">I", len(data)) + data)
+            self.proc.stdin.flush()
+            head = self.proc.stdout.read(4)
+            if len(head) < 4:
+                return None
+            return json.loads(self.proc.stdout.read(struct.unpack(">I", head)[0]))
+        except (BrokenPipeError, OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+def _server_limits(drop_uid: bool) -> None:
+    """The server runs as nobody with the process limit (so a child's fork bomb is bounded);
+    its children set CPU, memory, file size and descriptor limits themselves."""
+    import resource
+
+    from tunegate.evaluate.sandbox import MAX_PROCESSES, _drop_privileges
+
+    os.setsid()
+    if drop_uid:
+        limit = MAX_PROCESSES * 4
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        _drop_privileges()
+
+
+class WorkerPool:
+    """`workers` pre-warmed Python sandboxes; thread-safe."""
+
+    def __init__(self, workers: int | None = None, memory_mb: int = 1024) -> None:
+        if detect().bwrap is None:
+            # Without a PID namespace a worker could not tell its programs' daemons from other
+            # processes of the same uid: programs then run one fresh process each.
+            raise RuntimeError("the worker pool needs bubblewrap (apt install bubblewrap)")
+        self.size = workers or os.cpu_count() or 1
+        self.memory_mb = memory_mb
+        self._idle: Queue[_Worker] = Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        for _ in range(self.size):
+            self._idle.put(self._start())
+
+    def _start(self) -> _Worker:
+        worker = _Worker(self.memory_mb)
+        with self._lock:
+            self._all.append(worker)
+        return worker
+
+    def run(self, program: str, tests: str, timeout_s: float = 5.0) -> Execution:
+        nonce = secrets.token_hex(16)
+        job = {
+            "program": program,
+            "tests": tests,
+            "nonce": nonce,
+            "timeout_s": timeout_s,
+            "cpu_s": int(timeout_s) + 1,
+            "memory_mb": self.memory_mb,
+        }
+        started = time.perf_counter()
+        worker = self._idle.get()
+        try:
+            answer = worker.run(job)
+        finally:
+            if worker.proc.poll() is None and worker.proc.returncode is None:
+                self._idle.put(worker)
+            else:
+                worker.close()
+                self._idle.put(self._start())
+        if answer is None:
+            return Execution(
+                "ERROR", None, time.perf_counter() - started, "the program killed its worker"
+            )
+        return judge(
+            answer["timed_out"],
+            answer["returncode"],
+            answer["token"] == nonce,
+            started,
+            answer["tail"].encode(),
+        )
+
+    def map(self, jobs: list[tuple[str, str]], timeout_s: float = 5.0) -> list[Execution]:
+        """Run (program, tests) pairs on all workers; results in input order."""
+        with ThreadPoolExecutor(max_workers=self.size) as ex:
+            return list(ex.map(lambda job: self.run(job[0], job[1], timeout_s), jobs))
+
+    def pids(self) -> set[int]:
+        """The workers' own processes (bubblewrap, its init, the server), for checks that
+        nothing else is left running."""
+        with self._lock:
+            roots = {w.proc.pid for w in self._all if w.proc.poll() is None}
+        children: dict[int, list[int]] = {}
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(p.name))
+        found, todo = set(), list(roots)
+        while todo:
+            pid = todo.pop()
+            found.add(pid)
+            todo += children.get(pid, [])
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            for worker in self._all:
+                worker.close()
+            self._all.clear()
+
+
+_default: WorkerPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> WorkerPool | None:
+    """The process-wide pool, one worker per core, started on first use and closed at exit;
+    None where bubblewrap is missing (programs then run one fresh process each)."""
+    global _default
+    with _default_lock:
+        if _default is None and detect().bwrap is not None:
+            _default = WorkerPool()
+            atexit.register(_default.close)
+        return _default
