@@ -254,3 +254,21 @@ def test_exec_command(tmp_path: Path) -> None:
     bad = run_cli("exec", "-l", "cobol", str(program))
     assert bad.returncode == 2 and "--language" in bad.stderr
     assert os.path.exists(TUNEGATE)
+
+
+def test_seccomp_denies_what_an_escape_starts_with(pool: WorkerPool | None) -> None:
+    if not detect().seccomp:
+        pytest.skip(f"no seccomp filter here: {detect().problem}")
+    probe = (
+        "import ctypes, errno\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def solve():\n"
+        "    out = []\n"
+        "    for call in (lambda: libc.ptrace(0, 0, 0, 0), lambda: libc.unshare(0x10000000)):\n"
+        "        out.append((call(), ctypes.get_errno()))\n"
+        "    return out\n"
+    )
+    tests = "assert solve() == [(-1, errno.EPERM), (-1, errno.EPERM)], solve()\n"
+    assert run_python(probe, tests).verdict == "PASS"
+    if pool is not None:
+        assert pool.run(probe, tests).verdict == "PASS"

@@ -30,7 +30,13 @@ from pathlib import Path
 from queue import Queue
 
 from tunegate.evaluate.execute import PYTHON, Execution, judge
-from tunegate.evaluate.sandbox import _bwrap_args, detect, scrubbed_env
+from tunegate.evaluate.sandbox import (
+    _bwrap_args,
+    detect,
+    reap_orphans,
+    scrubbed_env,
+    seccomp_fd,
+)
 
 # Modules most generated programs import: loaded once in the worker, free in each fork. Each
 # one also makes every fork dearer (page tables to copy): the heavier standard modules (decimal,
@@ -174,8 +180,9 @@ class _Worker:
     def __init__(self, memory_mb: int) -> None:
         iso = detect()
         argv = [PYTHON, "-I", "-S", "-c", _SERVER]
+        filter_fd = seccomp_fd() if iso.seccomp else None
         if iso.bwrap:
-            argv = [iso.bwrap, *_bwrap_args(None), *argv]  # its own private /tmp
+            argv = [iso.bwrap, *_bwrap_args(None, filter_fd), *argv]  # its own private /tmp
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -184,7 +191,10 @@ class _Worker:
             env=scrubbed_env("/tmp"),
             cwd="/",
             preexec_fn=lambda: _server_limits(iso.drop_uid),
+            pass_fds=(filter_fd,) if filter_fd is not None else (),
         )
+        if filter_fd is not None:
+            os.close(filter_fd)
 
     def run(self, job: dict) -> dict | None:
         """One program; None when the server died (killed by the program, or crashed)."""
@@ -235,11 +245,15 @@ class WorkerPool:
         self._idle: Queue[_Worker] = Queue()
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
+        # bubblewrap's --die-with-parent fires when the *thread* that started it ends, so every
+        # worker is started from this one long-lived thread, not from a caller's short-lived one.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="tunegate-pool-spawner")
         for _ in range(self.size):
             self._idle.put(self._start())
 
     def _start(self) -> _Worker:
-        worker = _Worker(self.memory_mb)
+        reap_orphans()  # a replaced worker's namespace init, orphaned to us
+        worker = self._spawner.submit(_Worker, self.memory_mb).result()
         with self._lock:
             self._all.append(worker)
         return worker
@@ -306,6 +320,8 @@ class WorkerPool:
             for worker in self._all:
                 worker.close()
             self._all.clear()
+        self._spawner.shutdown(wait=False)
+        reap_orphans()
 
 
 _default: WorkerPool | None = None

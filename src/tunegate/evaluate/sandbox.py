@@ -36,11 +36,55 @@ MAX_PROCESSES = 32  # a test that needs more threads or children than this is no
 OUTPUT_TAIL_BYTES = 8192  # what the harness reads back of a program's output
 
 
+# Denied with EPERM inside the sandbox: nothing a test needs, everything an escape or a probe of
+# the host would start with.
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "pivot_root",
+    "chroot", "unshare", "setns", "kexec_load", "kexec_file_load", "init_module",
+    "finit_module", "delete_module", "reboot", "swapon", "swapoff", "bpf", "perf_event_open",
+    "keyctl", "add_key", "request_key", "userfaultfd", "io_uring_setup", "personality", "acct",
+    "quotactl", "open_by_handle_at", "name_to_handle_at", "syslog", "fanotify_init", "mknod",
+    "mknodat",
+)  # fmt: skip
+
+
+@functools.cache
+def seccomp_program() -> bytes | None:
+    """The filter as BPF for bubblewrap's --seccomp; None where libseccomp is missing."""
+    try:
+        import errno
+
+        import pyseccomp
+
+        rules = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)
+        for name in DENIED_SYSCALLS:
+            with contextlib.suppress(Exception):  # a syscall this architecture lacks
+                rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
+        with tempfile.TemporaryFile() as f:
+            rules.export_bpf(f)
+            f.seek(0)
+            return f.read()
+    except Exception:  # no pyseccomp, no libseccomp.so.2
+        return None
+
+
+def seccomp_fd() -> int | None:
+    """A fresh fd holding the filter: bubblewrap reads it to the end once."""
+    program = seccomp_program()
+    if program is None:
+        return None
+    fd = os.memfd_create("tunegate-seccomp")
+    os.write(fd, program)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 @dataclass(frozen=True)
 class Isolation:
     bwrap: str | None  # path of a working bubblewrap, else None
     drop_uid: bool  # running as root: children run as nobody
     problem: str = ""  # why bubblewrap is not used, when it is not
+    seccomp: bool = False  # bubblewrap applies the seccomp filter
 
     @property
     def layers(self) -> dict[str, bool]:
@@ -53,6 +97,7 @@ class Isolation:
             "no network (namespace)": self.bwrap is not None,
             "read-only root, private /tmp": self.bwrap is not None,
             "pid namespace": self.bwrap is not None,
+            "seccomp filter": self.seccomp,
         }
 
     @property
@@ -68,9 +113,12 @@ class Isolation:
         return text
 
 
-def _bwrap_args(work: str | None) -> list[str]:
-    """bubblewrap's options; `work` is bound read-write (None: the private /tmp only)."""
+def _bwrap_args(work: str | None, seccomp: int | None = None) -> list[str]:
+    """bubblewrap's options; `work` is bound read-write (None: the private /tmp only);
+    `seccomp`, an fd of the BPF filter it installs just before running the program."""
     bind = ["--bind", work, work, "--chdir", work] if work else ["--chdir", "/tmp"]
+    if seccomp is not None:
+        bind += ["--seccomp", str(seccomp)]
     return [
         "--unshare-all",  # user, pid, net, ipc, uts, cgroup namespaces
         "--die-with-parent",
@@ -99,27 +147,68 @@ def _drop_privileges() -> None:
     os.setuid(NOBODY)
 
 
+def _become_subreaper() -> None:
+    """bubblewrap's outer process exits as soon as the program does; its namespace's init then
+    dies of --die-with-parent, orphaned. Orphans go to the host's init, which may take seconds
+    to reap them, and until then they count against nobody's RLIMIT_NPROC. As a subreaper this
+    process receives them instead and reaps them itself (`reap_orphans`)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def reap_orphans() -> None:
+    """Reap sandbox processes (uid nobody) that were orphaned to this process, by pid only:
+    never a child some other code waits for."""
+    me = os.getpid()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or _uid(p) != NOBODY:
+            continue
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(int(p.name), os.WNOHANG)
+
+
 @functools.cache
 def detect() -> Isolation:
     """Probe bubblewrap once (as the children will run it) and warn once if a layer is missing."""
     drop = os.geteuid() == 0
+    if drop:
+        _become_subreaper()
     path = shutil.which("bwrap")
     problem = ""
     if path is None:
         problem = "bubblewrap is not installed: apt install bubblewrap"
-    else:
-        probe = subprocess.run(
-            [path, *_bwrap_args(None), "/bin/true"],
-            capture_output=True,
-            timeout=10,
-            preexec_fn=_drop_privileges if drop else None,
-            check=False,
-        )
+    seccomp = False
+    if path is not None:
+        fd = seccomp_fd()
+        try:
+            probe = subprocess.run(
+                [path, *_bwrap_args(None, fd), "/bin/true"],
+                capture_output=True,
+                timeout=10,
+                preexec_fn=_drop_privileges if drop else None,
+                pass_fds=(fd,) if fd is not None else (),
+                check=False,
+            )
+        finally:
+            if fd is not None:
+                os.close(fd)
         if probe.returncode != 0:
             reason = probe.stderr.decode(errors="replace").strip().splitlines()
             problem = f"bubblewrap does not work here: {reason[-1] if reason else probe.returncode}"
             path = None
-    isolation = Isolation(bwrap=path, drop_uid=drop, problem=problem)
+        elif fd is None:
+            problem = "no seccomp filter: pyseccomp or libseccomp2 is missing"
+        seccomp = fd is not None and path is not None
+    reap_orphans()
+    isolation = Isolation(bwrap=path, drop_uid=drop, problem=problem, seccomp=seccomp)
     if isolation.level != "strong":
         print(f"tunegate: sandbox {isolation.describe()}", file=sys.stderr)
     return isolation
@@ -161,7 +250,9 @@ def spawn(
         os.chown(work, NOBODY, NOBODY)
         for child in work.iterdir():
             os.chown(child, NOBODY, NOBODY)
-    full = [iso.bwrap, *_bwrap_args(str(work)), *argv] if iso.bwrap else argv
+    filter_fd = seccomp_fd() if iso.seccomp else None
+    extra = (filter_fd,) if filter_fd is not None else ()
+    full = [iso.bwrap, *_bwrap_args(str(work), filter_fd), *argv] if iso.bwrap else argv
     nproc = MAX_PROCESSES + (len(nobody_processes()) if iso.drop_uid else 0)
     # Output goes to an unnamed file, not a pipe: RLIMIT_FSIZE caps what a flood can write
     # (the child dies of SIGXFSZ), and the harness never holds more than the tail in memory.
@@ -174,11 +265,13 @@ def spawn(
                 stdin=subprocess.PIPE,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                pass_fds=(channel_fd,),
+                pass_fds=(channel_fd, *extra),
                 preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb, iso.drop_uid, nproc),
             )
         finally:
             os.close(channel_fd)  # ours closed, or the channel never sees EOF
+            for fd in extra:
+                os.close(fd)
         timed_out = False
         try:
             proc.communicate(input=stdin, timeout=timeout_s)
@@ -195,6 +288,8 @@ def spawn(
         out = sink.read()
     if iso.drop_uid and not iso.bwrap:
         _kill_strays()
+    if iso.drop_uid and iso.bwrap:
+        reap_orphans()
     return timed_out, proc.returncode, out
 
 
@@ -212,7 +307,9 @@ def _kill_strays() -> None:
 
 
 def nobody_processes() -> list[int]:
-    """Pids owned by the sandbox's uid (nothing else runs as nobody on a tunegate host)."""
+    """Pids owned by the sandbox's uid (nothing else runs as nobody on a tunegate host), after
+    reaping those orphaned to this process."""
+    reap_orphans()
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _uid(p) == NOBODY]
 
 
