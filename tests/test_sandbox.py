@@ -272,3 +272,27 @@ def test_seccomp_denies_what_an_escape_starts_with(pool: WorkerPool | None) -> N
     assert run_python(probe, tests).verdict == "PASS"
     if pool is not None:
         assert pool.run(probe, tests).verdict == "PASS"
+
+
+def test_node_spares_give_run_javascripts_verdicts() -> None:
+    from tunegate.evaluate.pool import NodeSpares
+
+    tests = "const assert = require('assert');\nassert.strictEqual(require('./program.js'), 42);\n"
+    programs = [
+        "module.exports = 42;",
+        "module.exports = 41;",
+        "process.exit(0);",
+        "console.log('PASSED'); process.exitCode = 0;",
+        "require('child_process').execSync('kill -9 ' + process.ppid);",
+        "require('fs').writeFileSync('/tmp/x', 'y'); module.exports = 42;",
+        "console.log(JSON.stringify(process.env)); module.exports = 42;",
+    ]
+    spares = NodeSpares(2, timeout_s=3.0)
+    try:
+        pooled = [spares.run(p, tests, 3.0) for p in programs]
+    finally:
+        spares.close()
+    fresh = [run_javascript(p, tests, timeout_s=3.0) for p in programs]
+    assert [r.verdict for r in pooled] == [r.verdict for r in fresh]
+    assert pooled[0].verdict == "PASS" and pooled[2].verdict != "PASS"
+    assert "NODE_EXTRA_CA_CERTS" not in pooled[-1].output_tail

@@ -16,6 +16,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -69,9 +70,17 @@ def run_python(
         )
 
 
-def run_program(argv: list[str], work: Path, *, timeout_s: float, memory_mb: int) -> Execution:
+def run_program(
+    argv: list[str],
+    work: Path,
+    *,
+    timeout_s: float,
+    memory_mb: int,
+    stdin: Callable[[str], bytes] = lambda nonce: nonce.encode() + b"\n",
+) -> Execution:
     """Run `argv` + [channel fd] in `work` through the sandbox. The child reads a fresh nonce on
-    stdin and must write it back on the channel after its tests: PASS needs that and exit 0."""
+    stdin (`stdin(nonce)` is what it gets) and must write it back on the channel after its
+    tests: PASS needs that and exit 0."""
     nonce = secrets.token_hex(16)
     started = time.perf_counter()
     read_fd, write_fd = os.pipe()
@@ -79,7 +88,7 @@ def run_program(argv: list[str], work: Path, *, timeout_s: float, memory_mb: int
         timed_out, returncode, out = spawn(
             [*argv, str(write_fd)],
             work,
-            stdin=nonce.encode() + b"\n",
+            stdin=stdin(nonce),
             channel_fd=write_fd,
             timeout_s=timeout_s,
             memory_mb=memory_mb,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 import shutil
 import sqlite3
@@ -54,7 +55,12 @@ const Module = require('module');
 const writeSync = fs.writeSync;
 const exit = process.exit.bind(process);
 const fd = Number(process.argv[2]);
-const nonce = fs.readFileSync(0, 'utf8');
+// The job arrives on stdin (a pre-started spare waits here): the nonce, the program, its tests.
+const job = JSON.parse(fs.readFileSync(0, 'utf8'));
+const nonce = job.nonce;
+fs.writeFileSync('program.js', job.program);
+fs.writeFileSync('tests.js', job.tests);
+delete job.nonce;
 process.argv.length = 2;
 // Frozen before the program loads: stubbing out assert, or intercepting the tests' require of
 // it, must not turn failing tests into passing ones.
@@ -102,18 +108,31 @@ def run_javascript(
     if _NODE is None:
         return Execution("ERROR", None, 0.0, "node is not installed (needed for javascript)")
     with tempfile.TemporaryDirectory(prefix="tunegate-exec-") as work:
-        # An explicit package.json: a "type": "module" in some parent folder must not turn the
-        # CommonJS files into ES modules.
-        Path(work, "package.json").write_text('{"type": "commonjs"}\n')
-        Path(work, "program.js").write_text(program, encoding="utf-8")
-        Path(work, "tests.js").write_text(tests, encoding="utf-8")
-        Path(work, "harness.js").write_text(_JS_HARNESS)
-        # V8's heap limit below the address-space limit: a memory bomb then fails as V8's own
-        # out-of-memory abort instead of a failed mmap somewhere inside it.
-        heap = f"--max-old-space-size={max(memory_mb // 2, 64)}"
+        prepare_node_dir(Path(work))
         return run_program(
-            [_NODE, heap, "harness.js"], Path(work), timeout_s=timeout_s, memory_mb=memory_mb
+            node_argv(memory_mb),
+            Path(work),
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            stdin=lambda nonce: node_job(nonce, program, tests),
         )
+
+
+def prepare_node_dir(work: Path) -> None:
+    # An explicit package.json: a "type": "module" in some parent folder must not turn the
+    # CommonJS files into ES modules.
+    (work / "package.json").write_text('{"type": "commonjs"}\n')
+    (work / "harness.js").write_text(_JS_HARNESS)
+
+
+def node_argv(memory_mb: int) -> list[str]:
+    # V8's heap limit below the address-space limit: a memory bomb then fails as V8's own
+    # out-of-memory abort instead of a failed mmap somewhere inside it.
+    return [_NODE or "node", f"--max-old-space-size={max(memory_mb // 2, 64)}", "harness.js"]
+
+
+def node_job(nonce: str, program: str, tests: str) -> bytes:
+    return json.dumps({"nonce": nonce, "program": program, "tests": tests}).encode()
 
 
 # --- SQL -------------------------------------------------------------------------------------
@@ -284,7 +303,11 @@ def execute(language: str, program: str, tests: str, timeout_s: float = 5.0) -> 
             return pool.run(program, tests, timeout_s=timeout_s)
         return run_python(program, tests, timeout_s=timeout_s)
     if language == "javascript":
-        return run_javascript(program, tests, timeout_s=timeout_s)
+        if _NODE is None:
+            return run_javascript(program, tests, timeout_s=timeout_s)  # its ERROR says why
+        from tunegate.evaluate.pool import default_node_spares
+
+        return default_node_spares().run(program, tests, timeout_s=timeout_s)
     if language == "sql":
         return run_sql(program, tests, timeout_s=timeout_s)
     raise ValueError(

@@ -30,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 NOBODY = 65534
 MAX_PROCESSES = 32  # a test that needs more threads or children than this is not a unit test
@@ -232,16 +233,20 @@ def scrubbed_env(work: str) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"}
 
 
-def spawn(
-    argv: list[str],
-    work: Path,
-    *,
-    stdin: bytes,
-    channel_fd: int,
-    timeout_s: float,
-    memory_mb: int,
-) -> tuple[bool, int, bytes]:
-    """Run `argv` in `work` inside every available layer; returns (timed out, exit code, output).
+@dataclass
+class Started:
+    """A sandboxed child that has started and waits for its stdin (see `start`)."""
+
+    proc: subprocess.Popen[bytes]
+    sink: IO[bytes]
+    drop_uid: bool
+    bwrap: bool
+
+
+def start(
+    argv: list[str], work: Path, *, channel_fd: int, timeout_s: float, memory_mb: int
+) -> Started:
+    """Start `argv` in `work` inside every available layer; it blocks on stdin until `finish`.
 
     `channel_fd` (a pipe's write end) is passed through to the child and closed here.
     """
@@ -256,41 +261,68 @@ def spawn(
     nproc = MAX_PROCESSES + (len(nobody_processes()) if iso.drop_uid else 0)
     # Output goes to an unnamed file, not a pipe: RLIMIT_FSIZE caps what a flood can write
     # (the child dies of SIGXFSZ), and the harness never holds more than the tail in memory.
-    with tempfile.TemporaryFile(prefix="tunegate-out-") as sink:
-        try:
-            proc = subprocess.Popen(
-                full,
-                cwd=work,
-                env=scrubbed_env(str(work)),
-                stdin=subprocess.PIPE,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                pass_fds=(channel_fd, *extra),
-                preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb, iso.drop_uid, nproc),
-            )
-        finally:
-            os.close(channel_fd)  # ours closed, or the channel never sees EOF
-            for fd in extra:
-                os.close(fd)
-        timed_out = False
-        try:
-            proc.communicate(input=stdin, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            # The group (bubblewrap and, without it, the program and its children) dies; with
-            # bubblewrap, its PID 1 dies with it and the kernel ends the whole namespace.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    sink = tempfile.TemporaryFile(prefix="tunegate-out-")  # noqa: SIM115 (closed by finish)
+    try:
+        proc = subprocess.Popen(
+            full,
+            cwd=work,
+            env=scrubbed_env(str(work)),
+            stdin=subprocess.PIPE,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            pass_fds=(channel_fd, *extra),
+            preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb, iso.drop_uid, nproc),
+        )
+    except BaseException:
+        sink.close()
+        raise
+    finally:
+        os.close(channel_fd)  # ours closed, or the channel never sees EOF
+        for fd in extra:
+            os.close(fd)
+    return Started(proc, sink, iso.drop_uid, iso.bwrap is not None)
+
+
+def finish(started: Started, stdin: bytes, timeout_s: float) -> tuple[bool, int, bytes]:
+    """Feed a started child its stdin and wait; returns (timed out, exit code, output tail)."""
+    proc, sink = started.proc, started.sink
+    timed_out = False
+    try:
+        proc.communicate(input=stdin, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        # The group (bubblewrap and, without it, the program and its children) dies; with
+        # bubblewrap, its PID 1 dies with it and the kernel ends the whole namespace.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with sink:
         size = sink.seek(0, os.SEEK_END)
         sink.seek(max(0, size - OUTPUT_TAIL_BYTES))
         out = sink.read()
-    if iso.drop_uid and not iso.bwrap:
+    if started.drop_uid and not started.bwrap:
         _kill_strays()
-    if iso.drop_uid and iso.bwrap:
+    if started.drop_uid and started.bwrap:
         reap_orphans()
     return timed_out, proc.returncode, out
+
+
+def spawn(
+    argv: list[str],
+    work: Path,
+    *,
+    stdin: bytes,
+    channel_fd: int,
+    timeout_s: float,
+    memory_mb: int,
+) -> tuple[bool, int, bytes]:
+    """Run `argv` in `work` inside every available layer; returns (timed out, exit code, output).
+
+    `channel_fd` (a pipe's write end) is passed through to the child and closed here.
+    """
+    started = start(argv, work, channel_fd=channel_fd, timeout_s=timeout_s, memory_mb=memory_mb)
+    return finish(started, stdin, timeout_s)
 
 
 def _kill_strays() -> None:
