@@ -17,7 +17,7 @@ from conftest import TUNEGATE, run_cli
 
 from tunegate.evaluate.execute import run_python
 from tunegate.evaluate.execute_more import run_javascript
-from tunegate.evaluate.pool import WorkerPool
+from tunegate.evaluate.pool import WorkerPool, close_default_pools
 from tunegate.evaluate.sandbox import detect, nobody_processes
 
 
@@ -192,6 +192,9 @@ def test_the_suite_is_big_enough() -> None:
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[WorkerPool | None]:
+    # Only this module's own workers may be alive while it counts what hostile programs leave
+    # behind: the process-wide pools (started by earlier tests) are closed first.
+    close_default_pools()
     if detect().bwrap is None:
         yield None
         return

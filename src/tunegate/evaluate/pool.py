@@ -35,8 +35,10 @@ from queue import Empty, Queue
 
 from tunegate.evaluate.execute import PYTHON, Execution, judge
 from tunegate.evaluate.sandbox import (
+    MAX_PROCESSES,
     _bwrap_args,
     detect,
+    nobody_tasks,
     reap_orphans,
     scrubbed_env,
     seccomp_fd,
@@ -184,6 +186,8 @@ class _Worker:
     def __init__(self, memory_mb: int) -> None:
         iso = detect()
         argv = [PYTHON, "-I", "-S", "-c", _SERVER]
+        # The worker's children share this limit: room for them above what nobody already runs.
+        limit = MAX_PROCESSES * 4 + (nobody_tasks() if iso.drop_uid else 0)
         filter_fd = seccomp_fd() if iso.seccomp else None
         if iso.bwrap:
             argv = [iso.bwrap, *_bwrap_args(None, filter_fd), *argv]  # its own private /tmp
@@ -194,7 +198,7 @@ class _Worker:
             stderr=subprocess.DEVNULL,
             env=scrubbed_env("/tmp"),
             cwd="/",
-            preexec_fn=lambda: _server_limits(iso.drop_uid),
+            preexec_fn=lambda: _server_limits(iso.drop_uid, limit),
             pass_fds=(filter_fd,) if filter_fd is not None else (),
         )
         if filter_fd is not None:
@@ -222,16 +226,15 @@ class _Worker:
             pass
 
 
-def _server_limits(drop_uid: bool) -> None:
+def _server_limits(drop_uid: bool, limit: int) -> None:
     """The server runs as nobody with the process limit (so a child's fork bomb is bounded);
     its children set CPU, memory, file size and descriptor limits themselves."""
     import resource
 
-    from tunegate.evaluate.sandbox import MAX_PROCESSES, _drop_privileges
+    from tunegate.evaluate.sandbox import _drop_privileges
 
     os.setsid()
     if drop_uid:
-        limit = MAX_PROCESSES * 4
         resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
         _drop_privileges()
 
@@ -437,3 +440,14 @@ def default_node_spares() -> NodeSpares:
             _node_default = NodeSpares()
             atexit.register(_node_default.close)
         return _node_default
+
+
+def close_default_pools() -> None:
+    """Close the process-wide Python pool and JavaScript spares (the next use starts new ones)."""
+    global _default, _node_default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+        if _node_default is not None:
+            _node_default.close()
+        _default = _node_default = None

@@ -222,9 +222,9 @@ def _limits(cpu_s: int, memory_mb: int, drop_uid: bool, nproc: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     if drop_uid:
-        # Counted per uid, so this bounds a fork bomb. `nproc` already counts nobody's processes
-        # still being torn down by the kernel from earlier runs (a killed namespace's init is
-        # reaped asynchronously), which would otherwise make the next start fail with EAGAIN.
+        # Counted per uid, in tasks (threads too), so this bounds a fork bomb. `nproc` adds the
+        # tasks nobody already has (other sandboxes: idle workers, node's threads, namespaces
+        # still being torn down), which would otherwise make this start fail with EAGAIN.
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         _drop_privileges()
 
@@ -258,7 +258,7 @@ def start(
     filter_fd = seccomp_fd() if iso.seccomp else None
     extra = (filter_fd,) if filter_fd is not None else ()
     full = [iso.bwrap, *_bwrap_args(str(work), filter_fd), *argv] if iso.bwrap else argv
-    nproc = MAX_PROCESSES + (len(nobody_processes()) if iso.drop_uid else 0)
+    nproc = MAX_PROCESSES + (nobody_tasks() if iso.drop_uid else 0)
     # Output goes to an unnamed file, not a pipe: RLIMIT_FSIZE caps what a flood can write
     # (the child dies of SIGXFSZ), and the harness never holds more than the tail in memory.
     sink = tempfile.TemporaryFile(prefix="tunegate-out-")  # noqa: SIM115 (closed by finish)
@@ -336,6 +336,15 @@ def _kill_strays() -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
+
+
+def nobody_tasks() -> int:
+    """Tasks (threads included, as RLIMIT_NPROC counts them) of the sandbox's uid."""
+    total = 0
+    for pid in nobody_processes():
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{pid}/task"))
+    return total
 
 
 def nobody_processes() -> list[int]:
