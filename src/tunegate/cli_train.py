@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def train(
     checkpoint when run again on the same OUTPUT_DIR/MODEL_NAME.
     """
     from tunegate.cli import _quiet_libraries
-    from tunegate.train.job import environ, job_from_env, resolve, run_job
+    from tunegate.train.job import job_from_env, resolve, run_job
     from tunegate.train.qlora import TrainingStopped
 
     overrides = {
@@ -65,7 +66,7 @@ def train(
         "merge_adapter": merge_adapter,
         "tracking_uri": tracking_uri,
     }
-    job = resolve(job_from_env(environ(), overrides))
+    job = resolve(job_from_env(os.environ, overrides))
     _quiet_libraries()
     say = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False))
     try:

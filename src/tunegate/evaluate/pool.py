@@ -280,7 +280,7 @@ class WorkerPool:
         try:
             answer = worker.run(job)
         finally:
-            if worker.proc.poll() is None and worker.proc.returncode is None:
+            if worker.proc.poll() is None:
                 self._idle.put(worker)
             else:
                 worker.close()

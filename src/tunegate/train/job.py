@@ -201,10 +201,6 @@ def env_help() -> str:
     return "\n".join(rows)
 
 
-def environ() -> dict[str, str]:
-    return dict(os.environ)
-
-
 def run_job(r: ResolvedJob, say: Callable[[str], None]) -> dict[str, Any]:
     """Train, save, reload and smoke-generate, logging to MLflow (rank 0 only). Returns the
     record also written to OUTPUT_DIR/MODEL_NAME/result.json. Raises TrainingStopped when a

@@ -21,7 +21,6 @@ figures and with a measured run.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -348,7 +347,3 @@ def advice(est: MemoryEstimate) -> list[str]:
     if t.method != "qlora":
         tips.append("method qlora (4-bit base)")
     return tips or ["a GPU with more memory"]
-
-
-def ceil_gib(n: float) -> int:
-    return math.ceil(n / GIB)
