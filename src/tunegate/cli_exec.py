@@ -48,6 +48,7 @@ def exec_(
                     "exit_code": result.exit_code,
                     "seconds": result.seconds,
                     "output_tail": result.output_tail,
+                    "checks": result.checks,
                     "isolation": isolation,
                 },
                 indent=2,
@@ -59,6 +60,8 @@ def exec_(
         ms = result.seconds * 1000
         console.print(f"[{color}]{result.verdict}[/] exit {result.exit_code} in {ms:.0f} ms")
         console.print(f"sandbox: {isolation}")
+        if result.checks:
+            console.print(f"checks: {result.checks}")
         if result.output_tail.strip():
             console.print("output (tail):")
             console.out(result.output_tail.rstrip())

@@ -2,11 +2,16 @@
 
 The program and its tests run in a child inside `sandbox.spawn`'s layers (bubblewrap, no network,
 unprivileged uid, rlimits, own session, scrubbed environment, fresh work directory). The verdict
-is one that `sys.exit(0)`, `os._exit(0)`, printing "PASSED" or monkeypatching cannot forge: PASS
-needs a clean exit *and* the harness's nonce, which reaches the runner on stdin (in neither argv,
-the environment nor a file) and is written back on a separate pipe only after the tests ran to
-their end. The runner shares the program's interpreter, so a program written to look for the
-nonce in the runner's frame could still find it; everything it could do with it is contained.
+is one that `sys.exit(0)`, `os._exit(0)`, printing "PASSED", monkeypatching or an object whose
+`__eq__` is always True cannot forge. PASS needs three things:
+- a clean exit;
+- the harness's nonce. It reaches the runner on stdin (so it is in neither argv, the environment
+  nor a file) and is written back on a separate channel only after the tests ran to their end;
+- every literal check the tests make holding, judged here by `checks.Instrumented.verify` against
+  expected values that never entered the sandbox.
+
+The runner shares the program's interpreter, so a program written to hunt for the nonce could
+find it. What it cannot find are the expected values, which is why those checks carry the verdict.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import os
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tunegate.evaluate.checks import NO_CHECKS, RECORDER, Instrumented, Outcome, instrument
 from tunegate.evaluate.sandbox import spawn, world_executable
 
 Verdict = Literal["PASS", "FAIL", "TIMEOUT", "ERROR"]
@@ -37,14 +44,22 @@ PYTHON = next(
     os.path.realpath(sys.executable),
 )
 
-_RUNNER = """\
+_RUNNER = (
+    RECORDER
+    + """
 import os, sys
 def _run(fd, nonce):
+    record, pair = _tg_recorder(fd)
     src = open("program.py").read() + "\\n" + open("tests.py").read()
-    exec(compile(src, "program.py", "exec"), {"__name__": "__main__"})
-    os.write(fd, nonce)
+    scope = {"__name__": "__main__", "__tg_record__": record, "__tg_pair__": pair}
+    exec(compile(src, "program.py", "exec"), scope)
+    os.write(fd, b"E " + nonce + b"\\n")
 _run(int(sys.argv.pop(1)), sys.stdin.buffer.readline().strip())
 """
+)
+# The most a program's result channel may carry: records are deduplicated per check, so a
+# real test suite writes a few kilobytes; anything past this is not read.
+CHANNEL_LIMIT = 1 << 20
 
 
 @dataclass
@@ -53,20 +68,23 @@ class Execution:
     exit_code: int | None
     seconds: float
     output_tail: str
+    checks: str = ""  # e.g. "7/7 test checks verified outside the program"
 
 
 def run_python(
     program: str, tests: str, *, timeout_s: float = 5.0, memory_mb: int = 1024
 ) -> Execution:
-    """Execute `program` followed by `tests`; PASS only if the tests ran to the end."""
+    """Execute `program` followed by `tests`; PASS only if the tests ran to the end and held."""
+    checks = instrument(tests)
     with tempfile.TemporaryDirectory(prefix="tunegate-exec-") as work:
         Path(work, "program.py").write_text(program, encoding="utf-8")
-        Path(work, "tests.py").write_text(tests, encoding="utf-8")
+        Path(work, "tests.py").write_text(checks.tests, encoding="utf-8")
         return run_program(
             [PYTHON, "-I", "-S", "-c", _RUNNER],
             Path(work),
             timeout_s=timeout_s,
             memory_mb=memory_mb,
+            checks=checks,
         )
 
 
@@ -77,14 +95,19 @@ def run_program(
     timeout_s: float,
     memory_mb: int,
     stdin: Callable[[str], bytes] = lambda nonce: nonce.encode() + b"\n",
+    checks: Instrumented = NO_CHECKS,
 ) -> Execution:
     """Run `argv` + [channel fd] in `work` through the sandbox. The child reads a fresh nonce on
-    stdin (`stdin(nonce)` is what it gets) and must write it back on the channel after its
-    tests: PASS needs that and exit 0."""
+    stdin (`stdin(nonce)` is what it gets), writes its check records on the channel, and the
+    line `E <nonce>` after its tests: PASS needs that, exit 0 and every check holding."""
     nonce = secrets.token_hex(16)
     started = time.perf_counter()
     read_fd, write_fd = os.pipe()
-    with os.fdopen(read_fd, "rb") as channel:
+    received: list[bytes] = []
+    # Drained while the child runs: a full pipe would block it until its timeout.
+    reader = threading.Thread(target=lambda: received.append(read_channel(read_fd)))
+    reader.start()
+    try:
         timed_out, returncode, out = spawn(
             [*argv, str(write_fd)],
             work,
@@ -93,20 +116,42 @@ def run_program(
             timeout_s=timeout_s,
             memory_mb=memory_mb,
         )
-        token = channel.read().decode(errors="replace").strip()
-    return judge(timed_out, returncode, token == nonce, started, out)
+    finally:
+        reader.join()
+    outcome = checks.verify(received[0].decode(errors="replace"), nonce)
+    return judge(timed_out, returncode, outcome, started, out)
+
+
+def read_channel(fd: int) -> bytes:
+    """Everything written on a result channel until its last writer is gone (up to the limit);
+    closes `fd`."""
+    chunks, size = [], 0
+    with os.fdopen(fd, "rb", buffering=0) as channel:
+        while chunk := channel.read(65536):
+            if size < CHANNEL_LIMIT:
+                chunks.append(chunk)
+                size += len(chunk)
+    return b"".join(chunks)[:CHANNEL_LIMIT]
 
 
 def judge(
-    timed_out: bool, returncode: int, nonce_seen: bool, started: float, out: bytes
+    timed_out: bool, returncode: int, outcome: Outcome, started: float, out: bytes
 ) -> Execution:
-    """The harness's verdict: PASS needs a clean exit *and* the nonce written after the tests."""
+    """The harness's verdict. A recorded mismatch is a FAIL whatever followed it (a plain
+    `assert` would have stopped the tests there); PASS needs a clean exit, the nonce written
+    after the tests, and every required check run and holding."""
     seconds = time.perf_counter() - started
     tail = out.decode(errors="replace")[-2000:]
+    if outcome.failures or (outcome.missing and not timed_out and returncode == 0):
+        report = "\n".join(["failed checks:", *outcome.failures, *outcome.missing][:12])
+        tail = (tail.rstrip() + "\n" + report).lstrip()[-2000:]
+    if outcome.failures:
+        code = None if timed_out else returncode
+        return Execution("FAIL", code, seconds, tail, outcome.summary)
     if timed_out:
-        return Execution("TIMEOUT", None, seconds, tail)
-    if returncode == 0 and nonce_seen:
-        return Execution("PASS", 0, seconds, tail)
+        return Execution("TIMEOUT", None, seconds, tail, outcome.summary)
+    if returncode == 0 and outcome.nonce_seen and not outcome.missing:
+        return Execution("PASS", 0, seconds, tail, outcome.summary)
     if returncode < 0:
-        return Execution("ERROR", returncode, seconds, tail)
-    return Execution("FAIL", returncode, seconds, tail)
+        return Execution("ERROR", returncode, seconds, tail, outcome.summary)
+    return Execution("FAIL", returncode, seconds, tail, outcome.summary)

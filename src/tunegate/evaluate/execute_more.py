@@ -70,7 +70,7 @@ for (const target of [assert, assert.strict, require('assert/strict'), Module,
   Object.freeze(target);
 }
 function pass() {
-  writeSync(fd, nonce);
+  writeSync(fd, 'E ' + nonce + '\\n');
   exit(0);
 }
 function fail(err) {

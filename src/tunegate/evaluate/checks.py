@@ -1,0 +1,298 @@
+"""Test checks the harness verifies itself, outside the program's process.
+
+A program shares its interpreter with the Python code that runs its tests, so anything that code
+holds (a nonce, the expected values) the program can find by walking frames, and any object it
+returns can define `__eq__` to answer True. So the expected values never enter the sandbox:
+before a run, `instrument` rewrites each test assertion of the form `assert VALUE == LITERAL` (or
+`!=`, `is None/True/False`, `in [literal, …]`) into `__tg_record__(ID, VALUE)`, and keeps the
+literal here. In the sandbox, the recorder turns VALUE into a canonical code that follows
+Python's `==` on plain data (1 == 1.0 == True, list ≠ tuple, sets and dicts unordered; any other
+type, e.g. an object with its own `__eq__`, codes as unequal to every literal) and writes its
+digest on the result channel; `Instrumented.verify` compares it with the literal's digest. To
+forge a PASS a program must produce values whose digests match literals it cannot see, i.e.
+compute the right answers.
+
+Assertions between two computed values (`assert f(x) == reference(x)`) are compared by the same
+canonical codes inside the sandbox (`__tg_pair__`), which defeats always-equal objects but rests
+on the nonce like every other assertion; `verify` counts how many checks were verified outside.
+Line numbers are preserved, so tracebacks still point at the test's own lines.
+
+Unlike a plain `assert`, a recorded check does not stop the tests: the program cannot be told
+whether it passed. A recorded mismatch is a FAIL whatever happens after it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# Runs both in the sandbox (defining the recorder) and here (coding the literals), so the two
+# sides cannot drift apart. Standard library only, and only `_blake2` and `os` inside: every
+# module a pre-warmed worker imports makes each of its forks dearer.
+RECORDER = r"""
+def _tg_encode(v, strict=0, budget=None, depth=0):
+    # Canonical code of plain data; equal codes <=> Python's == (for `is`: strict bools).
+    if budget is None:
+        budget = [200000]
+    budget[0] -= 1
+    if budget[0] < 0 or depth > 100:
+        return "?big"
+    t = type(v)
+    if t is bool:
+        return ("B%d" if strict else "n:%x") % v
+    if t is int:
+        return "n:%x" % v
+    if t is float:
+        if v != v:
+            return "?nan"
+        if v - v == 0 and v.is_integer():
+            return "n:%x" % int(v)
+        return "f:%r" % v
+    if t is str:
+        return "s%d:%s" % (len(v), v)
+    if v is None:
+        return "N"
+    if t is list or t is tuple:
+        inner = ",".join([_tg_encode(x, 0, budget, depth + 1) for x in v])
+        return ("L[" if t is list else "T[") + inner + "]"
+    if t is dict:
+        items = sorted(_tg_encode(k, 0, budget, depth + 1) + "="
+                       + _tg_encode(x, 0, budget, depth + 1) for k, x in v.items())
+        return "D[" + ",".join(items) + "]"
+    if t is set or t is frozenset:
+        return "S[" + ",".join(sorted([_tg_encode(x, 0, budget, depth + 1) for x in v])) + "]"
+    if t is bytes:
+        return "y%d:%s" % (len(v), v.hex())
+    if t is complex:
+        return _tg_encode(v.real) if v.imag == 0 else "c:%r" % v
+    return "?" + t.__name__
+
+def _tg_digest(code):
+    from _blake2 import blake2b
+    return blake2b(code.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+def _tg_recorder(fd):
+    from os import write
+    seen = {}
+    def show(v, code):
+        if code.startswith("?"):
+            return "<%s object>" % type(v).__name__
+        return (repr(v) if len(code) <= 400 else code)[:80].replace("\n", " ")
+    def emit(line):
+        write(fd, line.encode("utf-8", "backslashreplace"))
+    def record(i, v, strict=0):
+        try:
+            code = _tg_encode(v, strict)
+        except BaseException:
+            code = "?error"
+        d = _tg_digest(code)
+        s = seen.setdefault(i, set())
+        if d not in s and len(s) < 4:
+            s.add(d)
+            emit("R %d %s %s\n" % (i, d, show(v, code)))
+    def pair(i, a, b):
+        try:
+            ca, cb = _tg_encode(a), _tg_encode(b)
+        except BaseException:
+            ca, cb = "?error", "?"
+        same = ca == cb and not ca.startswith("?")
+        s = seen.setdefault(i, set())
+        if same not in s:
+            s.add(same)
+            emit("P %d %d %s\n" % (i, same, show(a, ca) if not same else ""))
+        if not same:
+            raise AssertionError("%s != %s" % (show(a, ca), show(b, cb)))
+    return record, pair
+"""
+
+_ns: dict[str, Any] = {}
+exec(RECORDER, _ns)  # our own constant source, see above
+_encode, _digest = _ns["_tg_encode"], _ns["_tg_digest"]
+
+Op = Literal["eq", "ne", "is", "isnot", "in", "notin", "pair"]
+_OPS: dict[type, Op] = {
+    ast.Eq: "eq",
+    ast.NotEq: "ne",
+    ast.Is: "is",
+    ast.IsNot: "isnot",
+    ast.In: "in",
+    ast.NotIn: "notin",
+}
+_SINGLETONS = (None, True, False)
+# A check under one of these may legitimately never run.
+_CONDITIONAL = (ast.If, ast.While, ast.Try, ast.With, ast.Match, ast.ExceptHandler)
+
+
+@dataclass(frozen=True)
+class Check:
+    line: int
+    source: str  # the assertion's condition, for messages
+    op: Op
+    expected: frozenset[str]  # digests the value must (eq, is, in) or must not match
+    required: bool  # unconditional: it must have run for the tests to have run
+
+
+@dataclass
+class Outcome:
+    """What the harness saw: the nonce, the checks that ran, and any that failed."""
+
+    nonce_seen: bool
+    failures: list[str] = field(default_factory=list)  # a recorded mismatch: FAIL
+    missing: list[str] = field(default_factory=list)  # required checks that never ran
+    verified: int = 0  # checks compared here, against values the program never had
+    total: int = 0  # every assertion in the tests (constant `assert True` aside)
+
+    @property
+    def summary(self) -> str:
+        if not self.total:
+            return ""
+        return f"{self.verified}/{self.total} test checks verified outside the program"
+
+
+@dataclass(frozen=True)
+class Instrumented:
+    tests: str  # the rewritten tests, same line numbers
+    checks: dict[int, Check]
+    assertions: int  # every non-constant assertion, rewritten or not
+
+    def verify(self, channel: str, nonce: str) -> Outcome:
+        """Judge what the sandbox wrote on the result channel."""
+        outcome = Outcome(nonce_seen=False, total=self.assertions)
+        ran: set[int] = set()
+        for line in channel.splitlines():
+            kind, _, rest = line.partition(" ")
+            if kind == "E":
+                outcome.nonce_seen = outcome.nonce_seen or rest.strip() == nonce
+                continue
+            if kind not in ("R", "P"):
+                continue
+            ident, _, rest = rest.partition(" ")
+            value, _, shown = rest.partition(" ")
+            check = self.checks.get(int(ident)) if ident.isdigit() else None
+            if check is None or (kind == "P") != (check.op == "pair"):
+                continue
+            ran.add(int(ident))
+            if not _holds(check, value):
+                got = f" (got {shown})" if shown else ""
+                outcome.failures.append(f"tests line {check.line}: {check.source}{got}")
+        outcome.missing = [
+            f"tests line {c.line}: {c.source} never ran"
+            for i, c in self.checks.items()
+            if c.required and i not in ran
+        ]
+        outcome.verified = sum(1 for i, c in self.checks.items() if c.op != "pair" and i in ran)
+        return outcome
+
+
+NO_CHECKS = Instrumented("", {}, 0)  # for harnesses that report only the nonce (JavaScript)
+
+
+def _holds(check: Check, value: str) -> bool:
+    if check.op == "pair":
+        return value == "1"
+    matched = value in check.expected
+    return matched if check.op in ("eq", "is", "in") else not matched
+
+
+@functools.lru_cache(maxsize=512)  # pass@k runs the same tests for each of an item's n samples
+def instrument(tests: str) -> Instrumented:
+    """Rewrite `tests` so that their literal comparisons are judged by the harness."""
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError:
+        return Instrumented(tests, {}, 0)  # the run reports the syntax error itself
+    raw = tests.encode("utf-8")
+    starts = [0]
+    for line in raw.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+
+    def offset(line: int, col: int) -> int:
+        return starts[line - 1] + col
+
+    def segment(node: ast.AST) -> str:
+        assert node.end_lineno is not None and node.end_col_offset is not None
+        return raw[
+            offset(node.lineno, node.col_offset) : offset(node.end_lineno, node.end_col_offset)
+        ].decode("utf-8")
+
+    checks: dict[int, Check] = {}
+    edits: list[tuple[int, int, str]] = []
+    assertions = 0
+    for node, conditional in _asserts(tree):
+        if isinstance(node.test, ast.Constant):
+            continue  # `assert True, "…"`: nothing of the program's is checked
+        assertions += 1
+        rewrite = _rewrite(node.test, segment)
+        if rewrite is None:
+            continue
+        op, expected, call = rewrite
+        ident = len(checks)
+        original = segment(node)
+        text = call.replace("@ID@", str(ident), 1)
+        text = text[:-1] + "\n" * (original.count("\n") - text.count("\n")) + ")"
+        checks[ident] = Check(
+            node.lineno, " ".join(segment(node.test).split())[:160], op, expected, not conditional
+        )
+        start = offset(node.lineno, node.col_offset)
+        edits.append((start, start + len(original.encode("utf-8")), text))
+    for start, end, text in sorted(edits, reverse=True):
+        raw = raw[:start] + text.encode("utf-8") + raw[end:]
+    return Instrumented(raw.decode("utf-8"), checks, assertions)
+
+
+def _asserts(tree: ast.Module) -> list[tuple[ast.Assert, bool]]:
+    """Every assert statement, and whether it sits under a branch (so may rightly never run).
+    Only statement lists are walked: an assert cannot hide inside an expression."""
+    found: list[tuple[ast.Assert, bool]] = []
+
+    def walk(statements: list[Any], conditional: bool) -> None:
+        for node in statements:
+            if isinstance(node, ast.Assert):
+                found.append((node, conditional))
+                continue
+            branch = conditional or isinstance(node, _CONDITIONAL)
+            for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+                inner = getattr(node, name, None)
+                if isinstance(inner, list):
+                    walk(inner, branch)
+
+    walk(tree.body, False)
+    return found
+
+
+_LITERAL_NODES = (ast.Constant, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp)
+
+
+def _literal(node: ast.expr) -> tuple[bool, Any]:
+    if not isinstance(node, _LITERAL_NODES):
+        return False, None  # a call or a name: no need to pay for literal_eval's exception
+    try:
+        return True, ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False, None
+
+
+def _rewrite(test: ast.expr, segment: Any) -> tuple[Op, frozenset[str], str] | None:
+    """(op, expected digests, replacement call with an @ID@ slot), or None to leave as is."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return None
+    op = _OPS.get(type(test.ops[0]))
+    left, right = test.left, test.comparators[0]
+    left_literal, left_value = _literal(left)
+    right_literal, right_value = _literal(right)
+    if op in ("eq", "ne") and (left_literal or right_literal):
+        value, expected = (right, left_value) if left_literal else (left, right_value)
+        digest = frozenset({_digest(_encode(expected))})
+        return op, digest, f"__tg_record__(@ID@, ({segment(value)}))"
+    if op in ("is", "isnot") and right_literal and any(right_value is x for x in _SINGLETONS):
+        digest = frozenset({_digest(_encode(right_value, 1))})
+        return op, digest, f"__tg_record__(@ID@, ({segment(left)}), 1)"
+    if op in ("in", "notin") and right_literal and isinstance(right_value, list | tuple | set):
+        digests = frozenset(_digest(_encode(x)) for x in right_value)
+        return op, digests, f"__tg_record__(@ID@, ({segment(left)}))"
+    if op == "eq":
+        call = f"__tg_pair__(@ID@, ({segment(left)}), ({segment(right)}))"
+        return "pair", frozenset(), call
+    return None
