@@ -36,6 +36,12 @@ app.command()(memory)
 from tunegate.cli_exec import exec_  # noqa: E402
 
 app.command(name="exec")(exec_)
+from tunegate.cli_evaluate import evaluate  # noqa: E402
+
+app.command()(evaluate)
+from tunegate.cli_serve import serve  # noqa: E402
+
+app.command()(serve)
 
 
 def _quiet_libraries() -> None:

@@ -50,6 +50,9 @@ class StageEvidence:
     secondary: dict[str, Comparison] = field(default_factory=dict)
     environment: list[dict[str, Any]] = field(default_factory=list)
     data_checks: list[dict[str, Any]] = field(default_factory=list)
+    # Metrics that ran for no item at all (no judge configured, a language no scorer supports),
+    # with the reason: reported, not counted against `evaluation_ran`.
+    not_run: dict[str, str] = field(default_factory=dict)
 
 
 def loss_trend(losses: list[tuple[int, float]]) -> tuple[bool, str]:
@@ -123,13 +126,23 @@ def _generates(ev: StageEvidence, _: Any) -> tuple[bool, str]:
 
 
 def _evaluation_ran(ev: StageEvidence, _: Any) -> tuple[bool, str]:
-    return _each_arm(
+    ok, detail = _each_arm(
         ev,
         lambda a: (
             a.expected_items > 0 and a.scored_items == a.expected_items,
             f"{a.scored_items}/{a.expected_items} items scored",
         ),
     )
+    skipped = "; ".join(f"{m} not run: {why}" for m, why in ev.not_run.items())
+    return ok, detail + (f" ({skipped})" if skipped else "")
+
+
+def _gain(c: Any) -> float:
+    """The experiment's improvement on a comparison: its difference, negated for metrics where
+    lower is better (vulnerability)."""
+    from tunegate.evaluate.metrics import metric
+
+    return c.difference if metric(c.metric).higher_is_better else -c.difference
 
 
 def _min_improvement(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
@@ -137,14 +150,14 @@ def _min_improvement(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
         return False, "no comparison"
     if len(ev.per_scenario) > 1:
         # The seed's stage 4: "> 10% average across scenarios".
-        avg = statistics.fmean(c.difference for c in ev.per_scenario.values())
+        avg = statistics.fmean(_gain(c) for c in ev.per_scenario.values())
         per = ", ".join(f"{s} {c.difference:+.1%}" for s, c in ev.per_scenario.items())
         return (
             avg > threshold,
             f"{ev.primary.metric}: average {avg:+.1%} ({per}) vs > {threshold:.0%}",
         )
     p = ev.primary
-    return p.difference > threshold, (
+    return _gain(p) > threshold, (
         f"{p.metric}: {p.control_mean:.1%} → {p.experiment_mean:.1%} "
         f"({p.difference:+.1%} points) vs > {threshold:.0%}"
     )
@@ -154,7 +167,7 @@ def _max_p_value(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
     p = ev.primary
     if p is None or p.p_value is None:
         return False, "p-value undefined" + (f" ({'; '.join(p.notes)})" if p else "")
-    return p.p_value < threshold and p.difference > 0, (
+    return p.p_value < threshold and _gain(p) > 0, (
         f"{p.metric}: p = {p.p_value:.4g} ({p.test}, n = {p.n}) vs < {threshold}"
     )
 
@@ -167,8 +180,10 @@ def _improves(ev: StageEvidence, metrics: list[str]) -> tuple[bool, str]:
             ok = False
             parts.append(f"{m}: not measured")
             continue
-        ok &= c.difference > 0  # the seed: "shows improvement", not merely "no worse"
-        parts.append(f"{m}: {c.difference:+.3f}")
+        ok &= _gain(c) > 0  # the seed: "shows improvement", not merely "no worse"
+        parts.append(
+            f"{m}: {c.difference:+.3f}" + ("" if _gain(c) == c.difference else " (lower is better)")
+        )
     return ok, "; ".join(parts)
 
 

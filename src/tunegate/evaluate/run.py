@@ -1,0 +1,331 @@
+"""One evaluation: both arms' models on the same items, every metric per item, one JSONL row per
+item × arm, a summary per arm and scenario, and what it cost.
+
+Data flows one way: pair the arms' items by id → generate (greedy for single-answer metrics, `n`
+seeded samples when a pass@k metric asks for them) → score every metric over the whole batch →
+rows (the statistics' input, schema in docs/results.md) → summary and cost. `tunegate evaluate`
+and the ladder's stages both run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunegate.data.items import Item
+from tunegate.errors import UserError
+from tunegate.evaluate.metrics import Case, Context, metric
+from tunegate.generate import Backend, Sampling
+
+SCHEMA = "tunegate.results/1"
+# The seed's evaluation pricing: ~$0.01 per API call, 7 evaluator calls per item and arm, plus
+# one call per pass@k sample.
+SEED_PRICE_PER_CALL_USD = 0.01
+SEED_EVALUATORS = 7
+
+
+@dataclass(frozen=True)
+class Settings:
+    metrics: list[str]
+    samples: int = 10  # n, per item, for pass@k
+    temperature: float = 0.8  # for the samples; single-answer metrics are greedy
+    top_p: float = 0.95
+    seed: int = 0
+    max_new_tokens: int = 96
+    timeout_s: float = 5.0
+
+    @property
+    def wants_samples(self) -> bool:
+        return any(metric(m).uses == "samples" for m in self.metrics)
+
+    @classmethod
+    def from_config(cls, ev: Any, seed: int) -> Settings:
+        """A plan stage's `evaluation:` block."""
+        return cls(
+            metrics=list(ev.metrics),
+            samples=ev.samples,
+            temperature=ev.temperature,
+            top_p=ev.top_p,
+            seed=seed,
+            max_new_tokens=ev.max_new_tokens,
+            timeout_s=ev.timeout_s,
+        )
+
+
+def make_judge(cfg: Any) -> tuple[Any, str]:
+    """The judge a plan's `judge:` block (a JudgeConfig) configures, or None and the reason
+    judge metrics then do not run."""
+    if cfg is None:
+        return None, "not run: no judge configured (plan `judge:` or --judge-endpoint)"
+    from tunegate.evaluate.judge import Judge, JudgeSettings
+    from tunegate.train.tiny import cache_dir
+
+    settings = JudgeSettings(
+        base_url=cfg.endpoint,
+        model=cfg.model,
+        api_key_env=cfg.api_key_env,
+        price_per_call_usd=cfg.price_per_call_usd,
+        price_per_1k_prompt_usd=cfg.price_per_1k_prompt_usd,
+        price_per_1k_completion_usd=cfg.price_per_1k_completion_usd,
+        concurrency=cfg.concurrency,
+        max_retries=cfg.max_retries,
+        timeout_s=cfg.timeout_s,
+        repeats=cfg.repeats,
+        budget_usd=cfg.budget_usd,
+    )
+    # One cache across runs and stages: a verdict already paid for is never paid again.
+    cache = Path(os.environ.get("TUNEGATE_JUDGE_CACHE") or cache_dir() / "judge.sqlite")
+    return Judge(settings, cache), ""
+
+
+@dataclass
+class Generations:
+    greedy: dict[str, str] = field(default_factory=dict)  # item id → text
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def pair(
+    control: list[Item],
+    experiment: list[Item],
+    *,
+    scenarios: list[str] | None = None,
+    limit: int | None = None,
+    where: tuple[str, str] = ("control", "experiment"),
+) -> tuple[list[Item], list[Item]]:
+    """The arms' items, paired by id in the control's order, filtered and limited."""
+    if scenarios:
+        known = {i.scenario for i in control} | {i.scenario for i in experiment}
+        unknown = [s for s in scenarios if s not in known]
+        if unknown:
+            raise UserError(
+                f"--scenarios: no items of scenario {', '.join(unknown)} "
+                f"(the test set has: {', '.join(sorted(known))})"
+            )
+        control = [i for i in control if i.scenario in scenarios]
+        experiment = [i for i in experiment if i.scenario in scenarios]
+    by_id = {i.id: i for i in experiment}
+    only_control = [i.id for i in control if i.id not in by_id]
+    only_experiment = sorted(set(by_id) - {i.id for i in control})
+    if only_control or only_experiment:
+        parts = []
+        if only_control:
+            parts.append(f"{len(only_control)} only in {where[0]} (e.g. {only_control[0]})")
+        if only_experiment:
+            parts.append(f"{len(only_experiment)} only in {where[1]} (e.g. {only_experiment[0]})")
+        raise UserError("the arms' items do not pair by id: " + "; ".join(parts))
+    if limit is not None:
+        control = control[:limit]
+    return control, [by_id[i.id] for i in control]
+
+
+def generate_arm(
+    backend: Backend,
+    items: list[Item],
+    settings: Settings,
+    progress: Callable[[int], None] | None = None,
+) -> Generations:
+    prompts = [i.prompt for i in items]
+    out = Generations()
+    greedy = backend.generate(
+        prompts, Sampling(max_new_tokens=settings.max_new_tokens, seed=settings.seed), progress
+    )
+    out.greedy = {i.id: g[0] for i, g in zip(items, greedy, strict=True)}
+    if settings.wants_samples:
+        sampling = Sampling(
+            n=settings.samples,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=settings.seed,
+            max_new_tokens=settings.max_new_tokens,
+        )
+        samples = backend.generate(prompts, sampling, progress)
+        out.samples = {i.id: s for i, s in zip(items, samples, strict=True)}
+    return out
+
+
+def score_arm(
+    name: str,
+    role: str,
+    items: list[Item],
+    generations: Generations,
+    settings: Settings,
+    ctx: Context,
+) -> list[dict[str, Any]]:
+    """Every metric for every item of one arm: the rows of the results file."""
+    cases = [
+        Case(i, generations.greedy.get(i.id, ""), tuple(generations.samples.get(i.id, [])))
+        for i in items
+    ]
+    values: dict[str, list[Any]] = {}
+    for name_ in settings.metrics:
+        scores = metric(name_).score(cases, ctx)
+        values[name_] = scores
+    rows = []
+    for k, item in enumerate(items):
+        rows.append(
+            {
+                "schema": SCHEMA,
+                "id": item.id,
+                "arm": name,
+                "role": role,
+                "scenario": item.scenario,
+                "language": item.language,
+                "generation": cases[k].generation,
+                "samples": list(cases[k].samples),
+                "metrics": {
+                    m: {"value": values[m][k].value, "detail": values[m][k].detail}
+                    for m in settings.metrics
+                },
+                "errors": [generations.errors[item.id]] if item.id in generations.errors else [],
+            }
+        )
+    return rows
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
+    """Means per arm (and per scenario), how many items each metric scored, and the relative
+    improvement of the experiment over the control, signed so that positive is better."""
+
+    def block(selected: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for m in metrics:
+            got = [r["metrics"][m]["value"] for r in selected]
+            scored = [v for v in got if v is not None]
+            reasons = sorted({r["metrics"][m]["detail"] for r in selected} if not scored else [])
+            out[m] = {"mean": _mean(scored), "n": len(scored), "of": len(got)}
+            if reasons:
+                out[m]["not_run"] = "; ".join(reasons)[:300]
+        return out
+
+    roles = sorted({r["role"] for r in rows})
+    summary: dict[str, Any] = {"arms": {}, "scenarios": {}, "improvement": {}}
+    for role in roles:
+        mine = [r for r in rows if r["role"] == role]
+        summary["arms"][role] = {"name": mine[0]["arm"], "items": len(mine), **block(mine)}
+        for scenario in sorted({r["scenario"] for r in mine}):
+            summary["scenarios"].setdefault(scenario, {})[role] = block(
+                [r for r in mine if r["scenario"] == scenario]
+            )
+    if {"control", "experiment"} <= set(roles):
+        for m in metrics:
+            c = summary["arms"]["control"][m]["mean"]
+            e = summary["arms"]["experiment"][m]["mean"]
+            if c is None or e is None:
+                continue
+            better = metric(m).higher_is_better
+            diff = (e - c) if better else (c - e)
+            summary["improvement"][m] = {
+                "absolute": diff,
+                "relative": diff / abs(c) if c else None,
+            }
+    return summary
+
+
+def cost(
+    *,
+    items: int,
+    arms: int,
+    settings: Settings,
+    judge_usage: Any | None,
+) -> dict[str, Any]:
+    """What the evaluation paid (judge calls; local generation is $0) and what the seed's
+    per-call pricing would have charged for the same evaluation."""
+    samples = settings.samples if settings.wants_samples else 0
+    seed_calls = items * arms * (SEED_EVALUATORS + samples)
+    out: dict[str, Any] = {
+        "seed_calls": seed_calls,
+        "seed_usd": round(seed_calls * SEED_PRICE_PER_CALL_USD, 2),
+        "judge_calls": 0,
+        "judge_cache_hits": 0,
+        "judge_usd": 0.0,
+    }
+    if judge_usage is not None:
+        out.update(
+            judge_calls=judge_usage.calls,
+            judge_cache_hits=judge_usage.cache_hits,
+            judge_failures=judge_usage.failures,
+            judge_prompt_tokens=judge_usage.prompt_tokens,
+            judge_completion_tokens=judge_usage.completion_tokens,
+            judge_usd=round(judge_usage.cost_usd, 6),
+        )
+    return out
+
+
+def write_results(
+    out_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], costs: dict[str, Any]
+) -> dict[str, Path]:
+    """results.jsonl (every row), one <arm>.jsonl per arm (the seed's --control-results /
+    --experiment-results inputs) and summary.json; each replaced whole, never half-written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {
+        "results.jsonl": "".join(json.dumps(r) + "\n" for r in rows),
+        "summary.json": json.dumps({"summary": summary, "cost": costs}, indent=2) + "\n",
+    }
+    for arm in sorted({r["arm"] for r in rows}):
+        files[f"{arm}.jsonl"] = "".join(json.dumps(r) + "\n" for r in rows if r["arm"] == arm)
+    written = {}
+    for name, text in files.items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, out_dir / name)
+        written[name] = out_dir / name
+    return written
+
+
+def render(summary: dict[str, Any], metrics: list[str], costs: dict[str, Any]) -> str:
+    """The seed's "Evaluation Results" block: each arm's metrics, the experiment's change."""
+    lines = []
+    arms = summary["arms"]
+    n = max((a["items"] for a in arms.values()), default=0)
+    lines.append(f"Evaluation Results ({n} items):")
+    lines.append("=" * 36)
+    for role in ("control", "experiment"):
+        if role not in arms:
+            continue
+        lines.append(f"{role.capitalize()} Model ({arms[role].get('model', arms[role]['name'])}):")
+        for m in metrics:
+            s = arms[role][m]
+            lines.append(f"  - {_label(m)}: {_value(m, s)}" + _delta(summary, m, role))
+    lines.append("")
+    lines.append(
+        f"Cost: ${costs['judge_usd']:.2f} actual ({costs['judge_calls']} judge calls, "
+        f"{costs['judge_cache_hits']} cached); the seed's pricing: ${costs['seed_usd']:.2f} "
+        f"({costs['seed_calls']} calls at ${SEED_PRICE_PER_CALL_USD})"
+    )
+    return "\n".join(lines)
+
+
+def _label(m: str) -> str:
+    return m.replace("_", " ").title().replace("Codebleu", "CodeBLEU").replace("Pass@", "Pass@")
+
+
+def _value(m: str, s: dict[str, Any]) -> str:
+    if s["mean"] is None:
+        return f"not run ({s.get('not_run', 'no items scored')})"
+    if m == "vulnerability":
+        return f"{s['mean']:.1f}/10 (lower is better)"
+    if metric(m).kind == "binary" or m.startswith("pass@"):
+        return f"{s['mean']:.0%} ({s['n']} items)"
+    return f"{s['mean']:.2f}"
+
+
+def _delta(summary: dict[str, Any], m: str, role: str) -> str:
+    imp = summary["improvement"].get(m)
+    if role != "experiment" or imp is None:
+        return ""
+    rel = imp["relative"]
+    word = "" if metric(m).higher_is_better else " safer"
+    if rel is None:
+        return f"  [{imp['absolute']:+.2f}]"
+    return f"  [{rel:+.0%}{word}]"
