@@ -129,6 +129,8 @@ _LAYOUT_TOKENS = frozenset(
         tokenize.ENDMARKER,
     }
 )
+
+
 def _python_tokens(code: str) -> str:
     """Code that does not parse, as its tokens without comments and layout. Where the tokenizer
     gives up (an unclosed bracket at the end, a bad dedent), the rest is kept as text, so two
