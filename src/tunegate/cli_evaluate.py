@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,10 @@ def evaluate(
         )
     quant = plan.quantization if plan else QuantizationConfig()
     _quiet_libraries()
-    console = Console(stderr=as_json, quiet=quiet, highlight=False)
+    # Piped output gets room for the summary instead of rich's 80 columns (as cli.console).
+    console = Console(
+        stderr=as_json, quiet=quiet, highlight=False, width=None if sys.stdout.isatty() else 140
+    )
     result = run(
         console,
         {"control": control_model, "experiment": experiment_model},

@@ -297,6 +297,19 @@ def render(summary: dict[str, Any], metrics: list[str], costs: dict[str, Any]) -
         for m in metrics:
             s = arms[role][m]
             lines.append(f"  - {_label(m)}: {_value(m, s)}" + _delta(summary, m, role))
+    scenarios = summary["scenarios"]
+    if len(scenarios) > 1:
+        lines.append("")
+        lines.append("Per scenario (control → experiment):")
+        for scenario, by_role in scenarios.items():
+            if not {"control", "experiment"} <= set(by_role):
+                continue
+            parts = []
+            for m in metrics:
+                c, e = by_role["control"][m]["mean"], by_role["experiment"][m]["mean"]
+                if c is not None and e is not None:
+                    parts.append(f"{_label(m)} {c:.2f} → {e:.2f}")
+            lines.append(f"  - {scenario}: " + ("; ".join(parts) or "nothing scored"))
     lines.append("")
     lines.append(
         f"Cost: ${costs['judge_usd']:.2f} actual ({costs['judge_calls']} judge calls, "
@@ -312,12 +325,14 @@ def _label(m: str) -> str:
 
 def _value(m: str, s: dict[str, Any]) -> str:
     if s["mean"] is None:
-        return f"not run ({s.get('not_run', 'no items scored')})"
+        reason = s.get("not_run", "no items scored").removeprefix("not run: ")
+        return f"not run ({reason})"
+    scored = f"{s['n']} items" if s["n"] == s["of"] else f"{s['n']} of {s['of']} items scored"
     if m == "vulnerability":
-        return f"{s['mean']:.1f}/10 (lower is better)"
+        return f"{s['mean']:.1f}/10, lower is better ({scored})"
     if metric(m).kind == "binary" or m.startswith("pass@"):
-        return f"{s['mean']:.0%} ({s['n']} items)"
-    return f"{s['mean']:.2f}"
+        return f"{s['mean']:.0%} ({scored})"
+    return f"{s['mean']:.2f} ({scored})"
 
 
 def _delta(summary: dict[str, Any], m: str, role: str) -> str:
