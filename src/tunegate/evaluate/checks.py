@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -196,11 +197,17 @@ def _holds(check: Check, value: str) -> bool:
     return matched if check.op in ("eq", "is", "in") else not matched
 
 
+# CPython 3.11's AST constructor keeps its recursion depth in shared state: two threads parsing
+# at once can fail with "SystemError: AST constructor recursion depth mismatch".
+_PARSE_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=512)  # pass@k runs the same tests for each of an item's n samples
 def instrument(tests: str) -> Instrumented:
     """Rewrite `tests` so that their literal comparisons are judged by the harness."""
     try:
-        tree = ast.parse(tests)
+        with _PARSE_LOCK:
+            tree = ast.parse(tests)
     except SyntaxError:
         return Instrumented(tests, {}, 0)  # the run reports the syntax error itself
     raw = tests.encode("utf-8")
