@@ -656,11 +656,11 @@ class Ladder:
         record["comparison"] = summary
         for name in arm_names:
             role = self.plan.arms[name].role
-            means = {
-                m: sum(v for v in scores[role][m].values() if v is not None)
-                / max(1, sum(v is not None for v in scores[role][m].values()))
-                for m in ev_cfg.metrics
+            # A metric no item scored (not run) is not logged: a 0 there would be made up.
+            scored = {
+                m: [v for v in scores[role][m].values() if v is not None] for m in ev_cfg.metrics
             }
+            means = {m: sum(vs) / len(vs) for m, vs in scored.items() if vs}
             self.tracker.metrics(record["arms"][name]["mlflow_run"], means)
         p = evidence.primary
         self.tracker.metrics(

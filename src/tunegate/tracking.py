@@ -7,6 +7,7 @@ resumed ladder re-attaches to the same runs (ids recorded in the run directory's
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,11 @@ def tracking_uri(plan: Plan) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{(plan.output_dir / 'mlflow.db').resolve()}"
+
+
+def metric_key(name: str) -> str:
+    """An MLflow-valid key: `pass@10` → `pass_at_10` (MLflow refuses `@`); `/` → `_`."""
+    return re.sub(r"[^A-Za-z0-9_\-. :]", "_", name.replace("@", "_at_").replace("/", "_"))
 
 
 class Tracker:
@@ -97,7 +103,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k.replace("/", "_"), float(v), now, step) for k, v in metrics.items()]
+        batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()]
         if batch:
             self.client.log_batch(run_id, metrics=batch)
 
