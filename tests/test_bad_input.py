@@ -48,7 +48,39 @@ def micro_arms(arms: str) -> Callable[[str], str]:
 PILOT_DATA = "data: {selection: split, test_per_scenario: 15}"
 
 # (edit, field path, text on the line the error must name or None for no line, message part)
+SMALL_EVAL = "evaluation: {mode: full}\n    # Descriptive"
+
+
+def small_eval(inner: str) -> Callable[[str], str]:
+    """Replace stage 2's `evaluation:` mapping with `{mode: full, <inner>}`."""
+    return replace(SMALL_EVAL, f"evaluation: {{mode: full, {inner}}}\n    # Descriptive")
+
+
 PLAN_CASES = [
+    pytest.param(
+        small_eval("metrics: [functional_correctness, bleu]"),
+        "stages.2.evaluation.metrics",
+        "metrics: [functional_correctness, bleu]",
+        "unknown metric 'bleu'",
+        id="unknown-metric",
+    ),
+    pytest.param(
+        small_eval("samples: 5, metrics: [functional_correctness, pass@10]"),
+        "stages.2.evaluation",
+        "samples: 5",
+        "pass@10 needs at least 10 samples",
+        id="pass-at-k-above-n",
+    ),
+    pytest.param(
+        small_eval(
+            "metrics: [functional_correctness, semantic_similarity], "
+            "tests: {semantic_similarity: mcnemar}"
+        ),
+        "stages.2.evaluation.tests.semantic_similarity",
+        "tests: {semantic_similarity: mcnemar}",
+        "McNemar's test needs a binary metric",
+        id="mcnemar-on-a-continuous-metric",
+    ),
     pytest.param(
         replace("seed: 42", "seed: 42\nbogus: 1"),
         "bogus",

@@ -42,6 +42,9 @@ app.command()(evaluate)
 from tunegate.cli_serve import serve  # noqa: E402
 
 app.command()(serve)
+from tunegate.cli_stats import stats  # noqa: E402
+
+app.command()(stats)
 
 
 def _quiet_libraries() -> None:
@@ -90,20 +93,10 @@ def plan(plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]")) -> No
     # Validate before the heavy imports (torch via ladder): a bad plan answers in a blink.
     p = load_plan(plan_path)
     exp = load_experiment(p)
-    from tunegate.ladder import resolve_selection
+    from tunegate.ladder import power_notes
     from tunegate.render import plan_table
-    from tunegate.stats import min_exact_p
 
-    warnings: dict[int, list[str]] = {}
-    for i, stage in enumerate(p.stages):
-        if stage.kind != "train" or stage.evaluation.mode != "full":
-            continue
-        n = len(resolve_selection(p, exp, stage).test)
-        if stage.gates.max_p_value is not None and min_exact_p(n) >= stage.gates.max_p_value:
-            warnings.setdefault(i, []).append(
-                f"p < {stage.gates.max_p_value:g} is unreachable with {n} test items "
-                f"(smallest exact paired p: {min_exact_p(n):.3g})"
-            )
+    warnings = power_notes(p, exp)
     console.print(plan_table(p, warnings))
 
 

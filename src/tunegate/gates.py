@@ -137,38 +137,64 @@ def _evaluation_ran(ev: StageEvidence, _: Any) -> tuple[bool, str]:
     return ok, detail + (f" ({skipped})" if skipped else "")
 
 
-def _gain(c: Any) -> float:
-    """The experiment's improvement on a comparison: its difference, negated for metrics where
-    lower is better (vulnerability)."""
+def _direction(c: Any) -> float:
+    """+1 where higher is better, −1 where lower is (vulnerability)."""
     from tunegate.evaluate.metrics import metric
 
-    return c.difference if metric(c.metric).higher_is_better else -c.difference
+    return 1.0 if metric(c.metric).higher_is_better else -1.0
 
 
-def _min_improvement(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
+def _gain(c: Any) -> float:
+    """The experiment's improvement on a comparison: its difference, in the better direction."""
+    return _direction(c) * c.difference
+
+
+def _min_improvement(ev: StageEvidence, spec: tuple[float, str]) -> tuple[bool, str]:
+    threshold, scale = spec
     if ev.primary is None:
         return False, "no comparison"
+
+    def gain(c: Any) -> float | None:
+        if scale == "absolute":
+            return _gain(c)
+        return (
+            None
+            if c.relative is None
+            else (_gain(c) / c.difference * c.relative if c.difference else 0.0)
+        )
+
+    def show(v: float) -> str:
+        return f"{v:+.1%}" + (" points" if scale == "absolute" else " relative")
+
     if len(ev.per_scenario) > 1:
         # The seed's stage 4: "> 10% average across scenarios".
-        avg = statistics.fmean(_gain(c) for c in ev.per_scenario.values())
-        per = ", ".join(f"{s} {c.difference:+.1%}" for s, c in ev.per_scenario.items())
+        gains = {s: gain(c) for s, c in ev.per_scenario.items()}
+        if any(g is None for g in gains.values()):
+            return False, f"{ev.primary.metric}: a scenario's control mean is 0 (no relative gain)"
+        avg = statistics.fmean(g for g in gains.values() if g is not None)
+        per = ", ".join(f"{s} {show(g)}" for s, g in gains.items() if g is not None)
         return (
             avg > threshold,
-            f"{ev.primary.metric}: average {avg:+.1%} ({per}) vs > {threshold:.0%}",
+            f"{ev.primary.metric}: average {show(avg)} ({per}) vs > {threshold:.0%}",
         )
     p = ev.primary
-    return _gain(p) > threshold, (
-        f"{p.metric}: {p.control_mean:.1%} → {p.experiment_mean:.1%} "
-        f"({p.difference:+.1%} points) vs > {threshold:.0%}"
+    g = gain(p)
+    if g is None:
+        return False, f"{p.metric}: the control's mean is 0, so there is no relative gain"
+    return g > threshold, (
+        f"{p.metric}: {p.control_mean:.3g} → {p.experiment_mean:.3g} ({show(g)}) "
+        f"vs > {threshold:.0%}"
     )
 
 
 def _max_p_value(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
     p = ev.primary
-    if p is None or p.p_value is None:
+    value = None if p is None else (p.p_adjusted if p.p_adjusted is not None else p.p_value)
+    if p is None or value is None:
         return False, "p-value undefined" + (f" ({'; '.join(p.notes)})" if p else "")
-    return p.p_value < threshold and _gain(p) > 0, (
-        f"{p.metric}: p = {p.p_value:.4g} ({p.test}, n = {p.n}) vs < {threshold}"
+    return value < threshold and _gain(p) > 0, (
+        f"{p.metric}: p = {value:.4g} ({p.test}, n = {p.n}; pre-registered primary) "
+        f"vs < {threshold}"
     )
 
 
@@ -214,9 +240,11 @@ def evaluate_gates(gates: Gates, evidence: StageEvidence) -> tuple[Verdict, list
         detail = "; ".join(f"{c['scope']} {c['name']}: {c['summary']}" for c in failed_checks)
         results.append(GateResult("data_checks", False, "health", detail))
     for name, threshold in gates.model_dump(exclude_none=True).items():
-        if threshold is False:
-            continue
+        if threshold is False or name == "improvement":
+            continue  # `improvement` says how min_improvement reads; it is not a gate
         kind, check = GATES[name]
+        if name == "min_improvement":
+            threshold = (threshold, gates.improvement)
         passed, detail = check(evidence, threshold)
         results.append(GateResult(name, bool(passed), kind, detail))
     if any(not r.passed and r.kind == "health" for r in results):

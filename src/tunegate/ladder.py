@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from tunegate.analysis import analyze, rows_from_results
 from tunegate.data.arms import Experiment
 from tunegate.data.items import Item, items_hash, write_items
 from tunegate.data.select import Selection, select
@@ -37,7 +38,6 @@ from tunegate.evaluate.run import (
 from tunegate.gates import ArmEvidence, GateResult, StageEvidence, evaluate_gates
 from tunegate.plan import Plan, Stage, plan_hash
 from tunegate.rundir import RunDir, atomic_write_json
-from tunegate.stats import Comparison, compare, holm
 
 
 @dataclass
@@ -123,6 +123,31 @@ def resolve_selection(plan: Plan, exp: Experiment, stage: Stage) -> Selection:
     return sel
 
 
+def power_notes(plan: Plan, exp: Experiment) -> dict[int, list[str]]:
+    """What each evaluating stage can detect at its number of test items (`tunegate.power`),
+    with its p-value gate flagged when no exact paired test can meet it at that n."""
+    from tunegate.evaluate.metrics import metric
+    from tunegate.power import stage_power
+
+    notes: dict[int, list[str]] = {}
+    for i, stage in enumerate(plan.stages):
+        if stage.kind != "train" or stage.evaluation.mode != "full":
+            continue
+        n = len(resolve_selection(plan, exp, stage).test)
+        alpha = stage.gates.max_p_value or 0.05
+        power = stage_power(n, alpha=alpha)
+        stage_notes = [power.note]
+        binary = metric(stage.evaluation.primary_metric).kind == "binary"
+        if stage.gates.max_p_value is not None and binary and not power.feasible:
+            stage_notes.insert(
+                0,
+                f"gate p < {alpha:g} cannot be met with {n} test items: the smallest exact "
+                f"paired p is {power.min_p:.3g}",
+            )
+        notes[i] = stage_notes
+    return notes
+
+
 class Ladder:
     def __init__(self, plan: Plan, exp: Experiment, console: Console) -> None:
         self.plan = plan
@@ -180,6 +205,10 @@ class Ladder:
             self._say("[green]Every stage has passed.[/] Use --from N to run a stage again.")
             return []
         self._open()
+        for index, notes in power_notes(self.plan, self.exp).items():
+            for note in notes:
+                if start <= index <= end and "cannot be met" in note:
+                    self._say(f"[yellow]Stage {index} ({self.plan.stages[index].name}):[/] {note}")
         records: list[StageRecord] = []
         for index in range(start, end + 1):
             stage = self.plan.stages[index]
@@ -622,36 +651,32 @@ class Ladder:
         write_results(stage_dir, rows, summarize(rows, ev_cfg.metrics), costs)
         record["evaluation_cost"] = costs
 
-        def comparison(metric: str, ids: list[str]) -> Comparison:
-            pairs = [
-                (scores["control"][metric].get(i), scores["experiment"][metric].get(i)) for i in ids
-            ]
-            pairs = [(c, e) for c, e in pairs if c is not None and e is not None]
-            return compare(
-                metric,
-                [c for c, _ in pairs],
-                [e for _, e in pairs],
-                binary=metric_info(metric).kind == "binary",
-            )
+        # One analysis for the ladder and `tunegate stats`: the same rows give the same numbers.
+        analysis = analyze(
+            rows_from_results(rows),
+            primary=ev_cfg.primary_metric,
+            metrics=ev_cfg.metrics,
+            binary={m: metric_info(m).kind == "binary" for m in ev_cfg.metrics},
+            tests=dict(ev_cfg.tests),
+            seed=self.plan.seed,
+        )
+        evidence.primary = analysis.primary
+        evidence.per_scenario = analysis.per_scenario
+        evidence.secondary = analysis.secondary
+        summary = analysis.to_json()
+        if analysis.primary.d_z is not None and analysis.primary.d_z != 0:
+            # A pilot's observed effect sizes the next stage (optimistic: see docs/power.md).
+            from tunegate.power import n_from_pilot
 
-        test_ids = sel.test
-        evidence.primary = comparison(ev_cfg.primary_metric, test_ids)
-        scenario_of = {i: self.exp.control[i].scenario for i in test_ids}
-        scenarios = sorted(set(scenario_of.values()))
-        if len(scenarios) > 1:
-            evidence.per_scenario = {
-                s: comparison(ev_cfg.primary_metric, [i for i in test_ids if scenario_of[i] == s])
-                for s in scenarios
-            }
-        evidence.secondary = {
-            m: comparison(m, test_ids) for m in ev_cfg.metrics if m != ev_cfg.primary_metric
-        }
-        holm(list(evidence.secondary.values()))
-        summary = {
-            "primary": evidence.primary.to_json(),
-            "per_scenario": {s: c.to_json() for s, c in evidence.per_scenario.items()},
-            "secondary": {m: c.to_json() for m, c in evidence.secondary.items()},
-        }
+            needed = n_from_pilot(
+                abs(analysis.primary.d_z), stage.gates.max_p_value or 0.05, comparisons=1
+            )
+            summary["n_for_observed_effect"] = needed
+            self._say(
+                f"  power: detecting the observed d_z = {analysis.primary.d_z:.2f} with 80% "
+                f"power needs {needed} paired test items (this stage had "
+                f"{analysis.primary.n})"
+            )
         atomic_write_json(stage_dir / "comparison.json", summary)
         record["comparison"] = summary
         for name in arm_names:

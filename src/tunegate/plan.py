@@ -207,6 +207,11 @@ class EvaluationConfig(_Strict):
     timeout_s: float = Field(5.0, gt=0, description="Per program, for functional correctness.")
     # pass@k's sampling. Chen et al. (2021) sample at T = 0.8 for pass@10 and above; top-p 0.95
     # as in their Codex evaluation. Greedy metrics ignore these.
+    tests: dict[str, Literal["t", "wilcoxon", "mcnemar", "sign", "permutation"]] = Field(
+        default_factory=dict,
+        description="Primary paired test per metric (default: exact McNemar for binary metrics, "
+        "paired t for continuous ones); the others are reported alongside.",
+    )
     samples: int = Field(10, ge=1, description="n samples per item for pass@K metrics.")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature for pass@K.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling for pass@K.")
@@ -275,11 +280,20 @@ class Gates(_Strict):
     generates: bool | None = Field(None, description="The reloaded model generates text.")
     evaluation_ran: bool | None = Field(None, description="Every test item was scored.")
     min_improvement: float | None = Field(
-        None, description="Primary metric, experiment − control (absolute; 0.10 = 10 points)."
+        None,
+        description="Primary metric, experiment − control: absolute (0.10 = 10 points) or "
+        "relative to the control's mean, as `improvement` says.",
+    )
+    improvement: Literal["absolute", "relative"] = Field(
+        "absolute",
+        description="How min_improvement reads: absolute points (the default: on a pass rate "
+        "near 0 a relative gain is huge and meaningless) or relative, as the seed's '+15%'.",
     )
     max_p_value: float | None = Field(None, gt=0, le=1, description="Primary metric, paired test.")
     improves: list[str] | None = Field(
-        None, description="Secondary metrics that must not be worse in the experiment arm."
+        None,
+        description="Secondary metrics that must improve in the experiment arm (in their "
+        "better direction: lower for vulnerability).",
     )
 
 
@@ -681,6 +695,19 @@ def _check_references(plan: Plan, path: Path, lines: dict[tuple[str, ...], int])
                 ("stages", str(i), "evaluation", "primary_metric"),
                 f"'{ev.primary_metric}' is not among the stage's metrics",
             )
+        for name, test in ev.tests.items():
+            from tunegate.evaluate.metrics import metric
+
+            if name not in ev.metrics:
+                raise fail(
+                    ("stages", str(i), "evaluation", "tests", name),
+                    f"'{name}' is not among the stage's metrics",
+                )
+            if test == "mcnemar" and metric(name).kind != "binary":
+                raise fail(
+                    ("stages", str(i), "evaluation", "tests", name),
+                    f"McNemar's test needs a binary metric; '{name}' is continuous",
+                )
         for j, name in enumerate(stage.gates.improves or []):
             if name not in ev.metrics:
                 raise fail(

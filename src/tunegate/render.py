@@ -47,7 +47,8 @@ def describe_gates(stage: Stage) -> str:
         if value is True:
             parts.append(name)
         elif name == "min_improvement":
-            parts.append(f"improvement > {value:.0%}")
+            scale = "points" if stage.gates.improvement == "absolute" else "relative"
+            parts.append(f"improvement > {value:.0%} {scale}")
         elif name == "max_p_value":
             parts.append(f"p < {value:g}")
         elif name == "improves":

@@ -1,19 +1,43 @@
 """Paired statistics: every comparison is control vs experiment on the same items.
 
-Binary metrics (pass/fail) use the exact McNemar test (a binomial test on the discordant pairs);
-continuous metrics use the paired t-test, with the Wilcoxon signed-rank test alongside. Effect
-size is Cohen's d_z (mean difference / SD of differences), the paired-design effect size.
+For each metric, on the items both arms scored (paired by id):
+- **tests**: the paired t-test; Wilcoxon signed-rank (exact for n ≤ 50 without ties or zero
+  differences, else the normal approximation with continuity correction, as R's `wilcox.test`);
+  the exact McNemar / sign test (a binomial test on the pairs that differ); a paired permutation
+  test of the mean difference (exact sign-flip enumeration up to 2^16 arrangements, else 10,000
+  seeded resamples). One is the metric's *primary* test — by default McNemar for binary metrics
+  and the t-test for continuous ones; the plan may choose another — and gives `p_value`; the
+  others are reported alongside.
+- **intervals**: the mean difference's 95 % CI (t for continuous, a paired BCa bootstrap for
+  binary, both reported), the relative improvement's bootstrap CI, and each arm's rate with a
+  Wilson interval for binary metrics.
+- **effect sizes**: Cohen's d_z = mean(d) / sd(d), the paired-design effect the tests see, with
+  an exact CI from the noncentral t; d_av = mean(d) / mean of the two arms' SDs (Lakens 2013),
+  comparable with between-subject effects, and Hedges' g_av (d_av with the small-sample
+  correction J = 1 − 3 / (4(n − 1) − 1)).
+
+Degenerate data never becomes a silent NaN: n = 0 or 1, zero variance and constant differences
+give None with a note saying why.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+TestName = Literal["t", "wilcoxon", "mcnemar", "sign", "permutation"]
+TESTS: tuple[str, ...] = ("t", "wilcoxon", "mcnemar", "sign", "permutation")
+BOOTSTRAP_RESAMPLES = 9_999  # BCa needs many; 9,999 keeps a 95 % bound's Monte Carlo error small
+PERMUTATION_RESAMPLES = 10_000
+EXACT_PERMUTATION_MAX_N = 16  # 2^16 = 65,536 sign flips: exact and still fast
 
 
 @dataclass
@@ -24,12 +48,21 @@ class Comparison:
     experiment_mean: float
     difference: float  # experiment − control, absolute (0.10 = 10 points on a rate)
     relative: float | None  # difference / control mean; None when control is 0
-    test: str
+    test: str  # the primary test, which gives p_value
     p_value: float | None
-    ci95: tuple[float, float] | None  # of the mean difference
-    d_z: float | None
+    ci95: tuple[float, float] | None  # of the mean difference (t for continuous, BCa for binary)
+    d_z: float | None  # mean(d) / sd(d): the paired effect the tests see
     notes: list[str] = field(default_factory=list)
-    p_adjusted: float | None = None  # Holm across secondary metrics
+    p_adjusted: float | None = None  # Holm across its family (secondary metrics, scenarios)
+    binary: bool = False
+    tests: dict[str, float | None] = field(default_factory=dict)  # every test's p
+    bootstrap_ci95: tuple[float, float] | None = None  # of the mean difference
+    relative_ci95: tuple[float, float] | None = None
+    d_z_ci95: tuple[float, float] | None = None  # exact, noncentral t
+    d_av: float | None = None  # mean(d) / mean(sd_c, sd_e)
+    g_av: float | None = None  # d_av × Hedges' J
+    control_rate_ci95: tuple[float, float] | None = None  # Wilson, binary metrics
+    experiment_rate_ci95: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,59 +73,232 @@ def min_exact_p(n: int) -> float:
     return min(1.0, 2 * 0.5**n) if n > 0 else 1.0
 
 
+def wilson(successes: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of a rate (statsmodels); None for n = 0."""
+    if n == 0:
+        return None
+    lo, hi = proportion_confint(successes, n, alpha=1 - level, method="wilson")
+    return float(lo), float(hi)
+
+
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Exact (Clopper–Pearson) interval of a rate; None for n = 0."""
+    if n == 0:
+        return None
+    lo, hi = proportion_confint(successes, n, alpha=1 - level, method="beta")
+    return float(lo), float(hi)
+
+
+def paired_t(d: np.ndarray) -> float | None:
+    if d.size < 2 or _sd(d) == 0:
+        return None
+    return float(sps.ttest_1samp(d, 0.0).pvalue)
+
+
+def wilcoxon(d: np.ndarray) -> float | None:
+    """Signed-rank test, zero differences dropped (R's default); exact when n ≤ 50 without ties
+    or zeros, else normal approximation with continuity correction (what R falls back to)."""
+    nonzero = d[d != 0]
+    if nonzero.size == 0:
+        return 1.0 if d.size else None
+    ties = np.unique(np.abs(nonzero)).size < nonzero.size
+    exact = nonzero.size <= 50 and not ties and nonzero.size == d.size
+    result = sps.wilcoxon(
+        nonzero,
+        zero_method="wilcox",
+        correction=not exact,
+        method="exact" if exact else "approx",
+    )
+    return float(result.pvalue)
+
+
+def sign_test(d: np.ndarray) -> float | None:
+    """Exact binomial test on the signs of the non-zero differences (for a binary metric this
+    is the exact McNemar test: the discordant pairs)."""
+    up, down = int((d > 0).sum()), int((d < 0).sum())
+    if up + down == 0:
+        return 1.0 if d.size else None
+    return float(sps.binomtest(up, up + down, 0.5).pvalue)
+
+
+def permutation(d: np.ndarray, seed: int = 0) -> float | None:
+    """Paired permutation test of the mean difference: flip each pair's sign."""
+    if d.size < 2 or not np.any(d != 0):
+        return 1.0 if d.size else None
+    exact = d.size <= EXACT_PERMUTATION_MAX_N
+    result = sps.permutation_test(
+        (d,),
+        np.mean,
+        permutation_type="samples",
+        n_resamples=2**d.size if exact else PERMUTATION_RESAMPLES,
+        alternative="two-sided",
+        random_state=seed,
+    )
+    return float(result.pvalue)
+
+
+def _sd(x: np.ndarray) -> float:
+    if x.size < 2:
+        return 0.0
+    sd = float(x.std(ddof=1))
+    # Float noise around a constant (0.3 − 0.2 ≠ 0.2 − 0.1) is not variance.
+    return 0.0 if sd <= 1e-12 * max(1.0, float(np.abs(x).max())) else sd
+
+
+def d_z_interval(d_z: float, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Exact CI of d_z: invert the noncentral t (t = d_z √n, df = n − 1)."""
+    if n < 3 or not math.isfinite(d_z):
+        return None
+    t, df, root = d_z * math.sqrt(n), n - 1, math.sqrt(n)
+    tail = (1 - level) / 2
+
+    def cdf(nc: float) -> float:
+        value = float(sps.nct.cdf(t, df, nc))
+        return value if math.isfinite(value) else (0.0 if nc > t else 1.0)  # far tails
+
+    def solve(p: float) -> float:
+        # cdf falls as nc rises: step outward from t until the root is bracketed.
+        lo, hi = t - 1.0, t + 1.0
+        while cdf(lo) < p:
+            lo -= 1.0
+        while cdf(hi) > p:
+            hi += 1.0
+        return float(optimize.brentq(lambda nc: cdf(nc) - p, lo, hi, xtol=1e-12)) / root
+
+    return solve(1 - tail), solve(tail)
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(y - x, axis=axis)
+
+
+def _relative(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        base = np.mean(x, axis=axis)
+        return (np.mean(y, axis=axis) - base) / base
+
+
+def _bootstrap(
+    c: np.ndarray, e: np.ndarray, statistic: Any, seed: int
+) -> tuple[float, float] | None:
+    if c.size < 3:
+        return None
+    # BCa divides by the jackknife's spread: degenerate data warns, then gives NaN bounds.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            result = sps.bootstrap(
+                (c, e),
+                statistic,
+                paired=True,
+                vectorized=True,
+                n_resamples=BOOTSTRAP_RESAMPLES,
+                method="BCa",
+                random_state=seed,
+            )
+        except (ValueError, FloatingPointError):
+            return None
+    lo, hi = result.confidence_interval
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None  # BCa is undefined on degenerate resamples (all equal): no interval
+    return float(lo), float(hi)
+
+
 def compare(
-    metric: str, control: list[float], experiment: list[float], *, binary: bool
+    metric: str,
+    control: list[float],
+    experiment: list[float],
+    *,
+    binary: bool,
+    test: str | None = None,
+    seed: int = 0,
 ) -> Comparison:
+    """Every paired test, interval and effect size for one metric; `test` picks the primary."""
     c = np.asarray(control, dtype=float)
     e = np.asarray(experiment, dtype=float)
     if c.shape != e.shape:
         raise ValueError(f"{metric}: {len(c)} control vs {len(e)} experiment values")
+    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(e))):
+        raise ValueError(f"{metric}: a value is NaN or infinite")
+    primary = test or ("mcnemar" if binary else "t")
+    if primary not in TESTS:
+        raise ValueError(f"{metric}: unknown test '{primary}' (known: {', '.join(TESTS)})")
     n = int(c.size)
-    notes: list[str] = []
     if n == 0:
         return Comparison(
-            metric,
-            0,
-            math.nan,
-            math.nan,
-            math.nan,
-            None,
-            "none",
-            None,
-            None,
-            None,
-            ["no paired items"],
-        )
+            metric, 0, math.nan, math.nan, math.nan, None, primary, None, None, None,
+            ["no paired items"], binary=binary,
+        )  # fmt: skip
     d = e - c
     cm, em, md = float(c.mean()), float(e.mean()), float(d.mean())
-    relative = md / cm if cm != 0 else None
-    sd = float(d.std(ddof=1)) if n > 1 else 0.0
-    if sd <= 1e-12 * max(1.0, abs(md)):
-        sd = 0.0  # float noise around a constant difference (0.3 − 0.2 ≠ 0.2 − 0.1 in binary)
+    notes: list[str] = []
+    sd = _sd(d)
+    if n == 1:
+        notes.append("n = 1: one pair cannot be tested; the difference is descriptive")
+    elif sd == 0:
+        notes.append(
+            "every pair differs by the same amount: d_z and the t-test are undefined"
+            if md != 0
+            else "no pair differs: nothing to test"
+        )
+    ps: dict[str, float | None] = {
+        "t": paired_t(d) if sd > 0 else (1.0 if n > 1 and md == 0 else None),
+        "wilcoxon": wilcoxon(d) if n > 1 else None,
+        "sign": sign_test(d) if n > 1 else None,
+        "permutation": permutation(d, seed) if n > 1 else None,
+    }
+    if binary:
+        ps["mcnemar"] = ps["sign"]  # the exact McNemar test is the sign test on 0/1 pairs
+    elif primary == "mcnemar":
+        raise ValueError(f"{metric}: McNemar's test needs a binary (0/1) metric")
+    label = _label(primary, c, e)
     d_z = md / sd if sd > 0 else None
-    if sd == 0 and n > 1:
-        notes.append("every pair differs by the same amount: d_z and the t-test are undefined")
     ci = None
     if n > 1 and sd > 0:
         half = float(sps.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
         ci = (md - half, md + half)
-    if binary:
-        b = int(((c == 1) & (e == 0)).sum())  # control right, experiment wrong
-        w = int(((c == 0) & (e == 1)).sum())  # experiment right, control wrong
-        test = f"exact McNemar (discordant {w} for / {b} against)"
-        p = float(sps.binomtest(w, b + w, 0.5).pvalue) if b + w > 0 else 1.0
-    else:
-        test = "paired t"
-        if n < 2 or sd == 0:
-            p = None if n < 2 else (1.0 if md == 0 else None)
-        else:
-            p = float(sps.ttest_rel(e, c).pvalue)
-            if np.any(d != 0):
-                wil = sps.wilcoxon(e, c)
-                notes.append(f"Wilcoxon signed-rank p = {float(wil.pvalue):.4g}")
+    boot = _bootstrap(c, e, _mean_difference, seed) if np.any(d != 0) else None
+    rel_ci = _bootstrap(c, e, _relative, seed) if cm != 0 and np.any(d != 0) else None
+    mean_sd = (_sd(c) + _sd(e)) / 2
+    d_av = md / mean_sd if mean_sd > 0 else None
+    g_av = d_av * (1 - 3 / (4 * (n - 1) - 1)) if d_av is not None and n > 2 else None
     if n > 0 and min_exact_p(n) > 0.05:
         notes.append(f"n = {n}: no exact paired test can reach p < 0.05 (min {min_exact_p(n):.3g})")
-    return Comparison(metric, n, cm, em, md, relative, test, p, ci, d_z, notes)
+    return Comparison(
+        metric=metric,
+        n=n,
+        control_mean=cm,
+        experiment_mean=em,
+        difference=md,
+        relative=md / cm if cm != 0 else None,
+        test=label,
+        p_value=ps.get(primary),
+        ci95=ci if not binary else (boot or ci),
+        d_z=d_z,
+        notes=notes,
+        binary=binary,
+        tests=ps,
+        bootstrap_ci95=boot,
+        relative_ci95=rel_ci,
+        d_z_ci95=d_z_interval(d_z, n) if d_z is not None else None,
+        d_av=d_av,
+        g_av=g_av,
+        control_rate_ci95=wilson(int(c.sum()), n) if binary else None,
+        experiment_rate_ci95=wilson(int(e.sum()), n) if binary else None,
+    )
+
+
+def _label(test: str, c: np.ndarray, e: np.ndarray) -> str:
+    if test == "mcnemar":
+        b = int(((c == 1) & (e == 0)).sum())  # control right, experiment wrong
+        w = int(((c == 0) & (e == 1)).sum())  # experiment right, control wrong
+        return f"exact McNemar (discordant {w} for / {b} against)"
+    return {
+        "t": "paired t",
+        "wilcoxon": "Wilcoxon signed-rank",
+        "sign": "exact sign test",
+        "permutation": "paired permutation",
+    }[test]
 
 
 def holm(comparisons: list[Comparison]) -> None:
@@ -103,3 +309,29 @@ def holm(comparisons: list[Comparison]) -> None:
     adjusted = multipletests([c.p_value for c in tested], method="holm")[1]
     for comp, p in zip(tested, adjusted, strict=True):
         comp.p_adjusted = float(p)
+
+
+def clustered_difference(
+    differences: list[float], clusters: list[str]
+) -> tuple[float, float, float] | None:
+    """Mean difference pooled over scenarios with a cluster-robust SE (statsmodels OLS on an
+    intercept, clusters = scenarios): (mean, se, two-sided p on G − 1 df). Items of one scenario
+    are not independent draws; treating them as such understates the SE. None with fewer than 2
+    clusters."""
+    import statsmodels.api as sm
+
+    groups = sorted(set(clusters))
+    if len(groups) < 2:
+        return None
+    y = np.asarray(differences, dtype=float)
+    codes = np.array([groups.index(g) for g in clusters])
+    fit = sm.OLS(y, np.ones((y.size, 1))).fit(
+        cov_type="cluster",
+        cov_kwds={"groups": codes, "use_correction": True, "df_correction": True},
+    )
+    mean, se = float(fit.params[0]), float(fit.bse[0])
+    if se == 0:
+        return mean, 0.0, math.nan
+    t = mean / se
+    p = float(2 * sps.t.sf(abs(t), len(groups) - 1))
+    return mean, se, p
