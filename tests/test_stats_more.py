@@ -92,6 +92,8 @@ def test_d_av_and_hedges_g() -> None:
     d_av = -1.58 / ((sd1 + sd2) / 2)
     assert c.d_av == pytest.approx(d_av, rel=1e-9)
     assert c.g_av == pytest.approx(d_av * (1 - 3 / (4 * 9 - 1)), rel=1e-9)
+    lo, hi = c.g_av_ci95  # type: ignore[misc]
+    assert lo < c.g_av < hi  # type: ignore[operator]
 
 
 def test_permutation_is_exact_sign_flip_enumeration_for_small_n() -> None:

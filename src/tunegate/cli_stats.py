@@ -109,7 +109,7 @@ def render(analysis: object, alpha: float) -> Table:
             _p(c.p_value),
             _p(c.p_adjusted) if label != "primary" else "—",
             _with_ci(c.d_z, c.d_z_ci95),
-            "—" if c.g_av is None else f"{c.g_av:.2f}",
+            _with_ci(c.g_av, c.g_av_ci95),
         )
     power = stage_power(analysis.primary.n, alpha=alpha)
     table.caption = (

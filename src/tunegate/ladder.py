@@ -138,6 +138,15 @@ def power_notes(plan: Plan, exp: Experiment) -> dict[int, list[str]]:
         power = stage_power(n, alpha=alpha)
         stage_notes = [power.note]
         binary = metric(stage.evaluation.primary_metric).kind == "binary"
+        gain = stage.gates.min_improvement
+        testable = stage.gates.max_p_value is not None and stage.gates.improvement == "absolute"
+        if binary and gain and testable and 0 < gain < 1:
+            from tunegate.power import binary_n
+
+            stage_notes.append(
+                f"the gate's +{gain:.0%} needs ≥ {binary_n(gain, alpha)} paired items for 80% "
+                "power (best case: the experiment breaks no item)"
+            )
         if stage.gates.max_p_value is not None and binary and not power.feasible:
             stage_notes.insert(
                 0,

@@ -61,6 +61,7 @@ class Comparison:
     d_z_ci95: tuple[float, float] | None = None  # exact, noncentral t
     d_av: float | None = None  # mean(d) / mean(sd_c, sd_e)
     g_av: float | None = None  # d_av × Hedges' J
+    g_av_ci95: tuple[float, float] | None = None  # BCa bootstrap
     control_rate_ci95: tuple[float, float] | None = None  # Wilson, binary metrics
     experiment_rate_ci95: tuple[float, float] | None = None
 
@@ -178,6 +179,13 @@ def _relative(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         return (np.mean(y, axis=axis) - base) / base
 
 
+def _g_av(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    n = x.shape[axis]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = (np.std(x, ddof=1, axis=axis) + np.std(y, ddof=1, axis=axis)) / 2
+        return np.mean(y - x, axis=axis) / spread * (1 - 3 / (4 * (n - 1) - 1))
+
+
 def _bootstrap(
     c: np.ndarray, e: np.ndarray, statistic: Any, seed: int
 ) -> tuple[float, float] | None:
@@ -283,6 +291,7 @@ def compare(
         d_z_ci95=d_z_interval(d_z, n) if d_z is not None else None,
         d_av=d_av,
         g_av=g_av,
+        g_av_ci95=_bootstrap(c, e, _g_av, seed) if g_av is not None else None,
         control_rate_ci95=wilson(int(c.sum()), n) if binary else None,
         experiment_rate_ci95=wilson(int(e.sum()), n) if binary else None,
     )
