@@ -94,10 +94,11 @@ def plan(plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]")) -> No
     p = load_plan(plan_path)
     exp = load_experiment(p)
     from tunegate.ladder import power_notes
-    from tunegate.render import plan_table
+    from tunegate.render import cost_table, plan_table
 
     warnings = power_notes(p, exp)
     console.print(plan_table(p, warnings))
+    console.print(cost_table(p))
 
 
 @app.command()
@@ -173,24 +174,30 @@ def status(
 @app.command()
 def doctor(
     plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Checks and total_seconds as JSON."),
 ) -> None:
-    """Check the environment (stage 0) without writing anything."""
+    """Check the environment (stage 0), every check in parallel with timeouts; exit 1 on a FAIL."""
     import json
+    import time
 
     from tunegate.doctor import run_checks
     from tunegate.plan import load_plan
 
-    checks = run_checks(load_plan(plan_path))
+    plan = load_plan(plan_path)
+    started = time.monotonic()
+    checks = run_checks(plan)
+    seconds = round(time.monotonic() - started, 2)
     if as_json:
-        print(json.dumps([c.to_json() for c in checks], indent=2))
+        body = {"checks": [c.to_json() for c in checks], "total_seconds": seconds}
+        print(json.dumps(body, indent=2))
     else:
+        from rich.markup import escape
+
         for c in checks:
             color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c.status]
-            console.print(
-                f"[{color}]{c.status:<4}[/] {c.name}: {c.value}"
-                + (f" — {c.fix}" if c.fix and c.status != "PASS" else "")
-            )
+            fix = f" — {c.fix}" if c.fix and c.status != "PASS" else ""
+            console.print(f"[{color}]{c.status:<4}[/] {escape(f'{c.name}: {c.value}{fix}')}")
+        console.print(f"{len(checks)} checks in {seconds:.1f} s")
     if any(c.status == "FAIL" for c in checks):
         raise typer.Exit(1)
 

@@ -380,6 +380,37 @@ class TrackingConfig(_Strict):
     experiment: str = Field("tunegate", description="MLflow experiment the runs go into.")
 
 
+class HostConfig(_Strict):
+    """A machine of the seed's three-machine setup the doctor checks over SSH."""
+
+    name: str = Field(description="What the host is, e.g. gpu-tower, mlflow-server.")
+    address: str = Field(description="user@host (or an ~/.ssh/config alias) for `ssh`.")
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+
+
+class CostConfig(_Strict):
+    """What time costs, for `tunegate plan`'s cost table and the forecasts."""
+
+    gpu_usd_per_hour: float = Field(
+        0.0, ge=0, description="GPU price per hour ($0 for your own tower; a cloud H100 ~ $2–4)."
+    )
+    gpu_watts: float | None = Field(
+        None, gt=0, description="Your own GPU's draw, for electricity (None: not counted)."
+    )
+    usd_per_kwh: float | None = Field(None, ge=0, description="Electricity price, with gpu_watts.")
+
+
+class BudgetConfig(_Strict):
+    """Limits the ladder enforces: a stage whose forecast crosses one does not start, and the
+    judge stops being paid once the money is spent."""
+
+    usd: float | None = Field(None, gt=0, description="Total money the climb may spend.")
+    hours: float | None = Field(None, gt=0, description="Total wall time the climb may take.")
+    approved: bool = Field(
+        False, description="The production budget is approved (the seed's pre-flight box)."
+    )
+
+
 class Plan(_Strict):
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
@@ -405,6 +436,11 @@ class Plan(_Strict):
     judge: JudgeConfig | None = Field(
         None, description="The LLM judge for judge metrics; None: they are reported as not run."
     )
+    hosts: list[HostConfig] = Field(
+        default_factory=list, description="Machines the doctor checks over SSH (BatchMode)."
+    )
+    cost: CostConfig = CostConfig()
+    budget: BudgetConfig = BudgetConfig()
     stages: list[Stage] = Field(default_factory=list)
     _source: Path | None = PrivateAttr(None)
     _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)

@@ -91,6 +91,46 @@ def plan_table(plan: Plan, warnings: dict[int, list[str]] | None = None) -> Tabl
     return table
 
 
+def cost_table(plan: Plan) -> Table:
+    """The seed's "Cost Summary by Stage", for this plan, before anything runs."""
+    from tunegate.costs import summarize
+
+    summary = summarize(plan)
+    table = Table(title="Cost Summary by Stage", title_justify="left")
+    for col in ("stage", "time", "cost", "purpose", "from"):
+        table.add_column(col)
+    for c in summary.stages[:-1]:
+        table.add_row(f"{c.index} {c.name}", _hours(c.hours), f"${c.usd:,.2f}", c.purpose, c.source)
+    table.add_row(
+        "[bold]validation total[/]",
+        f"[bold]{_hours(summary.validation_hours)}[/]",
+        f"[bold]${summary.validation_usd:,.2f}[/]",
+        "",
+        "",
+        end_section=True,
+    )
+    last = summary.stages[-1]
+    table.add_row(
+        f"{last.index} {last.name}",
+        _hours(last.hours),
+        f"${last.usd:,.2f}",
+        last.purpose,
+        last.source,
+    )
+
+    def share(value: float | None, of: str) -> str:
+        return f" ({value:.0%} of the {of})" if value is not None else ""
+
+    table.caption = (
+        f"Total validation cost: ${summary.validation_usd:,.2f}"
+        f"{share(summary.usd_share, 'last stage cost')}; total validation time: "
+        f"{_hours(summary.validation_hours)}{share(summary.hours_share, 'last stage time')}. "
+        "If a stage finds a problem, fixing it costs the validation, not the last stage."
+    )
+    table.caption_justify = "left"
+    return table
+
+
 def verdict_table(plan: Plan, state: dict[str, Any]) -> Table:
     table = Table(title=f"Verdicts: {plan.name}")
     for col in ("#", "stage", "verdict", "evidence", "time"):
