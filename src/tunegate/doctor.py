@@ -1,23 +1,34 @@
 """Stage 0: check the environment. Each check is PASS / WARN / FAIL with its value and a fix.
 
-Checks run in parallel with timeouts, and write nothing: a doctor on a broken machine must be
-fast and harmless.
+Checks run in parallel, each bounded by its own timeout, so a doctor on a broken machine (hosts
+down, a hung daemon, a dead DNS server) still answers in seconds. They are harmless: nothing is
+written except a probe directory created and removed at once (the only honest writability test
+when running as root, for whom permission bits mean nothing) and, on a host's first contact,
+its key in ~/.ssh/known_hosts (`StrictHostKeyChecking=accept-new`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import json
 import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
-import urllib.request
+import tempfile
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
+from tunegate.errors import UserError
 from tunegate.plan import TINY_LLAMA, Plan
 
 Status = Literal["PASS", "WARN", "FAIL"]
@@ -34,6 +45,42 @@ REQUIRED = (
     "statsmodels",
 )
 
+# --- timeouts: each one bounds a wait on something that may be down ------------------------
+# The whole doctor's backstop. Every check's own timeouts below end within 7 s, so a check
+# still running at 8 s is hung, and the doctor answers within the promised 10 s regardless.
+TOTAL_TIMEOUT_S = 8.0
+# An HTTP service on a LAN answers /health or /models in milliseconds; 3 s tolerates a busy one
+# and still tells "down" from "slow" for a human waiting on the doctor.
+HTTP_TIMEOUT_S = 3.0
+# ssh's own connect bound (TCP connect + banner): a host that is up answers in well under 3 s.
+SSH_CONNECT_TIMEOUT_S = 3
+# ssh as a whole: connect (3 s) + key exchange, authentication and `true`, which take about a
+# second on a healthy host; it also covers DNS resolution, which ConnectTimeout does not.
+SSH_TIMEOUT_S = 6.0
+# One docker command: a local socket answers in milliseconds, an ssh:// engine in 1-2 s.
+DOCKER_CALL_TIMEOUT_S = 4.0
+# The docker checks run in sequence (client+daemon, runtime, image); together they stop here,
+# inside TOTAL_TIMEOUT_S.
+DOCKER_TIMEOUT_S = 7.0
+
+# --- what a plan writes (see disk_need) ----------------------------------------------------
+MIB = 2**20
+GIB = 2**30
+# qlora.py's SFTConfig(save_total_limit=2): older checkpoints are deleted as new ones land.
+SAVE_TOTAL_LIMIT = 2
+# Tokenizer files saved with every adapter, checkpoint and merged model, when the model's own
+# directory cannot be measured: Llama-3's tokenizer.json is 8.7 MiB, Qwen2.5's files 11 MiB.
+TOKENIZER_ALLOWANCE = 20 * MIB
+# scheduler.pt, rng_state.pth, trainer_state.json (one log entry per step) per checkpoint.
+CHECKPOINT_EXTRAS = 4 * MIB
+# A stage writes its selected items (at most the arm's file) and one evaluation record per test
+# item (of the same order): twice the arm's data file per stage.
+DATA_FACTOR = 2
+# MLflow's sqlite store and its small artifacts (JSON, plots) for one climb.
+TRACKING_ALLOWANCE = 64 * MIB
+# tiny-llama's build (fp32 weights + its tokenizer: 1.8 MiB measured), rounded up.
+TINY_LLAMA_BYTES = 4 * MIB
+
 
 @dataclass
 class Check:
@@ -41,11 +88,87 @@ class Check:
     status: Status
     value: str
     fix: str = ""
+    seconds: float = 0.0  # wall time of the check (shared by checks measured together)
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
+# --- helpers -------------------------------------------------------------------------------
+def _run(argv: list[str], timeout_s: float) -> tuple[int | None, str, str]:
+    """(exit code, stdout, stderr); exit code None when it timed out. The command runs in its
+    own session and the whole group is killed on timeout: ssh's ProxyCommand or docker's ssh
+    helper would otherwise keep the pipes open and hang the wait after the kill."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # it may have exited just now
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=1)  # reap; 1 s: the group was just SIGKILLed
+        return None, "", ""
+
+
+def _last_line(text: str) -> str:
+    """The line a tool's error is in: the last non-empty one that is not a warning."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if not ln.lower().startswith("warning")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def _redact(uri: str) -> str:
+    """A URI without its password, for messages."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _http_reason(err: Exception) -> str:
+    """One short cause for a failed request: 'connection refused', 'no answer in 3 s'."""
+    import requests
+
+    if isinstance(err, requests.Timeout):
+        return f"no answer in {HTTP_TIMEOUT_S:g} s"
+    found = re.search(r"\[Errno -?\d+\]\s*([^'\")]*)", str(err))
+    if found:
+        return found.group(1).strip().lower() or type(err).__name__
+    return type(err).__name__
+
+
+def _nearest_existing(path: Path) -> Path:
+    return next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+
+
+def _writable(path: Path) -> str | None:
+    """Why `path` (a directory to be created if missing) cannot be written, or None. Tries it:
+    os.access says yes to root whatever the mode bits, and knows nothing of /proc or /sys."""
+    probe = _nearest_existing(path)
+    if not probe.is_dir():
+        return f"{probe} is a file, so {path} cannot be created"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tunegate-doctor-", dir=probe))
+    except OSError as err:
+        return f"{probe} is not writable ({err.strerror or err})"
+    return None
+
+
+def _docker_needed(plan: Plan) -> bool:
+    return plan.executor.kind == "docker" or any(s.executor == "docker" for s in plan.stages)
+
+
+# --- environment -----------------------------------------------------------------------------
 def _python() -> Check:
     v = sys.version_info
     ok = v >= (3, 11)
@@ -77,21 +200,29 @@ def _packages() -> Check:
 def _torch_device(plan: Plan) -> Check:
     import torch
 
+    version = f"torch {torch.__version__}"
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return Check(
-            "torch device", "PASS", f"CUDA: {props.name}, {props.total_memory / 2**30:.1f} GiB"
+            "torch device",
+            "PASS",
+            f"{version}, CUDA {torch.version.cuda}: {props.name}, "
+            f"{props.total_memory / GIB:.1f} GiB",
         )
     if plan.model.name == TINY_LLAMA:
         return Check(
             "torch device",
             "PASS",
-            f"CPU ({torch.get_num_threads()} threads): enough for tiny-llama",
+            f"{version}, CPU ({torch.get_num_threads()} threads): enough for tiny-llama",
+        )
+    if _docker_needed(plan):
+        return Check(
+            "torch device", "PASS", f"{version}, no CUDA here: training runs in the container"
         )
     return Check(
         "torch device",
         "WARN",
-        "no CUDA device: training a real model on CPU is slow",
+        f"{version}, no CUDA device: training a real model on CPU is slow",
         "run on a GPU host (docker executor) or use model.name: tiny-llama",
     )
 
@@ -101,58 +232,23 @@ def _bitsandbytes(plan: Plan) -> Check:
         return Check("bitsandbytes", "PASS", "not needed (no 4-bit quantization)")
     try:
         import bitsandbytes as bnb
+        from bitsandbytes import cextension
     except Exception as err:  # a broken native library raises all sorts
         return Check(
             "bitsandbytes", "FAIL", f"import failed: {err}", "pip install bitsandbytes>=0.48"
         )
-    return Check("bitsandbytes", "PASS", f"{bnb.__version__} (Linear4bit available)")
-
-
-def _disk(plan: Plan) -> Check:
-    target = plan.output_dir
-    probe = next((p for p in [target, *target.parents] if p.exists()), Path("/"))
-    free = shutil.disk_usage(probe).free / 2**30
-    need = 1.0 if plan.model.name == TINY_LLAMA else 50.0  # adapters+checkpoints vs 8B models
-    if free < 0.1:
+    backend = getattr(cextension, "BNB_BACKEND", "?")
+    lib = getattr(getattr(cextension, "lib", None), "_lib", None)
+    if lib is None or type(cextension.lib).__name__.startswith("ErrorHandler"):
+        # bitsandbytes swaps in a stub that raises on first use when no binary loads.
         return Check(
-            "free disk", "FAIL", f"{free:.2f} GiB at {probe}", "free space or move output_dir"
+            "bitsandbytes",
+            "FAIL",
+            f"{bnb.__version__}: no {backend} native library loaded",
+            "python -m bitsandbytes (diagnoses it); reinstall bitsandbytes for this torch/CUDA",
         )
-    if not os.access(probe, os.W_OK):
-        return Check(
-            "free disk", "FAIL", f"{probe} is not writable", "fix permissions or output_dir"
-        )
-    status: Status = "PASS" if free >= need else "WARN"
-    return Check(
-        "free disk",
-        status,
-        f"{free:.1f} GiB free at {probe} (want ≥ {need:.0f})",
-        "" if status == "PASS" else "free space or move output_dir",
-    )
-
-
-def _tracking(plan: Plan) -> Check:
-    from tunegate.tracking import tracking_uri
-
-    uri = tracking_uri(plan)
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as resp:
-                body = resp.read(64).decode(errors="replace").strip()
-            return Check("tracking", "PASS", f"{uri}/health → {body}")
-        except Exception as err:
-            return Check(
-                "tracking",
-                "FAIL",
-                f"{uri} unreachable ({err})",
-                "start the MLflow server or fix tracking.uri / MLFLOW_TRACKING_URI",
-            )
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        parent = next((p for p in [db.parent, *db.parents] if p.exists()), Path("/"))
-        if not os.access(parent, os.W_OK):
-            return Check("tracking", "FAIL", f"{parent} is not writable", "fix tracking.uri")
-        return Check("tracking", "PASS", f"local store {uri}")
-    return Check("tracking", "WARN", f"{uri}: not checked", "")
+    library = Path(getattr(lib, "_name", "") or "?").name
+    return Check("bitsandbytes", "PASS", f"{bnb.__version__}, {backend} backend ({library})")
 
 
 def _model(plan: Plan) -> Check:
@@ -175,7 +271,7 @@ def _memory(plan: Plan) -> Check:
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        vram, where = props.total_memory / 2**30, props.name
+        vram, where = props.total_memory / GIB, props.name
     else:
         vram, where = DEFAULT_VRAM_GIB, "RTX 4070 Ti (default target; no GPU here)"
     est = for_plan(plan, vram_gib=vram)
@@ -200,26 +296,502 @@ def _sandbox() -> Check:
     return Check("sandbox", "WARN", iso.describe(), iso.problem)
 
 
-def run_checks(plan: Plan, timeout_s: float = 10.0) -> list[Check]:
-    checks: list[tuple[str, Callable[[], Check]]] = [
+# --- disk --------------------------------------------------------------------------------------
+@dataclass
+class DiskNeed:
+    """Bytes a plan writes under its output directory, with the sum's parts for the message."""
+
+    total: int
+    parts: dict[str, int]
+    stages: int
+    arms: int
+
+    def describe(self) -> str:
+        from tunegate.train.memory import gib
+
+        parts = ", ".join(f"{k} {gib(v) if v else 0}" for k, v in self.parts.items())
+        return f"{self.stages} train stages × {self.arms} arms: {parts}"
+
+
+def _save_dtype(plan: Plan) -> str:
+    """The dtype full weights are saved in: compute_dtype, whose `auto` is bf16 where training
+    runs on CUDA and fp32 on CPU (so an unknown device counts fp32: twice the bytes)."""
+    if plan.quantization.compute_dtype != "auto":
+        return plan.quantization.compute_dtype
+    if _docker_needed(plan):
+        return "bfloat16" if plan.executor.gpus else "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def _tokenizer_bytes(model_name: str) -> int:
+    """The tokenizer files saved next to every adapter, checkpoint and merged model."""
+    if model_name == TINY_LLAMA:
+        return MIB  # a 512-token byte-level BPE: under 100 KiB
+    path = Path(model_name)
+    if not path.is_dir():
+        return TOKENIZER_ALLOWANCE
+    names = ("tokenizer", "special_tokens_map", "vocab", "merges", "chat_template")
+    files = [p for p in path.iterdir() if p.is_file() and p.name.startswith(names)]
+    return sum(p.stat().st_size for p in files) or TOKENIZER_ALLOWANCE
+
+
+def disk_need(plan: Plan) -> DiskNeed:
+    """A conservative estimate of what the plan writes under output_dir, per train stage and arm:
+
+    - the adapter: the LoRA parameters in fp32 as peft saves them (the whole model for `full`),
+      plus the tokenizer;
+    - checkpoints: adapter + AdamW's two moments + scheduler/RNG/state, each; at most
+      SAVE_TOTAL_LIMIT kept (fewer when max_steps allows fewer saves), and one more exists
+      while the oldest is being rotated out;
+    - the merged 16-bit model (fp32 on CPU) when merge_adapter;
+    - the data: DATA_FACTOR × the arm's file; plus the MLflow store once.
+    Parameter counts come from the memory estimate's components, so they match `tunegate memory`.
+    """
+    from tunegate.train.memory import DTYPE_BYTES, TrainingShape, estimate, load_shape
+
+    shape = load_shape(plan.model.name)
+    dtype = _save_dtype(plan)
+    tokenizer = _tokenizer_bytes(plan.model.name)
+    parts = {"adapters": 0, "checkpoints": 0, "merged models": 0, "data": 0}
+    largest_checkpoint = 0
+    stages = [s for s in plan.stages if s.kind == "train"]
+    arms_per_stage = 0
+    for stage in stages:
+        t = plan.stage_training(stage)
+        est = estimate(
+            shape,
+            TrainingShape.from_settings(
+                t, plan.quantization, plan.lora, plan.model.max_length, compute_dtype=dtype
+            ),
+        )
+        method = plan.quantization.method
+        saved = est.components["weights" if method == "full" else "lora parameters"]
+        checkpoint = int(saved + est.components["optimizer states"]) + tokenizer
+        checkpoint += CHECKPOINT_EXTRAS
+        saves = t.max_steps // t.save_steps + 1 if t.max_steps else SAVE_TOTAL_LIMIT
+        merged = (
+            shape.total_params * DTYPE_BYTES[dtype] + tokenizer
+            if t.merge_adapter and method != "full"
+            else 0
+        )
+        arms = stage.arms or list(plan.arms)
+        arms_per_stage = max(arms_per_stage, len(arms))
+        for arm in arms:
+            parts["adapters"] += int(saved) + tokenizer
+            parts["checkpoints"] += min(saves, SAVE_TOTAL_LIMIT) * checkpoint
+            parts["merged models"] += merged
+            data = plan.arms[arm].data if arm in plan.arms else None
+            if data is not None and data.is_file():
+                parts["data"] += DATA_FACTOR * data.stat().st_size
+        largest_checkpoint = max(largest_checkpoint, checkpoint)
+    parts["checkpoints"] += largest_checkpoint  # the one in flight while rotating
+    parts["tracking"] = TRACKING_ALLOWANCE
+    return DiskNeed(sum(parts.values()), parts, len(stages), arms_per_stage)
+
+
+def _tiny_llama_cache() -> Path:
+    from tunegate.train.tiny import cache_dir
+
+    return cache_dir() / "models"
+
+
+def _tiny_llama_built() -> bool:
+    from tunegate.train.tiny import build_key
+
+    return (_tiny_llama_cache() / f"tiny-llama-{build_key()}" / "config.json").is_file()
+
+
+def _disk(plan: Plan) -> Check:
+    from tunegate.train.memory import gib
+
+    target = plan.output_dir
+    problem = _writable(target)
+    if problem:
+        return Check(
+            "free disk",
+            "FAIL",
+            f"output_dir {target}: {problem}",
+            "point output_dir at a writable directory",
+        )
+    probe = _nearest_existing(target)
+    free = shutil.disk_usage(probe).free
+    try:
+        need = disk_need(plan)
+    except (UserError, OSError) as err:
+        return Check(
+            "free disk",
+            "WARN",
+            f"{free / GIB:.1f} GiB free at {probe}; need unknown ({err})",
+            "fix model.name so the model's size can be read",
+        )
+    total = need.total
+    where = target if target == probe else f"{probe} (for {target})"
+    extra = ""
+    if plan.model.name == TINY_LLAMA and not _tiny_llama_built():
+        # Built on first use into the cache: counted where it will land.
+        cache = _nearest_existing(_tiny_llama_cache())
+        if cache.stat().st_dev == probe.stat().st_dev:
+            total += TINY_LLAMA_BYTES
+            extra = f", tiny-llama build {gib(TINY_LLAMA_BYTES)}"
+        else:
+            problem = _writable(_tiny_llama_cache())
+            if problem or shutil.disk_usage(cache).free < TINY_LLAMA_BYTES:
+                return Check(
+                    "free disk",
+                    "FAIL",
+                    f"tiny-llama cannot be built in {_tiny_llama_cache()}: "
+                    + (problem or f"{gib(shutil.disk_usage(cache).free)} free"),
+                    "set TUNEGATE_CACHE to a writable directory with space",
+                )
+    value = (
+        f"needs ~{gib(total)}, {gib(free)} free at {where} ({need.describe()}{extra}; "
+        "a conservative estimate)"
+    )
+    largest = max(need.parts, key=lambda k: need.parts[k])
+    fix = (
+        f"free {gib(total - free)} or more at {probe}, move output_dir to a larger disk, "
+        f"or write less (the largest part: {largest}, {gib(need.parts[largest])})"
+    )
+    if free < total:
+        return Check("free disk", "FAIL", value, fix)
+    # Headroom: logs, pip and HF caches share the disk; one filled to the last MiB breaks more
+    # than this run.
+    if free < total + max(GIB, total // 10):
+        return Check("free disk", "WARN", value + "; little headroom", fix)
+    return Check("free disk", "PASS", value)
+
+
+# --- services ----------------------------------------------------------------------------------
+def _tracking(plan: Plan) -> Check:
+    from tunegate.tracking import tracking_uri
+
+    uri = tracking_uri(plan)
+    shown = _redact(uri)
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        return _tracking_server(uri.rstrip("/"), shown.rstrip("/"))
+    if scheme in ("sqlite", "file", ""):
+        if scheme == "sqlite":
+            # sqlite:////abs/path or sqlite:///rel/path; the directory must take the db file and
+            # its journal.
+            store = Path(uri.removeprefix("sqlite:///")).parent
+        else:
+            store = Path(uri.removeprefix("file://"))
+        problem = _writable(store)
+        if problem:
+            return Check(
+                "tracking",
+                "FAIL",
+                f"local store {shown}: {problem}",
+                "fix tracking.uri (or MLFLOW_TRACKING_URI) or the directory's permissions",
+            )
+        return Check("tracking", "PASS", f"local store {shown} (writable)")
+    return Check(
+        "tracking",
+        "WARN",
+        f"{shown}: not checked (only http(s), sqlite and file stores are)",
+        "run `mlflow experiments search` against it once to be sure",
+    )
+
+
+def _tracking_server(uri: str, shown: str) -> Check:
+    import requests
+
+    fix = "start the MLflow server (`mlflow server`) or fix tracking.uri / MLFLOW_TRACKING_URI"
+    try:
+        health = requests.get(f"{uri}/health", timeout=HTTP_TIMEOUT_S)
+    except requests.RequestException as err:
+        return Check("tracking", "FAIL", f"{shown}/health: {_http_reason(err)}", fix)
+    body = " ".join(health.text.split())[:60]
+    if health.status_code != 200:
+        return Check("tracking", "FAIL", f"{shown}/health: HTTP {health.status_code} {body}", fix)
+    try:
+        answer = requests.get(f"{uri}/version", timeout=HTTP_TIMEOUT_S)
+        version = answer.text.strip() if answer.status_code == 200 else ""
+    except requests.RequestException:
+        version = ""
+    if not re.fullmatch(r"\d+\.\d+[\w.+-]*", version):
+        return Check(
+            "tracking",
+            "WARN",
+            f"{shown}/health: {body}, but /version is not an MLflow version",
+            "check tracking.uri points at the MLflow server itself, not a proxy page",
+        )
+    client = importlib.metadata.version("mlflow")
+    value = f"{shown}: MLflow {version} (/health {body}; client {client})"
+    if version.split(".")[0] != client.split(".")[0]:
+        # The REST API changes between major versions (MLflow 3's logged models, for one).
+        return Check(
+            "tracking",
+            "WARN",
+            value + ": major versions differ",
+            f"run an MLflow {client.split('.')[0]}.x server",
+        )
+    return Check("tracking", "PASS", value)
+
+
+def _judge(plan: Plan) -> Check:
+    """One cheap call: GET /models, or a 1-token chat completion where /models is not served."""
+    import requests
+
+    from tunegate.evaluate.http import EndpointError, post_json
+
+    judge = plan.judge
+    if judge is None:
+        return Check("judge", "PASS", "no judge configured (judge metrics report not run)")
+    base = judge.endpoint.rstrip("/")
+    key = os.environ.get(judge.api_key_env) if judge.api_key_env else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    fix = f"start the judge server or fix judge.endpoint ({_redact(base)})"
+    try:
+        resp = requests.get(f"{base}/models", headers=headers, timeout=HTTP_TIMEOUT_S)
+    except requests.RequestException as err:
+        return Check("judge", "FAIL", f"GET {_redact(base)}/models: {_http_reason(err)}", fix)
+    if resp.status_code in (404, 405):
+        try:
+            post_json(
+                f"{base}/chat/completions",
+                {
+                    "model": judge.model,
+                    "messages": [{"role": "user", "content": "ping"}],
+                    "max_tokens": 1,
+                },
+                api_key=key,
+                timeout_s=HTTP_TIMEOUT_S,
+                max_retries=0,  # a check, not a run: one try within the doctor's seconds
+            )
+        except EndpointError as err:
+            return Check("judge", "FAIL", str(err), fix)
+        return Check("judge", "PASS", f"{_redact(base)}: {judge.model} answered a 1-token call")
+    if resp.status_code in (401, 403):
+        sent = f"the key in ${judge.api_key_env}" if key else "no key"
+        return Check(
+            "judge",
+            "FAIL",
+            f"GET {_redact(base)}/models: HTTP {resp.status_code} ({sent} refused)",
+            f"set ${judge.api_key_env or 'OPENAI_API_KEY'} to a valid key (judge.api_key_env)",
+        )
+    if resp.status_code != 200:
+        text = " ".join(resp.text.split())[:120]
+        return Check(
+            "judge", "FAIL", f"GET {_redact(base)}/models: HTTP {resp.status_code} {text}", fix
+        )
+    try:
+        served = [str(m.get("id")) for m in resp.json().get("data", [])]
+    except (ValueError, AttributeError):
+        served = []
+    if judge.model in served:
+        return Check("judge", "PASS", f"{_redact(base)}: serves {judge.model}")
+    listed = ", ".join(served[:5]) + (" …" if len(served) > 5 else "")
+    return Check(
+        "judge",
+        "WARN",
+        f"{_redact(base)} answers, but does not list {judge.model} (serves: {listed or 'none'})",
+        "set judge.model to a model the endpoint serves",
+    )
+
+
+def _ssh(host_name: str, address: str, port: int) -> Check:
+    name = f"ssh {host_name}"
+    where = f"{address} port {port}"
+    if shutil.which("ssh") is None:
+        return Check(
+            name,
+            "WARN",
+            f"{where}: not checked, ssh: not installed",
+            "apt-get install openssh-client (or remove the host from plan.hosts)",
+        )
+    argv = [
+        "ssh",
+        "-o", "BatchMode=yes",  # keys only: a password prompt would hang the doctor
+        "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-p", str(port),
+        "--",  # an address starting with "-" must not be read as an option
+        address,
+        "true",
+    ]  # fmt: skip
+    started = time.monotonic()
+    code, _, err = _run(argv, SSH_TIMEOUT_S)
+    if code is None:
+        return Check(
+            name, "FAIL", f"{where}: no answer in {SSH_TIMEOUT_S:g} s", "check the host is up"
+        )
+    if code == 0:
+        return Check(name, "PASS", f"{where}: ok in {time.monotonic() - started:.1f} s")
+    line = _last_line(err)
+    if "Permission denied" in line:
+        fix = f"ssh-copy-id -p {port} {address} (BatchMode allows keys only)"
+    elif "Host key verification failed" in line or "HOST IDENTIFICATION" in err:
+        fix = "the host key changed: check why, then ssh-keygen -R the host"
+    elif "Could not resolve" in line:
+        fix = "fix the address in plan.hosts (or its ~/.ssh/config alias)"
+    else:
+        fix = f"check the host is up and sshd listens on port {port}"
+    return Check(name, "FAIL", f"{where}: {line}", fix)
+
+
+def _hosts(plan: Plan) -> list[tuple[str, Callable[[], Check | list[Check]]]]:
+    if not plan.hosts:
+        return [("ssh hosts", lambda: Check("ssh hosts", "PASS", "none listed (plan.hosts)"))]
+    return [(f"ssh {h.name}", partial(_ssh, h.name, h.address, h.port)) for h in plan.hosts]
+
+
+# --- docker ------------------------------------------------------------------------------------
+def _docker(plan: Plan) -> list[Check]:
+    """Client, daemon, GPU runtime, image: in that order, since each needs the one before; the
+    first missing piece is reported with its fix and the rest are not guessed at."""
+    if not _docker_needed(plan):
+        return [Check("docker", "PASS", f"not needed (executor: {plan.executor.kind})")]
+    ex = plan.executor
+    if shutil.which("docker") is None:
+        return [
+            Check(
+                "docker client",
+                "FAIL",
+                "docker: not installed (executor: docker)",
+                "install Docker Engine (https://docs.docker.com/engine/install/) and the NVIDIA "
+                "Container Toolkit, or set executor.kind: local",
+            )
+        ]
+    deadline = time.monotonic() + DOCKER_TIMEOUT_S
+    base = ["docker", *(["--host", ex.docker_host] if ex.docker_host else [])]
+    engine = ex.docker_host or os.environ.get("DOCKER_HOST") or "the local engine"
+
+    def docker(*args: str) -> tuple[int | None, str, str]:
+        left = min(DOCKER_CALL_TIMEOUT_S, deadline - time.monotonic())
+        return _run([*base, *args], max(0.5, left)) if left > 0 else (None, "", "")
+
+    code, out, err = docker("version", "--format", "{{json .}}")
+    if code is None:
+        return [
+            Check(
+                "docker daemon",
+                "FAIL",
+                f"`docker version` gave no answer in {DOCKER_CALL_TIMEOUT_S:g} s ({engine})",
+                "check the daemon (systemctl status docker) or executor.docker_host",
+            )
+        ]
+    try:
+        info = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    except json.JSONDecodeError:
+        info = {}
+    client = (info.get("Client") or {}).get("Version", "?")
+    checks = [Check("docker client", "PASS", f"docker {client}")]
+    server = info.get("Server")
+    if code != 0 or not server:
+        line = _last_line(err)
+        fix = (
+            "add yourself to the docker group (sudo usermod -aG docker $USER), then log in again"
+            if "permission denied" in line.lower()
+            else "start the daemon (sudo systemctl start docker) or fix executor.docker_host / "
+            "$DOCKER_HOST"
+        )
+        return [*checks, Check("docker daemon", "FAIL", f"{engine}: {line}", fix)]
+    checks.append(Check("docker daemon", "PASS", f"Engine {server.get('Version', '?')} ({engine})"))
+
+    if not ex.gpus:
+        checks.append(Check("docker gpu runtime", "PASS", "not needed (executor.gpus: null)"))
+    else:
+        code, out, err = docker("info", "--format", "{{json .Runtimes}}")
+        try:
+            runtimes = sorted(json.loads(out)) if code == 0 else []
+        except (json.JSONDecodeError, TypeError):
+            runtimes = []
+        if "nvidia" in runtimes:
+            checks.append(Check("docker gpu runtime", "PASS", "runtimes: " + ", ".join(runtimes)))
+        else:
+            # WARN, not FAIL: `--gpus` can also work through the toolkit's hook or CDI without a
+            # runtime named nvidia, which `docker info` does not show.
+            shown = (", ".join(runtimes) or _last_line(err)) if code is not None else "no answer"
+            checks.append(
+                Check(
+                    "docker gpu runtime",
+                    "WARN",
+                    f"no nvidia runtime ({shown}): `--gpus {ex.gpus}` may fail",
+                    "install nvidia-container-toolkit, then sudo nvidia-ctk runtime configure "
+                    "--runtime=docker && sudo systemctl restart docker",
+                )
+            )
+
+    code, out, err = docker("image", "inspect", "--format", "{{.Id}} {{.Created}}", ex.image)
+    if code == 0 and out.strip():
+        image_id, _, created = out.strip().partition(" ")
+        checks.append(
+            Check("docker image", "PASS", f"{ex.image} {image_id[:19]} (created {created[:10]})")
+        )
+    else:
+        line = _last_line(err) if code is not None else "no answer"
+        checks.append(
+            Check(
+                "docker image",
+                "FAIL",
+                f"{ex.image} not on {engine}: {line}",
+                f"docker build -f docker/Dockerfile.training -t {ex.image} .",
+            )
+        )
+    return checks
+
+
+# --- entry point -------------------------------------------------------------------------------
+def run_checks(plan: Plan, timeout_s: float = TOTAL_TIMEOUT_S) -> list[Check]:
+    """Every check, in parallel; returns within about `timeout_s` whatever hangs.
+
+    Plain daemon threads rather than a pool: a pool's shutdown (and the interpreter's exit)
+    waits for its threads, so one hung check would hold the doctor past its timeout.
+    """
+    jobs: list[tuple[str, Callable[[], Check | list[Check]]]] = [
         ("python", _python),
         ("packages", _packages),
         ("torch device", lambda: _torch_device(plan)),
         ("bitsandbytes", lambda: _bitsandbytes(plan)),
-        ("free disk", lambda: _disk(plan)),
-        ("tracking", lambda: _tracking(plan)),
         ("model", lambda: _model(plan)),
         ("gpu memory", lambda: _memory(plan)),
+        ("free disk", lambda: _disk(plan)),
+        ("tracking", lambda: _tracking(plan)),
+        ("judge", lambda: _judge(plan)),
+        ("docker", lambda: _docker(plan)),
+        *_hosts(plan),
         ("sandbox", _sandbox),
     ]
+    slots: list[list[Check] | Exception | None] = [None] * len(jobs)
+
+    def work(i: int, fn: Callable[[], Check | list[Check]]) -> None:
+        started = time.monotonic()
+        try:
+            got = fn()
+            checks = got if isinstance(got, list) else [got]
+            for c in checks:
+                c.seconds = round(time.monotonic() - started, 3)
+            slots[i] = checks
+        except Exception as err:
+            slots[i] = err
+
+    threads = [
+        threading.Thread(target=work, args=(i, fn), name=f"doctor {name}", daemon=True)
+        for i, (name, fn) in enumerate(jobs)
+    ]
+    deadline = time.monotonic() + timeout_s
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
     results: list[Check] = []
-    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
-        futures = [(name, pool.submit(fn)) for name, fn in checks]
-        for name, future in futures:
-            try:
-                results.append(future.result(timeout=timeout_s))
-            except FutureTimeout:
-                results.append(Check(name, "FAIL", f"no answer in {timeout_s:.0f} s", ""))
-            except Exception as err:
-                results.append(Check(name, "FAIL", f"check crashed: {err}", ""))
+    for (name, _), slot in zip(jobs, slots, strict=True):
+        if slot is None:
+            results.append(
+                Check(
+                    name,
+                    "FAIL",
+                    f"no answer in {timeout_s:g} s",
+                    "run it alone to see why",
+                    seconds=timeout_s,
+                )
+            )
+        elif isinstance(slot, Exception):
+            results.append(Check(name, "FAIL", f"check crashed: {slot}", ""))
+        else:
+            results.extend(slot)
     return results
