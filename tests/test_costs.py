@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -44,3 +45,51 @@ def test_plan_prints_the_cost_summary(example: Path) -> None:
     out = " ".join(result.stdout.split())
     assert "Cost Summary by Stage" in out
     assert "Total validation cost: $15.00 (6% of the last stage cost)" in out
+
+
+def _record(seconds: float, train_seconds: list[float]) -> dict:
+    return {
+        "seconds": seconds,
+        "arms": {
+            f"a{i}": {"train": {"train_seconds": t, "train_tokens": 1000}}
+            for i, t in enumerate(train_seconds)
+        },
+    }
+
+
+def test_forecast_scales_measured_seconds_per_sample(example: Path) -> None:
+    from tunegate.forecast import forecast, samples_per_arm
+
+    plan = load_plan(example)
+    small, pilot = plan.stages[2], plan.stages[3]
+    per_arm = samples_per_arm(plan, small, 40)  # 40 items, batch 4, 30 epochs
+    assert per_arm == 10 * 30 * 4
+    # Arms took 60 s and 80 s of training, the stage 200 s in all: 60 s outside training.
+    measured = [(_record(200, [60, 80]), per_arm, 4)]
+    f = forecast(plan, pilot, 84, measured)
+    assert f is not None
+    samples = samples_per_arm(plan, pilot, 84) * 2
+    assert f.samples == samples
+    overhead = 200 - 140
+    assert f.hours * 3600 == pytest.approx(70 / per_arm * samples + overhead)
+    assert f.low_hours * 3600 == pytest.approx(60 / per_arm * samples + overhead)
+    assert f.high_hours * 3600 == pytest.approx(80 / per_arm * samples + overhead)
+    # A stage at another batch size does not set the rate when one at the target's exists.
+    micro = (_record(30, [1, 1]), 10, 1)
+    assert forecast(plan, pilot, 84, [micro, *measured]) == f
+    assert "none at batch 4" in forecast(plan, pilot, 84, [micro]).basis  # type: ignore[union-attr]
+    assert forecast(plan, pilot, 84, []) is None
+
+
+def test_a_stage_over_budget_does_not_start(example: Path) -> None:
+    text = example.read_text() + "cost: {gpu_usd_per_hour: 100}\nbudget: {usd: 2.5}\n"
+    example.write_text(text)
+    result = run_cli("run", str(example), "--until", "3")
+    assert result.returncode == 1
+    out = " ".join(result.stdout.split())
+    assert "forecast stage 2 (small)" in out
+    assert "Stage 2 (small) not started, over budget:" in out
+    state = (example.parent / "runs" / "metadata-experiment" / "state.json").read_text()
+    small = json.loads(state)["stages"]["small"]
+    assert small["verdict"] == "FAIL" and small["gates"][0]["name"] == "budget"
+    assert "arms" not in small or not small["arms"]  # nothing trained

@@ -157,6 +157,10 @@ def power_notes(plan: Plan, exp: Experiment) -> dict[int, list[str]]:
     return notes
 
 
+def _duration(hours: float) -> str:
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
+
+
 class Ladder:
     def __init__(self, plan: Plan, exp: Experiment, console: Console) -> None:
         self.plan = plan
@@ -238,8 +242,15 @@ class Ladder:
                     f"[yellow]Override:[/] stage {index} forced although stage "
                     f"{index - 1} ({prev}) is {prev_verdict}."
                 )
+            over = self._over_budget(index, selections)
+            if over is not None:
+                self._say(f"[red]Stage {index} ({stage.name}) not started, over budget:[/] {over}")
+                records.append(self._budget_fail(index, stage, over))
+                break
             record = self._run_stage(index, stage, selections.get(index), forced)
             records.append(record)
+            if stage.kind == "train":
+                self._measure(index, stage, selections)
             if record.verdict != "PASS":
                 break
         if self.tracker:
@@ -258,6 +269,96 @@ class Ladder:
             record = {"index": index, "hash": h, "arms": {}}
             stages[stage.name] = record
         return record
+
+    def _measured(self, selections: dict[int, Selection]) -> list[tuple[dict[str, Any], int, int]]:
+        """(stage record, samples per arm, effective batch) of every training stage measured."""
+        from tunegate.forecast import effective_batch, samples_per_arm
+
+        out = []
+        for i, stage in enumerate(self.plan.stages):
+            record = self.state["stages"].get(stage.name, {})
+            sel = selections.get(i) or (
+                resolve_selection(self.plan, self.exp, stage) if stage.kind == "train" else None
+            )
+            if record.get("actual") and sel is not None:
+                out.append(
+                    (
+                        record,
+                        samples_per_arm(self.plan, stage, len(sel.train)),
+                        effective_batch(self.plan, stage),
+                    )
+                )
+        return out
+
+    def _measure(self, index: int, stage: Stage, selections: dict[int, Selection]) -> None:
+        """Record what the stage took; forecast the stages still ahead from all measured."""
+        from tunegate.forecast import actual, forecast
+
+        record = self.state["stages"][stage.name]
+        sel = selections[index]
+        record["actual"] = actual(self.plan, stage, record, len(sel.train)).to_json()
+        measured = self._measured(selections)
+        ahead = {}
+        for i in range(index + 1, len(self.plan.stages)):
+            later = self.plan.stages[i]
+            if later.kind != "train":
+                continue
+            later_sel = selections.get(i) or resolve_selection(self.plan, self.exp, later)
+            f = forecast(self.plan, later, len(later_sel.train), measured)
+            if f is None:
+                continue
+            ahead[later.name] = f.to_json()
+            self._say(
+                f"  forecast stage {i} ({later.name}): {_duration(f.hours)} "
+                f"({_duration(f.low_hours)}–{_duration(f.high_hours)}), ${f.usd:,.2f}; "
+                f"plan estimate {_duration(f.estimate_hours)}, ${f.estimate_usd:,.2f} "
+                f"[{f.basis}]"
+            )
+        # Kept per measuring stage: the forecast made after the pilot is what the last stage is
+        # judged against (docs/benchmarks.md reports its error).
+        self.state.setdefault("forecasts", {})[stage.name] = ahead
+        self._save()
+
+    def _over_budget(self, index: int, selections: dict[int, Selection]) -> str | None:
+        """Why stage `index` must not start: what is spent plus its forecast (or, before any
+        measurement, its plan estimate) crosses the plan's budget. None when it fits."""
+        budget = self.plan.budget
+        if budget.usd is None and budget.hours is None:
+            return None
+        from tunegate.costs import stage_cost
+        from tunegate.forecast import forecast
+
+        stage = self.plan.stages[index]
+        done = [r.get("actual") for r in self.state["stages"].values() if r.get("actual")]
+        spent_usd = sum(a["usd"] for a in done)
+        spent_hours = sum(a["wall_hours"] for a in done)
+        predicted = None
+        if stage.kind == "train":
+            sel = selections.get(index) or resolve_selection(self.plan, self.exp, stage)
+            predicted = forecast(self.plan, stage, len(sel.train), self._measured(selections))
+        if predicted is not None:
+            usd, hours, basis = predicted.high_usd, predicted.high_hours, "forecast (upper)"
+        else:
+            c = stage_cost(self.plan, index, stage)
+            usd, hours, basis = c.usd, c.hours, "plan estimate"
+        if budget.usd is not None and spent_usd + usd > budget.usd:
+            return (
+                f"${spent_usd:,.2f} spent + ${usd:,.2f} {basis} for this stage "
+                f"> ${budget.usd:,.2f} budget"
+            )
+        if budget.hours is not None and spent_hours + hours > budget.hours:
+            return (
+                f"{_duration(spent_hours)} spent + {_duration(hours)} {basis} for this "
+                f"stage > {_duration(budget.hours)} budget"
+            )
+        return None
+
+    def _budget_fail(self, index: int, stage: Stage, reason: str) -> StageRecord:
+        gate = GateResult("budget", False, "health", reason)
+        record = self._stage_state(index, stage)
+        record.update(status="done", verdict="FAIL", finished=now(), gates=[gate.__dict__])
+        self._save()
+        return StageRecord(index, stage.name, "FAIL", [gate], False, 0.0)
 
     def _run_stage(
         self, index: int, stage: Stage, sel: Selection | None, forced: bool

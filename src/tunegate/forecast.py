@@ -1,0 +1,143 @@
+"""Measured, then forecast: what each stage actually took, and what the rest will take.
+
+A finished stage records its actual figures (`actual`): wall hours, device hours (the arms'
+training time on the accelerator), samples and tokens trained, tokens per second, judge calls
+and dollars, and its cost at the plan's hourly price. From the training stages measured so far,
+`forecast` predicts a later stage from its planned data size: seconds per sample trained (one
+rate per measured arm) × the samples the stage will train, plus the measured time a stage spends
+outside training (loading, generation, scoring). The interval spans the slowest and fastest
+measured rates, so two measured stages (the seed's 2 and 3) give an honest spread; the plan's
+own estimate is shown next to it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tunegate.costs import hourly_usd
+from tunegate.plan import Plan, Stage
+
+
+@dataclass(frozen=True)
+class Actual:
+    stage: str
+    wall_hours: float
+    device_hours: float
+    device: str
+    samples_trained: int
+    tokens_trained: int
+    tokens_per_second: float | None
+    judge_calls: int
+    judge_usd: float
+    usd: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    stage: str
+    hours: float
+    low_hours: float
+    high_hours: float
+    usd: float
+    low_usd: float
+    high_usd: float
+    samples: int
+    basis: str  # which measurements it rests on
+    estimate_hours: float
+    estimate_usd: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def samples_per_arm(plan: Plan, stage: Stage, train_items: int) -> int:
+    """Samples one arm trains in `stage`: max_steps × effective batch, else items × epochs."""
+    t = plan.stage_training(stage)
+    batch = t.batch_size * t.gradient_accumulation_steps
+    if t.max_steps:
+        return t.max_steps * batch
+    steps_per_epoch = math.ceil(train_items / batch) if train_items else 0
+    return math.ceil(steps_per_epoch * t.epochs) * batch  # as the Trainer rounds its steps
+
+
+def actual(plan: Plan, stage: Stage, record: dict[str, Any], train_items: int) -> Actual:
+    """A finished stage's figures, from its state record."""
+    trains = [a["train"] for a in record.get("arms", {}).values() if a.get("train")]
+    train_seconds = sum(float(t.get("train_seconds") or 0) for t in trains)
+    tokens = sum(int(t.get("train_tokens") or 0) for t in trains)
+    cost = record.get("evaluation_cost") or {}
+    wall_hours = float(record.get("seconds") or 0) / 3600
+    device_hours = train_seconds / 3600
+    return Actual(
+        stage=stage.name,
+        wall_hours=wall_hours,
+        device_hours=device_hours,
+        device=trains[0].get("device", "?") if trains else "-",
+        samples_trained=samples_per_arm(plan, stage, train_items) * len(trains),
+        tokens_trained=tokens,
+        tokens_per_second=tokens / train_seconds if train_seconds else None,
+        judge_calls=int(cost.get("judge_calls") or 0),
+        judge_usd=float(cost.get("judge_usd") or 0),
+        # The device is held for the whole stage, not only while it trains.
+        usd=wall_hours * hourly_usd(plan) + float(cost.get("judge_usd") or 0),
+    )
+
+
+def effective_batch(plan: Plan, stage: Stage) -> int:
+    t = plan.stage_training(stage)
+    return t.batch_size * t.gradient_accumulation_steps
+
+
+def forecast(
+    plan: Plan,
+    stage: Stage,
+    train_items: int,
+    measured: list[tuple[dict[str, Any], int, int]],
+) -> Forecast | None:
+    """`stage`'s time and cost from the training stages measured so far: `measured` holds
+    (stage record, samples per arm, effective batch) for each. Seconds per sample depend on the
+    batch (the seed's micro stage trains at batch 1), so stages at the target's batch are used
+    when there are any. None until one has trained."""
+    batch = effective_batch(plan, stage)
+    same = [m for m in measured if m[2] == batch]
+    used = same or measured
+    rates, overheads = [], []
+    for record, per_arm, _ in used:
+        trains = [a["train"] for a in record.get("arms", {}).values() if a.get("train")]
+        for t in trains:
+            if per_arm and t.get("train_seconds"):
+                rates.append(float(t["train_seconds"]) / per_arm)
+        train_total = sum(float(t.get("train_seconds") or 0) for t in trains)
+        if record.get("seconds"):
+            overheads.append(max(0.0, float(record["seconds"]) - train_total))
+    if not rates:
+        return None
+    arms = len(stage.arms or plan.arms)
+    samples = samples_per_arm(plan, stage, train_items)
+    overhead = statistics.median(overheads) if overheads else 0.0
+
+    def hours(rate: float) -> float:
+        return (rate * samples * arms + overhead) / 3600
+
+    point, low, high = hours(statistics.median(rates)), hours(min(rates)), hours(max(rates))
+    price = hourly_usd(plan)
+    return Forecast(
+        stage=stage.name,
+        hours=point,
+        low_hours=low,
+        high_hours=high,
+        usd=point * price,
+        low_usd=low * price,
+        high_usd=high * price,
+        samples=samples * arms,
+        basis=f"{len(rates)} measured arm(s) over {len(used)} stage(s)"
+        + ("" if same else f", none at batch {batch}"),
+        estimate_hours=stage.estimate.hours,
+        estimate_usd=stage.estimate.usd,
+    )
