@@ -361,13 +361,23 @@ def test_ladder_with_the_docker_executor_and_no_docker_fails_the_stage_clearly(
     text = example.read_text()
     example.write_text(text + "\nexecutor:\n  kind: docker\n")
     env = {**os.environ, "PATH": str(Path(sys.executable).parent), "COLUMNS": "200"}
-    proc = subprocess.run(
-        [TUNEGATE, "run", str(example), "--until", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TUNEGATE, "run", str(example), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    # Stage 0 catches it first: the doctor's docker check fails and nothing trains.
+    proc = run("--until", "1")
+    assert proc.returncode == 1
+    assert "docker: not installed (executor: docker)" in proc.stdout
+    assert "Stage 1" not in proc.stdout
+    # Forced past stage 0, the training stage itself fails clearly, with the command it built.
+    proc = run("--stage", "1", "--force-stage", "1")
     assert proc.returncode == 1
     assert "no `docker` client on PATH" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr

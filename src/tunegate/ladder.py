@@ -242,10 +242,23 @@ class Ladder:
                     f"[yellow]Override:[/] stage {index} forced although stage "
                     f"{index - 1} ({prev}) is {prev_verdict}."
                 )
+            if index == len(self.plan.stages) - 1 and index > 0:
+                unticked = self._preflight(index, selections)
+                if unticked and index not in opts.force:
+                    reason = "pre-flight: " + "; ".join(unticked)
+                    self._say(
+                        f"[red]Stage {index} ({stage.name}) not started:[/] the pre-flight "
+                        f"checklist has {len(unticked)} unticked box(es). Fix them, or pass "
+                        f"--force-stage {index} to override (recorded)."
+                    )
+                    records.append(self._gate_fail(index, stage, "preflight", reason))
+                    break
+                if unticked:
+                    self._say(f"[yellow]Override:[/] pre-flight boxes unticked: {unticked}")
             over = self._over_budget(index, selections)
             if over is not None:
                 self._say(f"[red]Stage {index} ({stage.name}) not started, over budget:[/] {over}")
-                records.append(self._budget_fail(index, stage, over))
+                records.append(self._gate_fail(index, stage, "budget", over))
                 break
             record = self._run_stage(index, stage, selections.get(index), forced)
             records.append(record)
@@ -353,8 +366,29 @@ class Ladder:
             )
         return None
 
-    def _budget_fail(self, index: int, stage: Stage, reason: str) -> StageRecord:
-        gate = GateResult("budget", False, "health", reason)
+    def _preflight(self, index: int, selections: dict[int, Selection]) -> list[str]:
+        """Print the seed's pre-flight checklist for the last stage; the unticked boxes."""
+        from tunegate.forecast import forecast
+        from tunegate.preflight import checklist
+
+        last = self.plan.stages[index]
+        predicted = None
+        if last.kind == "train":
+            sel = selections.get(index) or resolve_selection(self.plan, self.exp, last)
+            f = forecast(self.plan, last, len(sel.train), self._measured(selections))
+            predicted = f.to_json() if f else None
+        boxes = checklist(self.plan, self.state, predicted)
+        self.state["preflight"] = [b.to_json() for b in boxes]
+        self._save()
+        self._say(f"\n[bold]Pre-flight checklist[/] (before stage {index}, {last.name}):")
+        for b in boxes:
+            mark = "[green]✓[/]" if b.ticked else "[red]✗[/]"
+            self._say(f"  {mark} {b.label} — {b.evidence}")
+        return [b.label for b in boxes if not b.ticked]
+
+    def _gate_fail(self, index: int, stage: Stage, name: str, reason: str) -> StageRecord:
+        """A stage that did not start: FAIL on a health gate (budget, pre-flight), recorded."""
+        gate = GateResult(name, False, "health", reason)
         record = self._stage_state(index, stage)
         record.update(status="done", verdict="FAIL", finished=now(), gates=[gate.__dict__])
         self._save()
@@ -388,6 +422,7 @@ class Ladder:
         self._say(f"\n[bold]Stage {index} · {stage.name}[/] — {stage.description}")
         if stage.kind == "environment":
             evidence = self._environment(stage_dir)
+            record["checks"] = evidence.environment  # the pre-flight reads the tracking check
         else:
             assert sel is not None
             evidence = self._train_stage(index, stage, sel, stage_dir, record)
@@ -725,7 +760,14 @@ class Ladder:
     ) -> None:
         ev_cfg = stage.evaluation
         settings = Settings.from_config(ev_cfg, self.plan.seed)
-        judge, no_judge = make_judge(self.plan.judge)
+        judge_cfg = self.plan.judge
+        if judge_cfg is not None and self.plan.budget.usd is not None:
+            # The judge stops paying once the climb's money is spent, not only its own cap.
+            spent = sum(r.get("actual", {}).get("usd", 0.0) for r in self.state["stages"].values())
+            left = max(self.plan.budget.usd - spent, 0.0)
+            cap = left if judge_cfg.budget_usd is None else min(left, judge_cfg.budget_usd)
+            judge_cfg = judge_cfg.model_copy(update={"budget_usd": cap})
+        judge, no_judge = make_judge(judge_cfg)
         ctx = Context(timeout_s=ev_cfg.timeout_s, judge=judge, no_judge_reason=no_judge)
         rows: list[dict[str, Any]] = []
         scores: dict[str, dict[str, dict[str, float | None]]] = {}

@@ -1,0 +1,113 @@
+"""The seed's pre-flight checklist before the last stage, each box ticked from recorded evidence.
+
+The seed ticks its ten boxes by hand before committing 42 GPU-hours; here each one is read from
+the run's state: stage verdicts and their gates, arm errors, the tracking check, the forecast
+of the last stage against the plan's budget. Any box left unticked stops the climb (a recorded
+`--force-stage` overrides it, as for any blocked stage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tunegate.plan import Plan
+
+
+@dataclass(frozen=True)
+class Box:
+    label: str
+    ticked: bool
+    evidence: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gate(record: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((g for g in record.get("gates", []) if g.get("name") == name), None)
+
+
+def checklist(plan: Plan, state: dict[str, Any], forecast: dict[str, Any] | None) -> list[Box]:
+    """The boxes for the plan's last stage, from `state` and the last stage's `forecast`."""
+    stages, records = plan.stages, state.get("stages", {})
+    before = stages[:-1]
+    boxes: list[Box] = []
+    for i, stage in enumerate(before):
+        verdict = records.get(stage.name, {}).get("verdict")
+        boxes.append(
+            Box(f"Stage {i} passed ({stage.name})", verdict == "PASS", f"verdict: {verdict}")
+        )
+    # The last stage before the final one that gates on the effect: the seed's stage 3.
+    pilot = next((s for s in reversed(before) if s.gates.min_improvement is not None), None)
+    if pilot is not None:
+        rec = records.get(pilot.name, {})
+        for name, label in (
+            ("min_improvement", f"{pilot.name}: improvement > {pilot.gates.min_improvement:.0%}"),
+            ("max_p_value", f"{pilot.name}: statistically significant (p < "
+             f"{pilot.gates.max_p_value or 0.05:g})"),
+            ("evaluation_ran", f"{pilot.name}: evaluation pipeline validated"),
+        ):  # fmt: skip
+            gate = _gate(rec, name)
+            boxes.append(
+                Box(
+                    label,
+                    bool(gate and gate.get("passed")),
+                    gate.get("detail", "") if gate else "this gate is not in the plan",
+                )
+            )
+    errors = [
+        f"{s}/{a}: {arm.get('error')}"
+        for s, rec in records.items()
+        for a, arm in rec.get("arms", {}).items()
+        if arm.get("error")
+    ]
+    boxes.append(
+        Box("No crashes or OOM errors", not errors, "; ".join(errors) or "no arm recorded an error")
+    )
+    env = next((records.get(s.name, {}) for s in before if s.kind == "environment"), {})
+    tracking = next((c for c in env.get("checks", []) if c.get("name") == "tracking"), None)
+    boxes.append(
+        Box(
+            "MLflow logging works",
+            bool(state.get("mlflow_parent")) and (tracking is None or tracking["status"] != "FAIL"),
+            f"parent run {state.get('mlflow_parent')}"
+            + (f"; {tracking['value']}" if tracking else ""),
+        )
+    )
+    budget = plan.budget
+    spent_h = sum(r.get("actual", {}).get("wall_hours", 0.0) for r in records.values())
+    spent_usd = sum(r.get("actual", {}).get("usd", 0.0) for r in records.values())
+    last = stages[-1]
+    need_h = forecast["high_hours"] if forecast else last.estimate.hours
+    need_usd = forecast["high_usd"] if forecast else last.estimate.usd
+    basis = "forecast, upper bound" if forecast else "plan estimate"
+    if budget.hours is None:
+        boxes.append(
+            Box(
+                f"{need_h:.2f} h of time available for {last.name}",
+                False,
+                f"{basis} {need_h:.2f} h; set budget.hours to the time you have",
+            )
+        )
+    else:
+        left = budget.hours - spent_h
+        boxes.append(
+            Box(
+                f"{need_h:.2f} h of time available for {last.name}",
+                need_h <= left,
+                f"{basis} {need_h:.2f} h; {left:.2f} h left of budget.hours {budget.hours:g}",
+            )
+        )
+    fits = budget.usd is None or spent_usd + need_usd <= budget.usd
+    boxes.append(
+        Box(
+            f"Budget ${need_usd:,.2f} for {last.name} approved",
+            budget.approved and fits,
+            ("budget.approved is true" if budget.approved else "set budget.approved: true")
+            + (
+                "" if fits else f"; ${spent_usd:,.2f} spent + ${need_usd:,.2f} > ${budget.usd:,.2f}"
+            ),
+        )
+    )
+    return boxes
