@@ -11,9 +11,9 @@ from tunegate.preflight import checklist
 
 def _passed_state(plan: Any) -> dict[str, Any]:
     gates = [
-        {"name": "min_improvement", "passed": True, "detail": "+40% points"},
-        {"name": "max_p_value", "passed": True, "detail": "p = 0.001"},
-        {"name": "evaluation_ran", "passed": True, "detail": "15/15 items scored"},
+        {"name": "min_improvement", "passed": True, "evidence": "+40% points"},
+        {"name": "max_p_value", "passed": True, "evidence": "p = 0.001"},
+        {"name": "evaluation_ran", "passed": True, "evidence": "15/15 items scored"},
     ]
     stages = {s.name: {"verdict": "PASS", "gates": [], "arms": {}} for s in plan.stages[:-1]}
     stages["pilot"]["gates"] = gates
@@ -32,6 +32,7 @@ def test_every_box_ticked_from_evidence(example: Path) -> None:
     assert any("statistically significant" in label for label in labels)
     # The seed's ten boxes, with "Stage 3 passed (>10% improvement confirmed)" split in two.
     assert len(boxes) == 11
+    assert next(b for b in boxes if "significant" in b.label).evidence == "p = 0.001"
 
 
 def test_each_missing_piece_of_evidence_unticks_its_box(example: Path) -> None:

@@ -53,7 +53,7 @@ def checklist(plan: Plan, state: dict[str, Any], forecast: dict[str, Any] | None
                 Box(
                     label,
                     bool(gate and gate.get("passed")),
-                    gate.get("detail", "") if gate else "this gate is not in the plan",
+                    gate.get("evidence", "") if gate else "this gate is not in the plan",
                 )
             )
     errors = [
