@@ -93,3 +93,12 @@ def test_a_stage_over_budget_does_not_start(example: Path) -> None:
     small = json.loads(state)["stages"]["small"]
     assert small["verdict"] == "FAIL" and small["gates"][0]["name"] == "budget"
     assert "arms" not in small or not small["arms"]  # nothing trained
+    # The measured stage's actuals and the forecasts are in MLflow too.
+    from mlflow.tracking import MlflowClient
+
+    runs = json.loads(state)
+    client = MlflowClient(f"sqlite:///{example.parent / 'runs' / 'mlflow.db'}")
+    micro = client.get_run(runs["stages"]["micro"]["mlflow_run"]).data.metrics
+    assert micro["actual.wall_hours"] > 0 and "actual.tokens_trained" in micro
+    parent = client.get_run(runs["mlflow_parent"]).data.metrics
+    assert parent["forecast.small.hours"] > 0

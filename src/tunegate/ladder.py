@@ -310,6 +310,12 @@ class Ladder:
         record = self.state["stages"][stage.name]
         sel = selections[index]
         record["actual"] = actual(self.plan, stage, record, len(sel.train)).to_json()
+        numbers = {
+            f"actual.{k}": float(v)
+            for k, v in record["actual"].items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        self.tracker.metrics(record["mlflow_run"], numbers)
         measured = self._measured(selections)
         ahead = {}
         for i in range(index + 1, len(self.plan.stages)):
@@ -321,6 +327,17 @@ class Ladder:
             if f is None:
                 continue
             ahead[later.name] = f.to_json()
+            # Step = the measuring stage: the MLflow UI shows the forecast settling stage by stage.
+            self.tracker.metrics(
+                self.state["mlflow_parent"],
+                {
+                    f"forecast.{later.name}.hours": f.hours,
+                    f"forecast.{later.name}.low_hours": f.low_hours,
+                    f"forecast.{later.name}.high_hours": f.high_hours,
+                    f"forecast.{later.name}.usd": f.usd,
+                },
+                index,
+            )
             self._say(
                 f"  forecast stage {i} ({later.name}): {_duration(f.hours)} "
                 f"({_duration(f.low_hours)}–{_duration(f.high_hours)}), ${f.usd:,.2f}; "
