@@ -521,24 +521,12 @@ SEED_RECOVERY: dict[str, list[str]] = {
 }
 
 
-# The seed's "all metrics" (its seven evaluators and pass@k); coherence is reported as not run
-# until a judge is configured.
-SEED_METRICS = [
-    "functional_correctness",
-    "code_accuracy",
-    "syntax_validity",
-    "semantic_similarity",
-    "codebleu",
-    "pass@1",
-    "pass@10",
-    "vulnerability",
-    "vulnerable",
-    "coherence",
-]
-
-
 def default_stages() -> list[Stage]:
     """The seed's ladder (DESIGN.md): 0 environment, 1 micro, 2 small, 3 pilot, 4 production."""
+    # The seed's "all metrics" (its evaluators and pass@k), as `--all-metrics`; coherence is
+    # reported as not run until a judge is configured.
+    from tunegate.evaluate.metrics import ALL_METRICS as SEED_METRICS
+
     return [
         Stage(
             name="environment",
