@@ -102,3 +102,19 @@ def test_a_stage_over_budget_does_not_start(example: Path) -> None:
     assert micro["actual.wall_hours"] > 0 and "actual.tokens_trained" in micro
     parent = client.get_run(runs["mlflow_parent"]).data.metrics
     assert parent["forecast.small.hours"] > 0
+
+
+def test_a_stage_measured_at_another_batch_brackets_the_forecast(example: Path) -> None:
+    """Batch 1 measured, batch 4 forecast: per-sample time between the measured rate (batching
+    gains nothing) and a quarter of it (batching is free), the point their geometric mean."""
+    from tunegate.forecast import forecast, samples_per_arm
+
+    plan = load_plan(example)
+    pilot = plan.stages[3]
+    micro = (_record(30, [10, 10]), 10, 1)  # 1 s per sample at batch 1; 10 s outside training
+    f = forecast(plan, pilot, 84, [micro])
+    assert f is not None and not f.same_batch
+    samples = samples_per_arm(plan, pilot, 84) * 2
+    assert f.high_hours * 3600 == pytest.approx(1.0 * samples + 10)
+    assert f.low_hours * 3600 == pytest.approx(0.25 * samples + 10)
+    assert f.hours * 3600 == pytest.approx(0.5 * samples + 10)

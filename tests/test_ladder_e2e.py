@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import run_cli
+from test_report import assert_not_blank, assert_self_contained, render_in_chromium
 
 STAGES = ["environment", "micro", "small", "pilot", "production"]
 
@@ -63,10 +64,36 @@ def test_example_climbs_all_five_stages(example: Path) -> None:
     steps = [m.step for m in history]
     assert len(steps) == len(set(steps)) > 100  # one point per step, none twice
 
+    # The report: self-contained, under 2 MB, on the ladder run in MLflow, and rendered by a
+    # real browser with no network (its DOM holds the verdict table and every figure).
+    report = run_dir / "report"
+    html = report / "report.html"
+    assert html.stat().st_size < 2 * 1024 * 1024
+    assert_self_contained(html.read_text())
+    assert sorted(p.name for p in (report / "plots").iterdir()) == [
+        "forest.svg", "loss-1-micro.svg", "loss-2-small.svg", "loss-3-pilot.svg",
+        "loss-4-production.svg",
+    ]  # fmt: skip
+    md = (report / "report.md").read_text()
+    assert "**GO — every stage passed, the last included**" in md
+    assert "| 4 | production | PASS |" in md and "## Cost and time" in md
+    listed = {a.path for a in client.list_artifacts(parent[0].info.run_id, "report/plots")}
+    assert len(listed) == 5
+    dom, shot = render_in_chromium(html, example.parent / "browser")
+    verdicts = dom[dom.index('<table id="verdicts">') : dom.index("</table>")]
+    assert verdicts.count('<td class="PASS">PASS</td>') == 5
+    assert dom.count("<svg") == 5 and 'id="fig-forest"' in dom
+    for section in ("training", "comparison", "power", "cost", "preflight", "reproducibility"):
+        assert f'<section id="{section}">' in dom
+    assert_not_blank(shot)
+
     # `status` reads the same state back.
     status = run_cli("status", cwd=example.parent)
     assert status.returncode == 0 and "production" in status.stdout and "GO" in status.stdout
 
     # A second `run` has nothing left to do and trains nothing.
-    again = run_cli("run", str(example))
-    assert again.returncode == 0 and "Every stage has passed" in again.stdout
+    again = run_cli("run", str(example), "--json")
+    assert again.returncode == 0
+    verdicts = json.loads(again.stdout)  # nothing but JSON on stdout
+    assert verdicts["answer"].startswith("GO") and verdicts["report"]["html"] == str(html)
+    assert [s["verdict"] for s in verdicts["stages"]] == ["PASS"] * 5

@@ -53,3 +53,28 @@ def test_each_missing_piece_of_evidence_unticks_its_box(example: Path) -> None:
         "set budget.approved: true" in b.evidence
         for b in checklist(plan, _passed_state(plan), {"high_hours": 0.1, "high_usd": 0.0})
     )
+
+
+def test_an_unticked_box_stops_the_last_stage_through_the_cli(example: Path) -> None:
+    """The climb stops before the last stage when the budget is not approved; nothing trains,
+    the FAIL is recorded on a `preflight` gate, and a recorded --force-stage overrides it."""
+    import json
+
+    from conftest import run_cli
+
+    text = example.read_text()
+    text = text[: text.index("  - name: small")]  # environment, then micro as the last stage
+    text = text.replace("budget: {hours: 1, approved: true}", "budget: {hours: 1, approved: false}")
+    example.write_text(text)
+    result = run_cli("run", str(example))
+    assert result.returncode == 1
+    out = " ".join(result.stdout.split())
+    assert "Pre-flight checklist (before stage 1, micro)" in out
+    assert "✗ Budget $0.00 for micro approved — set budget.approved: true" in out
+    assert "✓ Stage 0 passed (environment)" in out
+    assert "Stage 1 (micro) not started: the pre-flight checklist has 1 unticked box(es)" in out
+    run_dir = example.parent / "runs" / "metadata-experiment"
+    micro = json.loads((run_dir / "state.json").read_text())["stages"]["micro"]
+    assert micro["verdict"] == "FAIL" and micro["gates"][0]["name"] == "preflight"
+    assert "Budget $0.00 for micro approved" in micro["gates"][0]["evidence"]
+    assert not (run_dir / "stage-1-micro" / "control").exists()  # nothing trained

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 # Quiet, offline defaults before any HF import: nothing may reach a hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -114,6 +117,9 @@ def run(
         "pass (recorded in state, report and tracking).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the verdict table."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Nothing but the verdicts, gates and report paths, as JSON."
+    ),
 ) -> None:
     """Climb the ladder: resume at the first stage not passed; stop at the first that fails."""
     from tunegate.data.arms import load_experiment
@@ -125,19 +131,63 @@ def run(
     from tunegate.render import final_answer, verdict_table
 
     _quiet_libraries()
-    ladder = Ladder(p, exp, Console(quiet=quiet, width=console.width))
+    ladder = Ladder(p, exp, Console(quiet=quiet or as_json, width=console.width))
     records = ladder.climb(
         RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
     )
     state = ladder.run.load_state()
-    console.print()
-    console.print(verdict_table(p, state))
-    console.print(f"[bold]{final_answer(p, state)}[/]   run directory: {ladder.run.root}")
+    if as_json:
+        print(json.dumps(_verdicts_json(p, state, ladder.run.root), indent=2))
+    else:
+        console.print()
+        console.print(verdict_table(p, state))
+        console.print(f"[bold]{final_answer(p, state)}[/]   run directory: {ladder.run.root}")
+        report = ladder.run.root / "report" / "report.html"
+        if report.is_file():
+            console.print(f"Report: {report}", highlight=False, soft_wrap=True)
     if ladder.blocked or (records and records[-1].verdict != "PASS"):
         raise typer.Exit(1)
     end = until if until is not None else (stage if stage is not None else len(p.stages) - 1)
     if records and records[-1].index < end:
         raise typer.Exit(1)  # blocked before the requested end
+
+
+def _verdicts_json(p: Any, state: dict[str, Any], root: Path) -> dict[str, Any]:
+    """`run --json`: the answer and each stage's verdict with its gates, for scripts."""
+    from tunegate.render import final_answer
+
+    stages = []
+    for i, stage in enumerate(p.stages):
+        rec = state.get("stages", {}).get(stage.name) or {}
+        stages.append(
+            {
+                "index": i,
+                "name": stage.name,
+                "verdict": rec.get("verdict"),
+                "forced": bool(rec.get("forced")),
+                "seconds": rec.get("seconds"),
+                "gates": rec.get("gates", []),
+                "actual": rec.get("actual"),
+            }
+        )
+    report = root / "report"
+    return {
+        "answer": final_answer(p, state),
+        "run_dir": str(root),
+        "stages": stages,
+        "report": {f: str(report / f"report.{f}") for f in ("html", "md")},
+        "mlflow": {"tracking_uri": state.get("tracking_uri"), "parent": state.get("mlflow_parent")},
+    }
+
+
+def _run_dir(run_dir: Path | None, plan_path: Path) -> Path:
+    """The run directory named, or the plan's (from ./tunegate.yaml)."""
+    if run_dir is not None:
+        return run_dir
+    from tunegate.ladder import run_dir_for
+    from tunegate.plan import load_plan
+
+    return run_dir_for(load_plan(plan_path)).root
 
 
 @app.command()
@@ -148,27 +198,48 @@ def status(
     plan_path: Path = typer.Option(DEFAULT_PLAN, "--plan"),
 ) -> None:
     """Show each stage's verdict and evidence for a run."""
-    from tunegate.plan import Plan, load_plan
     from tunegate.render import final_answer, verdict_table
-    from tunegate.rundir import RunDir
+    from tunegate.report import load
 
-    if run_dir is None:
-        p = load_plan(plan_path)
-        from tunegate.ladder import run_dir_for
-
-        rd = run_dir_for(p)
-    else:
-        rd = RunDir(run_dir)
-        if not (run_dir / "plan.json").is_file():
-            raise UserError("not a tunegate run directory (no plan.json)", where=str(run_dir))
-        import json
-
-        p = Plan.model_validate(json.loads((run_dir / "plan.json").read_text()))
-    if not rd.exists():
-        raise UserError("no run yet (state.json missing): `tunegate run` first", where=str(rd.root))
-    state = rd.load_state()
+    p, state = load(_run_dir(run_dir, plan_path))
     console.print(verdict_table(p, state))
     console.print(f"[bold]{final_answer(p, state)}[/]")
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    md = "md"
+
+
+@app.command()
+def report(
+    run_dir: Path | None = typer.Argument(
+        None, help="A run directory (default: the plan's, from ./tunegate.yaml)."
+    ),
+    fmt: ReportFormat = typer.Option(
+        ReportFormat.html,
+        "--format",
+        help="html: one self-contained page; md: Markdown, also printed for a terminal or a PR.",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Also write it here (default: RUN_DIR/report/report.FORMAT)."
+    ),
+    plan_path: Path = typer.Option(DEFAULT_PLAN, "--plan"),
+) -> None:
+    """Write the run's report: verdicts and gate evidence, loss curves, comparisons with
+    confidence intervals, power, cost and time, recovery actions, plan, hashes and versions."""
+    import shutil
+
+    from tunegate.report import write
+
+    path = write(_run_dir(run_dir, plan_path), (fmt.value,))[fmt.value]
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, output)
+        path = output
+    if fmt is ReportFormat.md:
+        print(path.read_text(encoding="utf-8"))
+    console.print(f"Report: {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -177,7 +248,6 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Checks and total_seconds as JSON."),
 ) -> None:
     """Check the environment (stage 0), every check in parallel with timeouts; exit 1 on a FAIL."""
-    import json
     import time
 
     from tunegate.doctor import run_checks
@@ -221,12 +291,25 @@ def main() -> None:
         Console(stderr=True).print("aborted")
         sys.exit(130)
     except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+        if isinstance(err, _usage_errors()):
+            err.show()  # type: ignore[attr-defined]  # "Usage: … Error: No such option"
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's usage errors: typer ≥ 0.20 parses with its own copy of click, whose exceptions
+    are not click's; either kind is a one-line user error, not a traceback."""
+    import click
+
+    kinds: list[type[Exception]] = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+
+        kinds.append(ClickException)
+    except ImportError:  # an older typer parses with click itself
+        pass
+    return tuple(kinds)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -178,9 +177,10 @@ def run(
         write_results,
     )
     from tunegate.generate import load_backend
+    from tunegate.progress import Bars
 
     judge, no_judge = make_judge(judge_cfg)
-    with _progress(console, show_progress) as bars:
+    with Bars(console, show_progress) as bars:
         ctx = Context(timeout_s=settings.timeout_s, judge=judge, no_judge_reason=no_judge)
         rows = []
         for role, spec in models.items():
@@ -193,15 +193,10 @@ def run(
             )
             arm_items = items[role]
             total = len(arm_items) * (1 + (settings.samples if settings.wants_samples else 0))
-            task = bars.add_task(f"{role}: generate", total=total) if bars else None
-
-            def step(n: int, task: Any = task) -> None:
-                if bars is not None and task is not None:
-                    bars.advance(task, n)
-
+            step = bars.counter(f"{role}: generate", total)
             generations = generate_arm(backend, arm_items, settings, step)
             del backend  # one model in memory at a time
-            ctx.progress = _ticker(bars, role)
+            ctx.progress = bars.ticker(role)
             rows += score_arm(role, role, arm_items, generations, settings, ctx)
     summary = summarize(rows, settings.metrics)
     for role, spec in models.items():
@@ -216,40 +211,6 @@ def run(
     console.print(render(summary, settings.metrics, costs))
     console.print(f"Per-item results: {written['results.jsonl']}")
     return {"summary": summary, "cost": costs, "files": {k: str(v) for k, v in written.items()}}
-
-
-def _progress(console: Console, show: bool) -> AbstractContextManager[Any]:
-    if not show or not console.is_terminal:  # no bars in logs and pipes
-        return nullcontext(None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-
-def _ticker(bars: Any, role: str) -> Any:
-    if bars is None:
-        return None
-    tasks: dict[str, Any] = {}
-
-    def tick(kind: str, n: int) -> None:
-        if kind not in tasks:
-            tasks[kind] = bars.add_task(f"{role}: {kind}", total=None)
-        bars.advance(tasks[kind], n)
-
-    return tick
 
 
 def _unique(items: list[Any], files: list[str]) -> None:

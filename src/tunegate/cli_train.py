@@ -68,9 +68,13 @@ def train(
     }
     job = resolve(job_from_env(os.environ, overrides))
     _quiet_libraries()
+    from tunegate.progress import Bars
+
     say = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False))
     try:
-        result = run_job(job, say)
+        # On a terminal a bar follows the steps; logs and pipes get the seed's step lines.
+        with Bars(console, enabled=not as_json) as bars:
+            result = run_job(job, say, bars.training(f"{job.job.name}: train"))
     except TrainingStopped as err:
         from rich.markup import escape
 

@@ -8,6 +8,11 @@ rate per measured arm) × the samples the stage will train, plus the measured ti
 outside training (loading, generation, scoring). The interval spans the slowest and fastest
 measured rates, so two measured stages (the seed's 2 and 3) give an honest spread; the plan's
 own estimate is shown next to it.
+
+A stage measured at another batch size (the seed's micro stage trains at batch 1) brackets the
+rate instead: batching never makes a sample slower (the measured rate is the slow end) and at
+best costs nothing per extra row (the rate × measured batch / target batch is the fast end). The
+point is their geometric mean, and the forecast says it rests on another batch size.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Forecast:
     basis: str  # which measurements it rests on
     estimate_hours: float
     estimate_usd: float
+    same_batch: bool = True  # measured at the target's batch size; else a bracket (see above)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,12 +113,19 @@ def forecast(
     batch = effective_batch(plan, stage)
     same = [m for m in measured if m[2] == batch]
     used = same or measured
-    rates, overheads = [], []
-    for record, per_arm, _ in used:
+    rates, lows, highs, overheads = [], [], [], []
+    for record, per_arm, measured_batch in used:
         trains = [a["train"] for a in record.get("arms", {}).values() if a.get("train")]
+        # Per-sample time at the target batch lies between the measured rate and the rate with
+        # perfect batching (see the module docstring); equal when the batches are the same.
+        amortized = measured_batch / batch
         for t in trains:
             if per_arm and t.get("train_seconds"):
-                rates.append(float(t["train_seconds"]) / per_arm)
+                rate = float(t["train_seconds"]) / per_arm
+                ends = sorted((rate, rate * amortized))
+                lows.append(ends[0])
+                highs.append(ends[1])
+                rates.append(rate * math.sqrt(amortized))
         train_total = sum(float(t.get("train_seconds") or 0) for t in trains)
         if record.get("seconds"):
             overheads.append(max(0.0, float(record["seconds"]) - train_total))
@@ -125,7 +138,7 @@ def forecast(
     def hours(rate: float) -> float:
         return (rate * samples * arms + overhead) / 3600
 
-    point, low, high = hours(statistics.median(rates)), hours(min(rates)), hours(max(rates))
+    point, low, high = hours(statistics.median(rates)), hours(min(lows)), hours(max(highs))
     price = hourly_usd(plan)
     return Forecast(
         stage=stage.name,
@@ -140,4 +153,5 @@ def forecast(
         + ("" if same else f", none at batch {batch}"),
         estimate_hours=stage.estimate.hours,
         estimate_usd=stage.estimate.usd,
+        same_batch=bool(same),
     )

@@ -37,6 +37,7 @@ from tunegate.evaluate.run import (
 )
 from tunegate.gates import ArmEvidence, GateResult, StageEvidence, evaluate_gates
 from tunegate.plan import Plan, Stage, plan_hash
+from tunegate.progress import Bars
 from tunegate.rundir import RunDir, atomic_write_json
 
 
@@ -170,6 +171,7 @@ class Ladder:
         self.state: dict[str, Any] = {"stages": {}}
         self.tracker: Any = None
         self.blocked = False  # a stage was not started because the one before did not pass
+        self.bars = Bars(console)  # on a terminal only; started for the climb
 
     # --- bookkeeping -------------------------------------------------------------------
     def _save(self) -> None:
@@ -185,10 +187,16 @@ class Ladder:
         self.state.setdefault("plan_name", self.plan.name)
         self.state.setdefault("created", now())
         self.state["plan_hash"] = plan_hash(self.plan)
+        # Content hashes of each arm's whole data set, as loaded (the report's reproducibility).
+        self.state["data_hashes"] = {
+            name: items_hash(list(self.exp.arm(arm.role).values()))
+            for name, arm in self.plan.arms.items()
+        }
         self.run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run.root / "plan.json", self.plan.model_dump(mode="json"))
         self.tracker = Tracker.for_plan(self.plan)
         self.state["tracking_uri"] = self.tracker.uri
+        self.state["mlflow_experiment_id"] = self.tracker.experiment_id
         self.state["mlflow_parent"] = self.tracker.start(
             f"ladder:{self.plan.name}",
             run_id=self.state.get("mlflow_parent"),
@@ -218,6 +226,12 @@ class Ladder:
             self._say("[green]Every stage has passed.[/] Use --from N to run a stage again.")
             return []
         self._open()
+        with self.bars:
+            return self._climb(opts, start, end, selections)
+
+    def _climb(
+        self, opts: RunOptions, start: int, end: int, selections: dict[int, Selection]
+    ) -> list[StageRecord]:
         for index, notes in power_notes(self.plan, self.exp).items():
             for note in notes:
                 if start <= index <= end and "cannot be met" in note:
@@ -266,9 +280,26 @@ class Ladder:
                 self._measure(index, stage, selections)
             if record.verdict != "PASS":
                 break
+            if index < end:
+                self._report()  # after every stage; the last one's is written below
         if self.tracker:
+            self._report()
             self.tracker.end(self.state["mlflow_parent"])
         return records
+
+    def _report(self) -> None:
+        """Write the report (HTML, Markdown, figures) into the run directory and log it to the
+        parent run, with a summary as the run's MLflow description. A report that cannot be
+        written is said, and does not stop the climb: the state and the verdicts are written."""
+        from tunegate.report import REPORT_DIR, mlflow_summary, write
+
+        try:
+            write(self.run.root)
+            parent = self.state["mlflow_parent"]
+            self.tracker.artifact(parent, self.run.root / REPORT_DIR, REPORT_DIR)
+            self.tracker.tags(parent, {"mlflow.note.content": mlflow_summary(self.run.root)})
+        except Exception as err:
+            self._say(f"[yellow]Report not written:[/] {type(err).__name__}: {err}")
 
     def _stage_state(self, index: int, stage: Stage) -> dict[str, Any]:
         stages = self.state["stages"]
@@ -366,8 +397,12 @@ class Ladder:
         if stage.kind == "train":
             sel = selections.get(index) or resolve_selection(self.plan, self.exp, stage)
             predicted = forecast(self.plan, stage, len(sel.train), self._measured(selections))
-        if predicted is not None:
+        if predicted is not None and predicted.same_batch:
             usd, hours, basis = predicted.high_usd, predicted.high_hours, "forecast (upper)"
+        elif predicted is not None:
+            # Measured at another batch size only: the upper end assumes batching gains nothing,
+            # which would stop stages that fit; the bracket's middle decides.
+            usd, hours, basis = predicted.usd, predicted.hours, "forecast (from another batch)"
         else:
             c = stage_cost(self.plan, index, stage)
             usd, hours, basis = c.usd, c.hours, "plan estimate"
@@ -430,6 +465,7 @@ class Ladder:
             run_id=record.get("mlflow_run"),
             tags={
                 "tunegate.level": "stage",
+                "tunegate.ladder": self.plan.name,
                 "tunegate.stage": stage.name,
                 "tunegate.stage_index": str(index),
                 "tunegate.forced": str(forced).lower(),
@@ -602,7 +638,9 @@ class Ladder:
             run_id=arm_state.get("mlflow_run"),
             tags={
                 "tunegate.level": "arm",
+                "tunegate.ladder": self.plan.name,
                 "tunegate.stage": stage.name,
+                "tunegate.stage_index": str(index),
                 "tunegate.arm": name,
                 "tunegate.role": role,
             },
@@ -656,6 +694,7 @@ class Ladder:
                         max_length=plan.model.max_length,
                         seed=plan.seed,
                         metric_sink=sink,
+                        on_step=self.bars.training(f"{name}: train"),
                         allow_truncation=stage.checks.truncation == "warn",
                         provenance={
                             "plan_hash": plan_hash(plan),
@@ -717,10 +756,13 @@ class Ladder:
         gens = Generations()
         if stage.evaluation.mode == "full":
             test_items = _selection_items(self.exp, role, sel, sel.test)
+            settings = Settings.from_config(stage.evaluation, plan.seed)
+            total = len(test_items) * (1 + (settings.samples if settings.wants_samples else 0))
             gens = generate_arm(
                 TransformersBackend(model, tokenizer, name=name),
                 test_items,
-                Settings.from_config(stage.evaluation, plan.seed),
+                settings,
+                self.bars.counter(f"{name}: generate", total),
             )
         return ev, gens
 
@@ -791,6 +833,7 @@ class Ladder:
         for name in arm_names:
             role = self.plan.arms[name].role
             items = _selection_items(self.exp, role, sel, sel.test)
+            ctx.progress = self.bars.ticker(name)
             arm_rows = score_arm(name, role, items, generations[name], settings, ctx)
             rows += arm_rows
             scores[role] = {

@@ -79,9 +79,12 @@ def checklist(plan: Plan, state: dict[str, Any], forecast: dict[str, Any] | None
     spent_h = sum(r.get("actual", {}).get("wall_hours", 0.0) for r in records.values())
     spent_usd = sum(r.get("actual", {}).get("usd", 0.0) for r in records.values())
     last = stages[-1]
-    need_h = forecast["high_hours"] if forecast else last.estimate.hours
-    need_usd = forecast["high_usd"] if forecast else last.estimate.usd
-    basis = "forecast, upper bound" if forecast else "plan estimate"
+    # As the budget guard: the upper bound, unless the forecast only brackets another batch size.
+    upper = forecast is not None and forecast.get("same_batch", True)
+    end = "high_" if upper else ""
+    need_h = forecast[f"{end}hours"] if forecast else last.estimate.hours
+    need_usd = forecast[f"{end}usd"] if forecast else last.estimate.usd
+    basis = ("forecast, upper bound" if upper else "forecast") if forecast else "plan estimate"
     if budget.hours is None:
         boxes.append(
             Box(

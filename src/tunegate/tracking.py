@@ -81,8 +81,11 @@ class Tracker:
                 if run.info.status != "RUNNING":
                     self.client.update_run(run_id, status="RUNNING")
                 return run_id
-            except Exception:
-                pass  # a store that lost the run (deleted db): start a new one
+            except Exception as err:
+                # Only a store that lost the run (a deleted db) starts a new one; a server that
+                # is briefly down must not split a resumed ladder into two run trees.
+                if getattr(err, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                    raise
         all_tags = dict(tags or {})
         if parent:
             all_tags["mlflow.parentRunId"] = parent

@@ -201,7 +201,11 @@ def env_help() -> str:
     return "\n".join(rows)
 
 
-def run_job(r: ResolvedJob, say: Callable[[str], None]) -> dict[str, Any]:
+def run_job(
+    r: ResolvedJob,
+    say: Callable[[str], None],
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
     """Train, save, reload and smoke-generate, logging to MLflow (rank 0 only). Returns the
     record also written to OUTPUT_DIR/MODEL_NAME/result.json. Raises TrainingStopped when a
     guard stops training."""
@@ -260,6 +264,7 @@ def run_job(r: ResolvedJob, say: Callable[[str], None]) -> dict[str, Any]:
             metric_sink=sink,
             provenance={"job": job.model_dump(mode="json")},
             progress=say,
+            on_step=on_step,
         )
     except (TrainingStopped, ValueError) as err:
         if tracker is not None:

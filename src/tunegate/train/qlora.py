@@ -310,11 +310,14 @@ def train_arm(
     provenance: dict[str, Any] | None = None,
     allow_truncation: bool = False,
     progress: Callable[[str], None] | None = None,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train one arm into `out_dir/adapter`; resume from `out_dir/checkpoints` if present.
 
     Raises `TrainingStopped` when a guard stops it, and `SystemExit(143)` after checkpointing
-    when the process receives SIGTERM (resume continues from that checkpoint).
+    when the process receives SIGTERM (resume continues from that checkpoint). `progress` gets
+    lines to print; `on_step(step, max_steps, logs)` follows every logged step (a progress
+    bar), and replaces the per-step line when given.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -435,7 +438,9 @@ def train_arm(
             if (peak := cuda_gib("max_memory_allocated")) is not None:
                 logs["peak_memory_gib"] = peak - baseline
             guard["buffer"].append((_numeric(logs), state.global_step))
-            if is_main_process():
+            if on_step is not None and is_main_process():
+                on_step(state.global_step, state.max_steps, _numeric(logs))
+            elif is_main_process():
                 rate = logs.get("tokens_per_second")
                 say(
                     f"Training steps: {state.global_step}/{state.max_steps}  "

@@ -1,0 +1,606 @@
+"""The run's report: what a practitioner reads to decide in a minute, from the run directory alone.
+
+One set of sections (tables, lists, figures) is built from `plan.json`, `state.json` and the
+stage directories, then written twice: a self-contained HTML page (inline CSS, inline SVG
+figures, no script, nothing fetched) and Markdown for a terminal or a pull request. The ladder
+writes both after every stage and logs them, with the figures, to its MLflow parent run;
+`tunegate report` rebuilds them for any run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunegate.plan import Plan
+from tunegate.plots import ForestRow
+from tunegate.render import final_answer
+from tunegate.rundir import RunDir, atomic_write_text
+
+REPORT_DIR = "report"  # inside the run directory; also the MLflow artifact path
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    id: str = ""
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    name: str  # file stem: plots/<name>.svg
+    caption: str
+    svg: str
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    intro: str = ""
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+    code: str = ""  # preformatted text (the plan)
+
+
+@dataclass
+class Report:
+    title: str
+    answer: str
+    facts: list[tuple[str, str]]
+    sections: list[Section]
+
+    @property
+    def figures(self) -> list[Figure]:
+        return [f for s in self.sections for f in s.figures]
+
+
+# --- formatting helpers ------------------------------------------------------------------------
+
+
+def _num(value: Any, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _pct(value: Any, signed: bool = False) -> str:
+    return "–" if value is None else format(100 * value, "+.1f" if signed else ".1f") + "%"
+
+
+def _ci(interval: Any, fmt: Any) -> str:
+    return f" [{fmt(interval[0])}, {fmt(interval[1])}]" if interval else ""
+
+
+def _p(value: Any) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def _duration(hours: float | None) -> str:
+    if hours is None:
+        return "–"
+    seconds = hours * 3600
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if hours < 1 else f"{hours:.2f} h"
+
+
+def _usd(value: float | None) -> str:
+    return "–" if value is None else f"${value:,.2f}"
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def load(run_dir: Path) -> tuple[Plan, dict[str, Any]]:
+    """The plan a run was made with, and its state; a UserError if `run_dir` is not a run."""
+    from tunegate.errors import UserError
+
+    plan_file = run_dir / "plan.json"
+    if not plan_file.is_file():
+        raise UserError("not a tunegate run directory (no plan.json)", where=str(run_dir))
+    run = RunDir(run_dir)
+    if not run.exists():
+        raise UserError("no run yet (state.json missing): `tunegate run` first", where=str(run_dir))
+    try:
+        plan = Plan.model_validate(json.loads(plan_file.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValueError) as err:
+        first = str(err).splitlines()[0]
+        raise UserError(f"unreadable plan ({first})", where=str(plan_file)) from None
+    return plan, run.load_state()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def build(run_dir: Path) -> Report:
+    plan, state = load(run_dir)
+    run = RunDir(run_dir)
+    records = state.get("stages", {})
+    facts = [
+        ("plan", plan.name),
+        ("run directory", str(run_dir.resolve())),
+        ("started", str(state.get("created", "–"))),
+        ("plan hash", str(state.get("plan_hash", "–"))),
+        ("seed", str(plan.seed)),
+        ("tracking", f"{state.get('tracking_uri', '–')} (parent run {state.get('mlflow_parent')})"),
+    ]
+    sections = [
+        _ladder(plan, records),
+        _recovery(plan, records),
+        _training(plan, records),
+        _comparison(plan, records),
+        _power(plan, records, run),
+        _costs(plan, state),
+        _preflight(state),
+        _mlflow(plan, state),
+        _reproducibility(plan, state, run),
+    ]
+    return Report(
+        title=f"tunegate report: {plan.name}",
+        answer=final_answer(plan, state),
+        facts=facts,
+        sections=[s for s in sections if s is not None],
+    )
+
+
+def _ladder(plan: Plan, records: dict[str, Any]) -> Section:
+    rows = []
+    for i, stage in enumerate(plan.stages):
+        rec = records.get(stage.name) or {}
+        verdict = rec.get("verdict") or rec.get("status") or "not run"
+        if rec.get("forced"):
+            verdict += " (forced)"
+        if rec and rec.get("hash") != plan.stage_hash(i):
+            verdict += " (plan changed since)"
+        gates = "\n".join(
+            f"{'✓' if g['passed'] else '✗'} {g['name']}: {g['evidence']}"
+            for g in rec.get("gates", [])
+        )
+        seconds = rec.get("seconds")
+        rows.append(
+            [str(i), stage.name, verdict, gates, "–" if seconds is None else f"{seconds:.1f} s"]
+        )
+    return Section(
+        "ladder",
+        "The ladder",
+        "Each stage validates one thing on real parts; a stage starts only when the one "
+        "before it passed. Every gate is listed with the evidence it was decided on.",
+        tables=[Table(["#", "stage", "verdict", "gates and evidence", "time"], rows, "verdicts")],
+    )
+
+
+def _recovery(plan: Plan, records: dict[str, Any]) -> Section | None:
+    items = []
+    for i, stage in enumerate(plan.stages):
+        rec = records.get(stage.name) or {}
+        if rec.get("verdict") in (None, "PASS"):
+            continue
+        failing = [g for g in rec.get("gates", []) if not g["passed"]]
+        why = "; ".join(f"{g['name']}: {g['evidence']}" for g in failing) or rec["verdict"]
+        items.append(f"Stage {i} ({stage.name}) is {rec['verdict']}: {why}")
+        items += [f"{n}. {action}" for n, action in enumerate(stage.recovery, 1)]
+        if not stage.recovery:
+            items.append("The plan lists no recovery actions for this stage.")
+        for arm, arm_rec in rec.get("arms", {}).items():
+            if arm_rec.get("error"):
+                items.append(f"{arm}: {arm_rec['error']}")
+    if not items:
+        return None
+    return Section("recovery", "What to do next", "From the plan's recovery actions.", items=items)
+
+
+def _training(plan: Plan, records: dict[str, Any]) -> Section | None:
+    from tunegate.plots import loss_curves
+
+    rows, figures = [], []
+    for i, stage in enumerate(plan.stages):
+        arms = (records.get(stage.name) or {}).get("arms", {})
+        curves, evals, roles = {}, {}, {}
+        for name, arm in arms.items():
+            t = arm.get("train")
+            if not t:
+                continue
+            losses = [(float(s), float(v)) for s, v in t.get("losses", [])]
+            curves[name] = losses
+            evals[name] = (t.get("eval_loss_before"), t.get("eval_loss_after"))
+            roles[name] = plan.arms[name].role if name in plan.arms else ""
+            loss = f"{losses[0][1]:.3f} → {losses[-1][1]:.3f}" if losses else "–"
+            rows.append(
+                [
+                    f"{i} {stage.name}",
+                    name,
+                    str(t.get("steps", "–")),
+                    loss,
+                    f"{_num(t.get('eval_loss_before'))} → {_num(t.get('eval_loss_after'))}",
+                    _num(t.get("tokens_per_second"), ",.0f"),
+                    _num(t.get("peak_memory_gib"), ".2f") + " GiB"
+                    if t.get("peak_memory_gib") is not None
+                    else "– (CPU)",
+                    f"{t.get('train_seconds', 0):.1f} s",
+                ]
+            )
+        if curves:
+            figures.append(
+                Figure(
+                    f"loss-{i}-{stage.name}",
+                    f"Stage {i} ({stage.name}): training loss per step, control vs experiment",
+                    loss_curves(f"stage {i}: {stage.name}", curves, roles, evals),
+                )
+            )
+    if not rows:
+        return None
+    columns = [
+        "stage", "arm", "steps", "train loss", "eval loss before → after", "tokens/s",
+        "peak memory", "train time",
+    ]  # fmt: skip
+    return Section(
+        "training", "Training", "", tables=[Table(columns, rows, "training")], figures=figures
+    )
+
+
+def _comparison_row(stage: str, c: dict[str, Any], label: str) -> list[str]:
+    fmt_rate = (lambda v: _pct(v)) if c.get("binary") else (lambda v: _num(v))
+    fmt_diff = (lambda v: _pct(v, signed=True)) if c.get("binary") else (lambda v: f"{v:+.3f}")
+    rel = c.get("relative")
+    d_z = c.get("d_z")
+    return [
+        stage,
+        label,
+        str(c.get("n", "–")),
+        fmt_rate(c["control_mean"]) + _ci(c.get("control_rate_ci95"), fmt_rate),
+        fmt_rate(c["experiment_mean"]) + _ci(c.get("experiment_rate_ci95"), fmt_rate),
+        fmt_diff(c["difference"]) + _ci(c.get("ci95"), fmt_diff),
+        ("–" if rel is None else _pct(rel, signed=True))
+        + _ci(c.get("relative_ci95"), lambda v: _pct(v, signed=True)),
+        c.get("test", "–"),
+        _p(c.get("p_value")),
+        _p(c.get("p_adjusted")),
+        ("–" if d_z is None else f"{d_z:.2f}") + _ci(c.get("d_z_ci95"), lambda v: f"{v:.2f}"),
+    ]
+
+
+def _comparison(plan: Plan, records: dict[str, Any]) -> Section | None:
+    from tunegate.plots import forest
+
+    metric_rows, scenario_rows, forest_rows = [], [], []
+    for i, stage in enumerate(plan.stages):
+        comp = (records.get(stage.name) or {}).get("comparison")
+        if not comp:
+            continue
+        alpha = stage.gates.max_p_value or 0.05
+        label_stage = f"{i} {stage.name}"
+        secondary = comp.get("secondary", {}).values()
+        entries = [(comp["primary"], True)] + [(c, False) for c in secondary]
+        for c, primary in entries:
+            name = c["metric"] + (" (primary)" if primary else "")
+            metric_rows.append(_comparison_row(label_stage, c, name))
+            forest_rows.append(_forest_row(f"{stage.name}: {c['metric']}", c, alpha, primary))
+        for scenario, c in comp.get("per_scenario", {}).items():
+            scenario_rows.append(_comparison_row(label_stage, c, f"{scenario}: {c['metric']}"))
+            forest_rows.append(_forest_row(f"{stage.name}: {scenario}", c, alpha, False))
+        for note in comp["primary"].get("notes", []):
+            metric_rows.append([label_stage, "note", "", note, "", "", "", "", "", "", ""])
+    if not metric_rows:
+        return None
+    columns = [
+        "stage", "metric", "n", "control [95% CI]", "experiment [95% CI]",
+        "difference [95% CI]", "relative [95% CI]", "test", "p", "p (Holm)", "d_z [95% CI]",
+    ]  # fmt: skip
+    tables = [Table(columns, metric_rows, "metrics", "Paired comparisons on the same test items.")]
+    if scenario_rows:
+        tables.append(
+            Table(columns, scenario_rows, "scenarios", "The primary metric per scenario.")
+        )
+    drawable = [r for r in forest_rows if r is not None]
+    figures = []
+    if drawable:
+        figures.append(
+            Figure(
+                "forest",
+                "Relative improvement with 95% bootstrap intervals (green: significant after "
+                "Holm correction at the stage's α; diamond: the pre-registered primary). Rows "
+                "where the control scored 0 have no relative change and are left out.",
+                forest("experiment vs control, by stage", drawable),
+            )
+        )
+    return Section(
+        "comparison",
+        "Control vs experiment",
+        "Means with Wilson intervals per arm (binary metrics), the paired difference with its "
+        "interval, the relative change with its bootstrap interval, the pre-registered test "
+        "and Holm-adjusted p, and Cohen's d_z.",
+        tables=tables,
+        figures=figures,
+    )
+
+
+def _forest_row(label: str, c: dict[str, Any], alpha: float, primary: bool) -> ForestRow | None:
+    from tunegate.evaluate.metrics import metric
+    from tunegate.plots import relative_or_none
+
+    rel = relative_or_none(c.get("relative"))
+    if rel is None:
+        return None
+    ci = c.get("relative_ci95") or [None, None]
+    low, high = relative_or_none(ci[0]), relative_or_none(ci[1])
+    try:
+        higher_is_better = metric(c["metric"]).higher_is_better
+    except Exception:  # a metric this version does not know: draw it as measured
+        higher_is_better = True
+    if not higher_is_better:  # vulnerability: a fall is the improvement; flip to read alike
+        rel = -rel
+        low, high = (None if high is None else -high), (None if low is None else -low)
+        label += " (lower is better, sign flipped)"
+    p = c.get("p_adjusted", c.get("p_value"))
+    return ForestRow(label, rel, low, high, p is not None and p < alpha, primary)
+
+
+def _power(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | None:
+    from tunegate.power import stage_power
+
+    rows = []
+    for i, stage in enumerate(plan.stages):
+        if stage.kind != "train" or stage.evaluation.mode != "full":
+            continue
+        selection = _read_json(run.stage_dir(i, stage.name) / "selection.json")
+        if not selection:
+            continue
+        n = len(selection.get("test", []))
+        alpha = stage.gates.max_p_value or 0.05
+        power = stage_power(n, alpha=alpha)
+        comp = (records.get(stage.name) or {}).get("comparison") or {}
+        observed = (comp.get("primary") or {}).get("d_z")
+        rows.append(
+            [
+                f"{i} {stage.name}",
+                str(n),
+                f"{alpha:g}",
+                _num(power.mde_d_z, ".2f"),
+                "–" if power.mde_binary is None else f"{100 * power.mde_binary:.0f} points",
+                "yes" if power.feasible else f"no (smallest p {power.min_p:.3g})",
+                _num(observed, ".2f"),
+                str(comp.get("n_for_observed_effect", "–")),
+            ]
+        )
+    if not rows:
+        return None
+    columns = [
+        "stage", "test items", "α", "MDE d_z (paired t)", "MDE pass-rate gain (exact McNemar)",
+        "can an exact test reach α?", "observed d_z", "items for the observed d_z",
+    ]  # fmt: skip
+    return Section(
+        "power",
+        "What each stage could detect",
+        "Minimum detectable effects at 80% power for each evaluating stage's number of paired "
+        "test items (docs/power.md). A stage that cannot detect the effect you expect can only "
+        "describe it.",
+        tables=[Table(columns, rows, "power")],
+    )
+
+
+def _costs(plan: Plan, state: dict[str, Any]) -> Section:
+    from tunegate.costs import stage_cost
+
+    records = state.get("stages", {})
+    forecasts: dict[str, dict[str, Any]] = state.get("forecasts", {})
+    order = {s.name: i for i, s in enumerate(plan.stages)}
+    rows = []
+    for i, stage in enumerate(plan.stages):
+        estimate = stage_cost(plan, i, stage)
+        # The forecast made last before this stage ran: by the latest stage measured before it.
+        made = [m for m in forecasts if order.get(m, 99) < i and stage.name in forecasts[m]]
+        source = max(made, key=lambda m: order[m]) if made else None
+        f = forecasts[source][stage.name] if source else None
+        actual = (records.get(stage.name) or {}).get("actual")
+        error = "–"
+        if f and actual and actual.get("wall_hours"):
+            error = f"{(f['hours'] - actual['wall_hours']) / actual['wall_hours']:+.0%}"
+        rows.append(
+            [
+                f"{i} {stage.name}",
+                f"{_duration(estimate.hours)}, {_usd(estimate.usd)}",
+                (
+                    f"{_duration(f['hours'])} [{_duration(f['low_hours'])}, "
+                    f"{_duration(f['high_hours'])}], {_usd(f['usd'])} (after {source})"
+                    if f
+                    else "–"
+                ),
+                _duration(actual.get("wall_hours")) if actual else "–",
+                _num(actual.get("device_hours"), ".4f") if actual else "–",
+                _num(actual.get("tokens_per_second"), ",.0f") if actual else "–",
+                str(actual.get("judge_calls", 0)) if actual else "–",
+                _usd(actual.get("usd")) if actual else "–",
+                error,
+            ]
+        )
+    spent = sum((r.get("actual") or {}).get("usd", 0.0) for r in records.values())
+    hours = sum((r.get("actual") or {}).get("wall_hours", 0.0) for r in records.values())
+    budget = plan.budget
+    limits = ", ".join(
+        x
+        for x in (
+            f"${budget.usd:,.2f}" if budget.usd is not None else "",
+            f"{budget.hours:g} h" if budget.hours is not None else "",
+        )
+        if x
+    )
+    columns = [
+        "stage", "plan estimate", "forecast [interval]", "actual wall time", "device-hours",
+        "tokens/s", "judge calls", "actual cost", "forecast error",
+    ]  # fmt: skip
+    return Section(
+        "cost",
+        "Cost and time",
+        f"Spent so far: {_usd(spent)} and {_duration(hours)} of training stages"
+        + (f", against a budget of {limits}" if limits else " (no budget set)")
+        + (" (approved)." if budget.approved else " (not approved in the plan)."),
+        tables=[Table(columns, rows, "costs")],
+    )
+
+
+def _preflight(state: dict[str, Any]) -> Section | None:
+    boxes = state.get("preflight")
+    if not boxes:
+        return None
+    return Section(
+        "preflight",
+        "Pre-flight checklist",
+        "Ticked from recorded evidence before the last stage.",
+        items=[f"{'✓' if b['ticked'] else '✗'} {b['label']} — {b['evidence']}" for b in boxes],
+    )
+
+
+def _mlflow(plan: Plan, state: dict[str, Any]) -> Section | None:
+    """Where each stage's arms are in MLflow, and how to compare them there side by side."""
+    uri, parent = state.get("tracking_uri"), state.get("mlflow_parent")
+    if not uri or not parent:
+        return None
+    experiment = state.get("mlflow_experiment_id")
+    items = [f"Ladder (parent) run {parent}; its artifacts hold this report under report/."]
+    for i, stage in enumerate(plan.stages):
+        rec = state.get("stages", {}).get(stage.name) or {}
+        arms = {a: r["mlflow_run"] for a, r in rec.get("arms", {}).items() if r.get("mlflow_run")}
+        if not arms:
+            continue
+        line = f"Stage {i} ({stage.name}): " + ", ".join(f"{a} {r}" for a, r in arms.items())
+        if uri.startswith(("http://", "https://")) and experiment:
+            ids = json.dumps(list(arms.values()), separators=(",", ":"))
+            line += (
+                f" — compare: {uri.rstrip('/')}/#/compare-runs?runs={ids}"
+                f'&experiments=["{experiment}"]'
+            )
+        items.append(line)
+    return Section(
+        "mlflow",
+        "In MLflow",
+        "Runs nest ladder → stage → arm. To put control and experiment side by side, select a "
+        "stage's arm runs and press Compare, or search "
+        f"`tags.tunegate.ladder = '{plan.name}' and tags.tunegate.level = 'arm'`.",
+        items=items,
+    )
+
+
+def mlflow_summary(run_dir: Path, limit: int = 5000) -> str:
+    """The parent run's MLflow description: the answer and the ladder, in Markdown (MLflow
+    renders a run's `mlflow.note.content` tag), cut to fit a tag value."""
+    report = build(run_dir)
+    ladder = next(s for s in report.sections if s.id == "ladder")
+    brief = Report(report.title, report.answer, [], [ladder])
+    text = to_markdown(brief) + "\nThe full report: artifacts, report/report.html.\n"
+    return text if len(text) <= limit else text[: limit - 40] + "\n… (cut: see report/report.md)\n"
+
+
+def _reproducibility(plan: Plan, state: dict[str, Any], run: RunDir) -> Section:
+    import yaml
+
+    records = state.get("stages", {})
+    hashes = []
+    versions: dict[str, str] = {}
+    for i, stage in enumerate(plan.stages):
+        rec = records.get(stage.name) or {}
+        selection = _read_json(run.stage_dir(i, stage.name) / "selection.json") or {}
+        for arm, splits in (selection.get("hashes") or {}).items():
+            hashes.append(
+                [f"{i} {stage.name}", arm, rec.get("hash", "–")]
+                + [splits.get(k, "–") for k in ("train", "val", "test")]
+            )
+        for arm in rec.get("arms", {}).values():
+            versions.update((arm.get("train") or {}).get("versions", {}))
+        for check in rec.get("checks", []):
+            if check.get("name") in ("python", "packages", "torch device", "bitsandbytes"):
+                versions.setdefault(f"environment: {check['name']}", check["value"])
+    versions.setdefault("python (report)", platform.python_version())
+    tables = []
+    if hashes:
+        tables.append(
+            Table(
+                ["stage", "arm", "stage config hash", "train items", "val items", "test items"],
+                hashes,
+                "hashes",
+                "Content hashes of the exact items each arm trained and was tested on.",
+            )
+        )
+    for arm, digest in (state.get("data_hashes") or {}).items():
+        versions[f"data file: {arm}"] = digest
+    tables.append(Table(["what", "version"], [[k, v] for k, v in versions.items()], "versions"))
+    return Section(
+        "reproducibility",
+        "Reproducibility",
+        f"Plan hash {state.get('plan_hash', '–')}, seed {plan.seed}. The exact plan follows.",
+        tables=tables,
+        code=yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+    )
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def to_markdown(report: Report) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", "<br>") or " "
+
+    lines = [f"# {report.title}", "", f"**{report.answer}**", ""]
+    lines += [f"- {k}: `{v}`" for k, v in report.facts] + [""]
+    for s in report.sections:
+        lines += [f"## {s.title}", ""]
+        if s.intro:
+            lines += [s.intro, ""]
+        for t in s.tables:
+            if t.caption:
+                lines += [t.caption, ""]
+            lines.append("| " + " | ".join(t.columns) + " |")
+            lines.append("|" + "---|" * len(t.columns))
+            lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in t.rows]
+            lines.append("")
+        lines += [f"- {item}" for item in s.items]
+        if s.items:
+            lines.append("")
+        for f in s.figures:
+            lines += [f"_Figure (HTML report and `plots/{f.name}.svg`): {f.caption}_", ""]
+        if s.code:
+            lines += ["<details><summary>plan</summary>", "", "```yaml", s.code.rstrip(), "```"]
+            lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def to_html(report: Report) -> str:
+    from importlib.resources import files
+
+    from jinja2 import Environment
+    from markupsafe import Markup
+
+    env = Environment(autoescape=True, keep_trailing_newline=True)
+    template = env.from_string(files("tunegate").joinpath("resources/report.html.j2").read_text())
+    verdict = report.answer.split(" ")[0].lower()
+    return template.render(
+        report=report,
+        verdict=verdict,
+        svg=lambda f: Markup(f.svg),  # our own matplotlib output, not user text
+    )
+
+
+def write(run_dir: Path, formats: tuple[str, ...] = ("html", "md")) -> dict[str, Path]:
+    """Write the report (and its figures as SVG files) under `run_dir/report/`; returns the
+    paths written. Each file is replaced atomically."""
+    report = build(run_dir)
+    out = run_dir / REPORT_DIR
+    written: dict[str, Path] = {}
+    for f in report.figures:
+        path = out / "plots" / f"{f.name}.svg"
+        atomic_write_text(path, f.svg)
+    if "html" in formats:
+        written["html"] = out / "report.html"
+        atomic_write_text(written["html"], to_html(report))
+    if "md" in formats:
+        written["md"] = out / "report.md"
+        atomic_write_text(written["md"], to_markdown(report))
+    return written
