@@ -428,3 +428,16 @@ def test_cli_json_lists_every_check_and_exits_1_on_a_fail(example: Path, tmp_pat
     ssh = checks["ssh gpu-tower"]
     assert ssh["status"] == "WARN" and "ssh: not installed" in ssh["value"]
     assert "openssh-client" in ssh["fix"]
+
+
+def test_a_slow_import_here_is_not_cut_off_like_a_hung_host(example: Path) -> None:
+    """Checks of this machine alone get their own, longer bound: a cold torch + bitsandbytes
+    import on a GPU host outlasted the hosts' 8 s (an H200, docs/benchmarks.md). A hung host is
+    still cut off at the short bound."""
+    with silent_listener() as hung:
+        plan = plan_with(example, tracking=TrackingConfig(uri=f"http://127.0.0.1:{hung}"))
+        checks = run_checks(plan, 0.2, 60.0)
+    by_name = {c.name: c for c in checks}
+    assert by_name["tracking"].value == "no answer in 0.2 s"
+    for local in ("python", "packages", "torch device", "bitsandbytes", "gpu memory"):
+        assert not by_name[local].value.startswith("no answer"), by_name[local]

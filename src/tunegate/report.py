@@ -101,9 +101,11 @@ def load(run_dir: Path) -> tuple[Plan, dict[str, Any]]:
     from tunegate.errors import UserError
 
     plan_file = run_dir / "plan.json"
+    run = RunDir(run_dir)
+    if not run_dir.exists():
+        raise UserError("no run yet: `tunegate run` first", where=str(run_dir))
     if not plan_file.is_file():
         raise UserError("not a tunegate run directory (no plan.json)", where=str(run_dir))
-    run = RunDir(run_dir)
     if not run.exists():
         raise UserError("no run yet (state.json missing): `tunegate run` first", where=str(run_dir))
     try:
