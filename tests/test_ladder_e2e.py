@@ -77,6 +77,8 @@ def test_example_climbs_all_five_stages(example: Path) -> None:
     md = (report / "report.md").read_text()
     assert "**GO — every stage passed, the last included**" in md
     assert "| 4 | production | PASS |" in md and "## Cost and time" in md
+    # The micro stage trains both arms on the seed's 5 samples: the report says why they agree.
+    assert "Stage 1 (micro): training loss per step, control vs experiment; both arms" in md
     listed = {a.path for a in client.list_artifacts(parent[0].info.run_id, "report/plots")}
     assert len(listed) == 5
     dom, shot = render_in_chromium(html, example.parent / "browser")

@@ -138,7 +138,7 @@ def build(run_dir: Path) -> Report:
     sections = [
         _ladder(plan, records),
         _recovery(plan, records),
-        _training(plan, records),
+        _training(plan, records, run),
         _comparison(plan, records),
         _power(plan, records, run),
         _costs(plan, state),
@@ -200,7 +200,7 @@ def _recovery(plan: Plan, records: dict[str, Any]) -> Section | None:
     return Section("recovery", "What to do next", "From the plan's recovery actions.", items=items)
 
 
-def _training(plan: Plan, records: dict[str, Any]) -> Section | None:
+def _training(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | None:
     from tunegate.plots import loss_curves
 
     rows, figures = [], []
@@ -231,10 +231,15 @@ def _training(plan: Plan, records: dict[str, Any]) -> Section | None:
                 ]
             )
         if curves:
+            caption = f"Stage {i} ({stage.name}): training loss per step, control vs experiment"
+            selection = _read_json(run.stage_dir(i, stage.name) / "selection.json") or {}
+            trained_on = {h.get("train") for h in (selection.get("hashes") or {}).values()}
+            if len(curves) > 1 and len(trained_on) == 1:  # the seed's micro set, for instance
+                caption += "; both arms trained on the same items, so their curves coincide"
             figures.append(
                 Figure(
                     f"loss-{i}-{stage.name}",
-                    f"Stage {i} ({stage.name}): training loss per step, control vs experiment",
+                    caption,
                     loss_curves(f"stage {i}: {stage.name}", curves, roles, evals),
                 )
             )
