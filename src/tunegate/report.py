@@ -496,7 +496,7 @@ def _mlflow(plan: Plan, state: dict[str, Any]) -> Section | None:
     )
 
 
-def mlflow_summary(run_dir: Path, limit: int = 5000) -> str:
+def mlflow_summary(run_dir: Path, limit: int = 8000) -> str:  # MLflow's MAX_TAG_VAL_LENGTH
     """The parent run's MLflow description: the answer and the ladder, in Markdown (MLflow
     renders a run's `mlflow.note.content` tag), cut to fit a tag value."""
     report = build(run_dir)
