@@ -9,8 +9,10 @@ input to `tunegate report`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -176,6 +178,10 @@ def test_the_same_run_gives_the_same_report(example: Path) -> None:
     second = write(run_dir)
     assert second["html"].read_bytes() == html and second["md"].read_bytes() == md
     assert sorted(p.name for p in (run_dir / "report" / "plots").iterdir()) == ["forest.svg"]
+    # A report is for sharing: it gets the permissions open() would give, not mkstemp's 0600.
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(first["html"].stat().st_mode) == 0o666 & ~mask
 
 
 def test_report_cli_formats_and_bad_input(example: Path) -> None:
