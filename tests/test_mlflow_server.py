@@ -173,7 +173,10 @@ def test_a_short_ladder_against_a_real_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    plan = _pointed_at(example, mlflow_server)
+    # With credentials in the URI, as a team server behind basic auth is often reached (this
+    # server ignores them): they must not reach state.json, the report or MLflow's description.
+    with_password = mlflow_server.replace("http://", "http://tunegate:s3cret@")
+    plan = _pointed_at(example, with_password)
     # On a terminal, as a user runs it: the training steps show as progress bars with the loss
     # (logs and pipes get none; every other test reads piped output).
     code, screen = run_in_terminal("run", str(plan), "--until", "1", timeout=600)
@@ -184,7 +187,7 @@ def test_a_short_ladder_against_a_real_server(
 
     out_dir = example.parent / "runs"
     state = json.loads((out_dir / "metadata-experiment" / "state.json").read_text())
-    assert state["tracking_uri"] == mlflow_server
+    assert state["tracking_uri"] == mlflow_server.replace("http://", "http://tunegate:***@")
     # Tracking went to the server: no local store or artifact directory next to the plan.
     assert not (out_dir / "mlflow.db").exists()
     for local in ("mlruns", "mlartifacts"):
@@ -255,3 +258,7 @@ def test_a_short_ladder_against_a_real_server(
     assert compare in html and state["stages"]["micro"]["arms"]["control"]["mlflow_run"] in html
     description = client.get_run(ladder.info.run_id).data.tags["mlflow.note.content"]
     assert "| 1 | micro | PASS |" in description and "report/report.html" in description
+    written = [p for p in (out_dir / "metadata-experiment").rglob("*") if p.is_file()]
+    shared = [p for p in written if p.suffix in (".json", ".html", ".md")]
+    leaks = [p for p in shared if b"s3cret" in p.read_bytes()]
+    assert leaks == [] and "s3cret" not in html + description

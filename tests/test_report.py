@@ -214,3 +214,18 @@ def test_chromium_renders_a_report_offline(example: Path, tmp_path: Path) -> Non
     dom, shot = render_in_chromium(html, tmp_path / "browser")
     assert '<table id="verdicts">' in dom and "<svg" in dom
     assert_not_blank(shot)
+
+
+def test_passwords_in_uris_stay_out_of_the_run_directory(example: Path) -> None:
+    from tunegate.plan import JudgeConfig, Plan, dump_plan, redact
+
+    assert redact("http://ann:pw@host:5000/x") == "http://ann:***@host:5000/x"
+    assert redact("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"
+    plan = load_plan(example)
+    plan.tracking.uri = "https://ann:s3cretA@mlflow.lan"
+    plan.judge = JudgeConfig(endpoint="http://bob:s3cretB@judge.lan/v1", model="m")
+    dumped = dump_plan(plan)
+    assert "s3cret" not in json.dumps(dumped)
+    # What plan.json holds reads back as the same stages: no "plan changed since" in reports.
+    again = Plan.model_validate(dumped)
+    assert [again.stage_hash(i) for i in range(5)] == [plan.stage_hash(i) for i in range(5)]

@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from tunegate.errors import UserError
-from tunegate.plan import TINY_LLAMA, Plan
+from tunegate.plan import TINY_LLAMA, Plan, redact
 
 Status = Literal["PASS", "WARN", "FAIL"]
 REQUIRED = (
@@ -128,16 +128,6 @@ def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     errors = [ln for ln in lines if not ln.lower().startswith("warning")]
     return (errors or lines or ["no output"])[-1]
-
-
-def _redact(uri: str) -> str:
-    """A URI without its password, for messages."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _http_reason(err: Exception) -> str:
@@ -473,7 +463,7 @@ def _tracking(plan: Plan) -> Check:
     from tunegate.tracking import tracking_uri
 
     uri = tracking_uri(plan)
-    shown = _redact(uri)
+    shown = redact(uri)
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
         return _tracking_server(uri.rstrip("/"), shown.rstrip("/"))
@@ -549,11 +539,11 @@ def _judge(plan: Plan) -> Check:
     base = judge.endpoint.rstrip("/")
     key = os.environ.get(judge.api_key_env) if judge.api_key_env else None
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    fix = f"start the judge server or fix judge.endpoint ({_redact(base)})"
+    fix = f"start the judge server or fix judge.endpoint ({redact(base)})"
     try:
         resp = requests.get(f"{base}/models", headers=headers, timeout=HTTP_TIMEOUT_S)
     except requests.RequestException as err:
-        return Check("judge", "FAIL", f"GET {_redact(base)}/models: {_http_reason(err)}", fix)
+        return Check("judge", "FAIL", f"GET {redact(base)}/models: {_http_reason(err)}", fix)
     if resp.status_code in (404, 405):
         try:
             post_json(
@@ -569,31 +559,31 @@ def _judge(plan: Plan) -> Check:
             )
         except EndpointError as err:
             return Check("judge", "FAIL", str(err), fix)
-        return Check("judge", "PASS", f"{_redact(base)}: {judge.model} answered a 1-token call")
+        return Check("judge", "PASS", f"{redact(base)}: {judge.model} answered a 1-token call")
     if resp.status_code in (401, 403):
         sent = f"the key in ${judge.api_key_env}" if key else "no key"
         return Check(
             "judge",
             "FAIL",
-            f"GET {_redact(base)}/models: HTTP {resp.status_code} ({sent} refused)",
+            f"GET {redact(base)}/models: HTTP {resp.status_code} ({sent} refused)",
             f"set ${judge.api_key_env or 'OPENAI_API_KEY'} to a valid key (judge.api_key_env)",
         )
     if resp.status_code != 200:
         text = " ".join(resp.text.split())[:120]
         return Check(
-            "judge", "FAIL", f"GET {_redact(base)}/models: HTTP {resp.status_code} {text}", fix
+            "judge", "FAIL", f"GET {redact(base)}/models: HTTP {resp.status_code} {text}", fix
         )
     try:
         served = [str(m.get("id")) for m in resp.json().get("data", [])]
     except (ValueError, AttributeError):
         served = []
     if judge.model in served:
-        return Check("judge", "PASS", f"{_redact(base)}: serves {judge.model}")
+        return Check("judge", "PASS", f"{redact(base)}: serves {judge.model}")
     listed = ", ".join(served[:5]) + (" …" if len(served) > 5 else "")
     return Check(
         "judge",
         "WARN",
-        f"{_redact(base)} answers, but does not list {judge.model} (serves: {listed or 'none'})",
+        f"{redact(base)} answers, but does not list {judge.model} (serves: {listed or 'none'})",
         "set judge.model to a model the endpoint serves",
     )
 

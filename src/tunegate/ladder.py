@@ -36,7 +36,7 @@ from tunegate.evaluate.run import (
     write_results,
 )
 from tunegate.gates import ArmEvidence, GateResult, StageEvidence, evaluate_gates
-from tunegate.plan import Plan, Stage, plan_hash
+from tunegate.plan import Plan, Stage, dump_plan, plan_hash, redact
 from tunegate.progress import Bars
 from tunegate.rundir import RunDir, atomic_write_json
 
@@ -193,9 +193,9 @@ class Ladder:
             for name, arm in self.plan.arms.items()
         }
         self.run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run.root / "plan.json", self.plan.model_dump(mode="json"))
+        atomic_write_json(self.run.root / "plan.json", dump_plan(self.plan))  # passwords ***
         self.tracker = Tracker.for_plan(self.plan)
-        self.state["tracking_uri"] = self.tracker.uri
+        self.state["tracking_uri"] = redact(self.tracker.uri)  # state.json is shared
         self.state["mlflow_experiment_id"] = self.tracker.experiment_id
         self.state["mlflow_parent"] = self.tracker.start(
             f"ladder:{self.plan.name}",

@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -476,6 +477,8 @@ class Plan(_Strict):
         """What a stage's result depends on — its settings, the plan's shared settings, the
         arms' data *contents* and the model's bytes — so that changing any of them re-runs it."""
         body = self.model_dump(mode="json", exclude={"stages", "tracking", "output_dir"})
+        if body.get("judge"):  # as plan.json records it: a password is not a setting
+            body["judge"]["endpoint"] = redact(body["judge"]["endpoint"])
         body["stage"] = self.stages[index].model_dump(mode="json")
         body["data"] = {name: _file_digest(arm.data) for name, arm in sorted(self.arms.items())}
         from tunegate.train.tiny import model_fingerprint  # light: torch loads only to build
@@ -746,5 +749,22 @@ def plan_hash(plan: Plan) -> str:
     return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()[:16]
 
 
+def redact(uri: str) -> str:
+    """A URI without its password: for messages, and for files that are read and shared (the
+    state, plan.json, the report). The plan file or the environment keeps the real one."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def dump_plan(plan: Plan) -> dict[str, Any]:
-    return plan.model_dump(mode="json")
+    """The plan as JSON for the run directory, with passwords in its URIs replaced by ***."""
+    data = plan.model_dump(mode="json")
+    if data["tracking"].get("uri"):
+        data["tracking"]["uri"] = redact(data["tracking"]["uri"])
+    if data.get("judge"):
+        data["judge"]["endpoint"] = redact(data["judge"]["endpoint"])
+    return data

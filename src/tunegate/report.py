@@ -14,8 +14,9 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from tunegate.plan import Plan
+from tunegate.plan import Plan, dump_plan
 from tunegate.plots import ForestRow
 from tunegate.render import final_answer
 from tunegate.rundir import RunDir, atomic_write_text
@@ -481,8 +482,10 @@ def _mlflow(plan: Plan, state: dict[str, Any]) -> Section | None:
         line = f"Stage {i} ({stage.name}): " + ", ".join(f"{a} {r}" for a, r in arms.items())
         if uri.startswith(("http://", "https://")) and experiment:
             ids = json.dumps(list(arms.values()), separators=(",", ":"))
+            parts = urlsplit(uri)  # a link for a browser: no user info, the UI asks its own
+            server = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
             line += (
-                f" — compare: {uri.rstrip('/')}/#/compare-runs?runs={ids}"
+                f" — compare: {server.rstrip('/')}/#/compare-runs?runs={ids}"
                 f'&experiments=["{experiment}"]'
             )
         items.append(line)
@@ -544,7 +547,7 @@ def _reproducibility(plan: Plan, state: dict[str, Any], run: RunDir) -> Section:
         "Reproducibility",
         f"Plan hash {state.get('plan_hash', '–')}, seed {plan.seed}. The exact plan follows.",
         tables=tables,
-        code=yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+        code=yaml.safe_dump(dump_plan(plan), sort_keys=False, allow_unicode=True),
     )
 
 

@@ -211,6 +211,7 @@ def run_job(
     guard stops training."""
     from tunegate.data.items import load_items
     from tunegate.generate import generate, load_for_inference
+    from tunegate.plan import redact
     from tunegate.rundir import atomic_write_json
     from tunegate.tracking import Tracker
     from tunegate.train.qlora import TrainingStopped, is_main_process, train_arm
@@ -232,7 +233,7 @@ def run_job(
         record = out / "tracking.json"  # the run id: a resumed job logs into the same run
         previous = json.loads(record.read_text())["run_id"] if record.is_file() else None
         run_id = tracker.start(job.name, run_id=previous, tags={"tunegate.level": "train"})
-        atomic_write_json(record, {"run_id": run_id, "tracking_uri": r.tracking_uri})
+        atomic_write_json(record, {"run_id": run_id, "tracking_uri": redact(r.tracking_uri)})
         tracker.params(
             run_id,
             {
