@@ -137,8 +137,18 @@ def _failed_state() -> dict:
                 },
                 "comparison": {
                     "primary": _comparison("functional_correctness", 0.2, 0.5, 0.01),
-                    "secondary": {"vulnerability": _comparison("vulnerability", 5.0, 2.0, 0.001)},
+                    "secondary": {
+                        "vulnerability": _comparison("vulnerability", 5.0, 2.0, 0.001),
+                        "coherence": {
+                            **_comparison("coherence", 1.0, 1.0, 1.0),
+                            "n": 0,
+                            "control_mean": float("nan"),  # as stats leaves an empty metric
+                            "experiment_mean": float("nan"),
+                            "notes": ["no paired items"],
+                        },
+                    },
                     "per_scenario": {},
+                    "not_run": {"coherence": "not run: no judge configured"},
                 },
             },
         },
@@ -158,6 +168,8 @@ def test_a_failed_stage_shows_its_evidence_and_the_recovery_actions(example: Pat
     assert "1. Check the scorer's logs" in md and "2. Re-run stage 2 with --from 2" in md
     assert "control: RuntimeError: CUDA out of memory" in md
     assert "| 3 | pilot | not run |" in md  # the stages never reached say so
+    assert "| 2 small | coherence | 0 | not run: no judge configured |" in md
+    assert "nan" not in md.lower()
     html = to_html(report)
     assert 'class="answer fix"' in html and "Re-run stage 2 with --from 2" in html
     assert_self_contained(html)

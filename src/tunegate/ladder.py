@@ -876,6 +876,7 @@ class Ladder:
         evidence.per_scenario = analysis.per_scenario
         evidence.secondary = analysis.secondary
         summary = analysis.to_json()
+        summary["not_run"] = dict(evidence.not_run)  # metric → why (the report shows it)
         if analysis.primary.d_z is not None and analysis.primary.d_z != 0:
             # A pilot's observed effect sizes the next stage (optimistic: see docs/power.md).
             from tunegate.power import n_from_pilot

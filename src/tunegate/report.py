@@ -10,6 +10,7 @@ writes both after every stage and logs them, with the figures, to its MLflow par
 from __future__ import annotations
 
 import json
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,12 +66,16 @@ class Report:
 # --- formatting helpers ------------------------------------------------------------------------
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _num(value: Any, spec: str = ".3f") -> str:
-    return "–" if value is None else format(value, spec)
+    return "–" if _missing(value) else format(value, spec)
 
 
 def _pct(value: Any, signed: bool = False) -> str:
-    return "–" if value is None else format(100 * value, "+.1f" if signed else ".1f") + "%"
+    return "–" if _missing(value) else format(100 * value, "+.1f" if signed else ".1f") + "%"
 
 
 def _ci(interval: Any, fmt: Any) -> str:
@@ -255,7 +260,12 @@ def _training(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | Non
     )
 
 
-def _comparison_row(stage: str, c: dict[str, Any], label: str) -> list[str]:
+def _comparison_row(
+    stage: str, c: dict[str, Any], label: str, not_run: dict[str, str] | None = None
+) -> list[str]:
+    if not c.get("n"):  # a metric that ran for no item (no judge configured, say)
+        why = (not_run or {}).get(c["metric"]) or "; ".join(c.get("notes") or [])
+        return [stage, label, "0", f"not run: {why.removeprefix('not run: ')}"] + [""] * 7
     fmt_rate = (lambda v: _pct(v)) if c.get("binary") else (lambda v: _num(v))
     fmt_diff = (lambda v: _pct(v, signed=True)) if c.get("binary") else (lambda v: f"{v:+.3f}")
     rel = c.get("relative")
@@ -290,7 +300,7 @@ def _comparison(plan: Plan, records: dict[str, Any]) -> Section | None:
         entries = [(comp["primary"], True)] + [(c, False) for c in secondary]
         for c, primary in entries:
             name = c["metric"] + (" (primary)" if primary else "")
-            metric_rows.append(_comparison_row(label_stage, c, name))
+            metric_rows.append(_comparison_row(label_stage, c, name, comp.get("not_run")))
             forest_rows.append(_forest_row(f"{stage.name}: {c['metric']}", c, alpha, primary))
         for scenario, c in comp.get("per_scenario", {}).items():
             scenario_rows.append(_comparison_row(label_stage, c, f"{scenario}: {c['metric']}"))
