@@ -148,7 +148,7 @@ def _failed_state() -> dict:
                         },
                     },
                     "per_scenario": {},
-                    "not_run": {"coherence": "not run: no judge configured"},
+                    "not_run": {"coherence": "no judge configured"},
                 },
             },
         },

@@ -129,6 +129,7 @@ def run(
     exp = load_experiment(p)
     from tunegate.ladder import Ladder, RunOptions
     from tunegate.render import final_answer, verdict_table
+    from tunegate.report import report_file
 
     _quiet_libraries()
     ladder = Ladder(p, exp, Console(quiet=quiet or as_json, width=console.width))
@@ -142,7 +143,7 @@ def run(
         console.print()
         console.print(verdict_table(p, state))
         console.print(f"[bold]{final_answer(p, state)}[/]   run directory: {ladder.run.root}")
-        report = ladder.run.root / "report" / "report.html"
+        report = report_file(ladder.run.root, "html")
         if report.is_file():
             console.print(f"Report: {report}", highlight=False, soft_wrap=True)
     if ladder.blocked or (records and records[-1].verdict != "PASS"):
@@ -155,6 +156,7 @@ def run(
 def _verdicts_json(p: Any, state: dict[str, Any], root: Path) -> dict[str, Any]:
     """`run --json`: the answer and each stage's verdict with its gates, for scripts."""
     from tunegate.render import final_answer
+    from tunegate.report import report_file
 
     stages = []
     for i, stage in enumerate(p.stages):
@@ -170,12 +172,11 @@ def _verdicts_json(p: Any, state: dict[str, Any], root: Path) -> dict[str, Any]:
                 "actual": rec.get("actual"),
             }
         )
-    report = root / "report"
     return {
         "answer": final_answer(p, state),
         "run_dir": str(root),
         "stages": stages,
-        "report": {f: str(report / f"report.{f}") for f in ("html", "md")},
+        "report": {f: str(report_file(root, f)) for f in ("html", "md")},
         "mlflow": {"tracking_uri": state.get("tracking_uri"), "parent": state.get("mlflow_parent")},
     }
 

@@ -62,6 +62,15 @@ class Forecast:
         return asdict(self)
 
 
+def budget_need(forecast: dict[str, Any]) -> tuple[float, float, str]:
+    """(hours, dollars, basis) a budget is checked against: the forecast's upper end; for a
+    bracket from another batch size its point, since that upper end assumes batching gains
+    nothing and would stop stages that fit. Used by the budget guard and the pre-flight."""
+    if forecast.get("same_batch", True):
+        return forecast["high_hours"], forecast["high_usd"], "forecast (upper)"
+    return forecast["hours"], forecast["usd"], "forecast (from another batch)"
+
+
 def samples_per_arm(plan: Plan, stage: Stage, train_items: int) -> int:
     """Samples one arm trains in `stage`: max_steps × effective batch, else items × epochs."""
     t = plan.stage_training(stage)

@@ -133,9 +133,7 @@ def _evaluation_ran(ev: StageEvidence, _: Any) -> tuple[bool, str]:
             f"{a.scored_items}/{a.expected_items} items scored",
         ),
     )
-    skipped = "; ".join(
-        f"{m} not run: {why.removeprefix('not run: ')}" for m, why in ev.not_run.items()
-    )
+    skipped = "; ".join(f"{m} not run: {why}" for m, why in ev.not_run.items())
     return ok, detail + (f" ({skipped})" if skipped else "")
 
 

@@ -387,7 +387,7 @@ class Ladder:
         if budget.usd is None and budget.hours is None:
             return None
         from tunegate.costs import stage_cost
-        from tunegate.forecast import forecast
+        from tunegate.forecast import budget_need, forecast
 
         stage = self.plan.stages[index]
         done = [r.get("actual") for r in self.state["stages"].values() if r.get("actual")]
@@ -397,12 +397,8 @@ class Ladder:
         if stage.kind == "train":
             sel = selections.get(index) or resolve_selection(self.plan, self.exp, stage)
             predicted = forecast(self.plan, stage, len(sel.train), self._measured(selections))
-        if predicted is not None and predicted.same_batch:
-            usd, hours, basis = predicted.high_usd, predicted.high_hours, "forecast (upper)"
-        elif predicted is not None:
-            # Measured at another batch size only: the upper end assumes batching gains nothing,
-            # which would stop stages that fit; the bracket's middle decides.
-            usd, hours, basis = predicted.usd, predicted.hours, "forecast (from another batch)"
+        if predicted is not None:
+            hours, usd, basis = budget_need(predicted.to_json())
         else:
             c = stage_cost(self.plan, index, stage)
             usd, hours, basis = c.usd, c.hours, "plan estimate"
@@ -843,9 +839,10 @@ class Ladder:
         # is reported; one that ran for some items must have run for all of them.
         for m in ev_cfg.metrics:
             if all(v is None for role in scores for v in scores[role][m].values()):
-                evidence.not_run[m] = next(
+                detail = next(
                     (r["metrics"][m]["detail"] for r in rows if r["metrics"][m]["detail"]), ""
                 )
+                evidence.not_run[m] = detail.removeprefix("not run: ")  # the reason alone
         ran = [m for m in ev_cfg.metrics if m not in evidence.not_run]
         for name in arm_names:
             role = self.plan.arms[name].role

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tunegate.forecast import budget_need
 from tunegate.plan import Plan
 
 
@@ -79,12 +80,10 @@ def checklist(plan: Plan, state: dict[str, Any], forecast: dict[str, Any] | None
     spent_h = sum(r.get("actual", {}).get("wall_hours", 0.0) for r in records.values())
     spent_usd = sum(r.get("actual", {}).get("usd", 0.0) for r in records.values())
     last = stages[-1]
-    # As the budget guard: the upper bound, unless the forecast only brackets another batch size.
-    upper = forecast is not None and forecast.get("same_batch", True)
-    end = "high_" if upper else ""
-    need_h = forecast[f"{end}hours"] if forecast else last.estimate.hours
-    need_usd = forecast[f"{end}usd"] if forecast else last.estimate.usd
-    basis = ("forecast, upper bound" if upper else "forecast") if forecast else "plan estimate"
+    if forecast:  # as the budget guard reads it
+        need_h, need_usd, basis = budget_need(forecast)
+    else:
+        need_h, need_usd, basis = last.estimate.hours, last.estimate.usd, "plan estimate"
     if budget.hours is None:
         boxes.append(
             Box(

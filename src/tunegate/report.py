@@ -265,7 +265,7 @@ def _comparison_row(
 ) -> list[str]:
     if not c.get("n"):  # a metric that ran for no item (no judge configured, say)
         why = (not_run or {}).get(c["metric"]) or "; ".join(c.get("notes") or [])
-        return [stage, label, "0", f"not run: {why.removeprefix('not run: ')}"] + [""] * 7
+        return [stage, label, "0", f"not run: {why}"] + [""] * 7
     fmt_rate = (lambda v: _pct(v)) if c.get("binary") else (lambda v: _num(v))
     fmt_diff = (lambda v: _pct(v, signed=True)) if c.get("binary") else (lambda v: f"{v:+.3f}")
     rel = c.get("relative")
@@ -608,6 +608,11 @@ def to_html(report: Report) -> str:
     )
 
 
+def report_file(run_dir: Path, fmt: str) -> Path:
+    """Where a run's report in `fmt` (html, md) is written."""
+    return run_dir / REPORT_DIR / f"report.{fmt}"
+
+
 def write(run_dir: Path, formats: tuple[str, ...] = ("html", "md")) -> dict[str, Path]:
     """Write the report (and its figures as SVG files) under `run_dir/report/`; returns the
     paths written. Each file is replaced atomically."""
@@ -617,10 +622,8 @@ def write(run_dir: Path, formats: tuple[str, ...] = ("html", "md")) -> dict[str,
     for f in report.figures:
         path = out / "plots" / f"{f.name}.svg"
         atomic_write_text(path, f.svg)
-    if "html" in formats:
-        written["html"] = out / "report.html"
-        atomic_write_text(written["html"], to_html(report))
-    if "md" in formats:
-        written["md"] = out / "report.md"
-        atomic_write_text(written["md"], to_markdown(report))
+    render = {"html": to_html, "md": to_markdown}
+    for fmt in formats:
+        written[fmt] = report_file(run_dir, fmt)
+        atomic_write_text(written[fmt], render[fmt](report))
     return written
