@@ -30,7 +30,8 @@ def climb(work: Path) -> Path:
     target = work / "exp"
     shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("runs"))
     tunegate = str(Path(sys.executable).with_name("tunegate"))
-    subprocess.run([tunegate, "run", "--quiet"], cwd=target, check=True)
+    # The climb's own output stays off stdout, which carries this script's JSON.
+    subprocess.run([tunegate, "run", "--quiet"], cwd=target, check=True, stdout=subprocess.DEVNULL)
     return target / "runs" / "metadata-experiment"
 
 
