@@ -169,13 +169,15 @@ def test_evaluate_two_tiny_arms_with_every_metric(tmp_path: Path) -> None:
     ids = {r["id"] for r in rows if r["arm"] == "control"}
     assert ids == {r["id"] for r in rows if r["arm"] == "experiment"}  # paired
     for row in rows:
-        assert row["schema"] == "tunegate.results/1"
+        assert row["schema"] == "tunegate.results/2"
         assert set(row["metrics"]) == set(ALL_METRICS)  # every metric present…
         for name, score in row["metrics"].items():
-            # …with a value, or marked not run with a reason
+            # …with a value, or no value, which kind (not applicable / failed) and why
+            assert (score["value"] is not None) == (score["status"] == "scored"), (row["id"], name)
             assert score["value"] is not None or score["detail"], (row["id"], name)
         assert len(row["samples"]) == 10  # n for pass@10
         assert row["metrics"]["coherence"]["value"] is None
+        assert row["metrics"]["coherence"]["status"] == "not_applicable"
         assert "no judge configured" in row["metrics"]["coherence"]["detail"]
     for name in ("functional_correctness", "syntax_validity", "semantic_similarity", "pass@10"):
         assert report["summary"]["arms"]["control"][name]["n"] == 6, name

@@ -168,7 +168,8 @@ def test_a_failed_stage_shows_its_evidence_and_the_recovery_actions(example: Pat
     assert "1. Check the scorer's logs" in md and "2. Re-run stage 2 with --from 2" in md
     assert "control: RuntimeError: CUDA out of memory" in md
     assert "| 3 | pilot | not run |" in md  # the stages never reached say so
-    assert "| 2 small | coherence | 0 | not run: no judge configured |" in md
+    # A run recorded before `no_value` (its `not_run`, NaN means) still reads without NaN.
+    assert "| 2 small | coherence | 0 | no value: no judge configured |" in md
     assert "nan" not in md.lower()
     html = to_html(report)
     assert 'class="answer fix"' in html and "Re-run stage 2 with --from 2" in html

@@ -178,7 +178,10 @@ def test_analysis_of_a_results_file(tmp_path: Path) -> None:
             lambda rows: [{**rows[0], "metrics": {}}, *rows[1:]],
             "metric 'functional_correctness' is missing",
         ),
-        (lambda rows: [{**rows[0], "schema": "other/2"}, *rows[1:]], "is not tunegate.results/1"),
+        (
+            lambda rows: [{**rows[0], "schema": "other/2"}, *rows[1:]],
+            "is not tunegate.results/1 or tunegate.results/2",
+        ),
     ],
 )
 def test_bad_results_are_clear_errors(tmp_path: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]

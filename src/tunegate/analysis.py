@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tunegate.errors import UserError
+from tunegate.evaluate.score import READABLE_SCHEMAS, RESULTS_SCHEMA, Status, status_of
 from tunegate.stats import Comparison, clustered_difference, compare, holm
-
-SCHEMA = "tunegate.results/1"
 
 
 @dataclass
@@ -30,6 +29,10 @@ class Row:
     scenario: str
     values: dict[str, float | None]
     where: str  # file:line, for messages
+    statuses: dict[str, Status] = field(default_factory=dict)  # why a value is None
+
+    def status(self, metric: str) -> Status:
+        return self.statuses.get(metric) or status_of(self.values.get(metric), None)
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Analysis:
     secondary: dict[str, Comparison] = field(default_factory=dict)
     per_scenario: dict[str, Comparison] = field(default_factory=dict)  # primary, per scenario
     clustered: dict[str, Any] | None = None  # pooled primary with cluster-robust SE
-    excluded: dict[str, int] = field(default_factory=dict)  # metric → pairs not scored
+    excluded: dict[str, int] = field(default_factory=dict)  # metric → pairs left out
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ def load_rows(paths: list[Path]) -> list[Row]:
                 problems.append(f"{where}: {problem}")
                 continue
             values: dict[str, float | None] = {}
+            statuses: dict[str, Status] = {}
             for name, score in obj["metrics"].items():
                 value = score.get("value") if isinstance(score, dict) else score
                 if value is not None and (
@@ -79,7 +83,11 @@ def load_rows(paths: list[Path]) -> list[Row]:
                     problems.append(f"{where}: metric '{name}' is {value!r}, not a finite number")
                     continue
                 values[name] = None if value is None else float(value)
-            rows.append(Row(obj["id"], obj["role"], obj.get("scenario", ""), values, where))
+                status = score.get("status") if isinstance(score, dict) else None
+                statuses[name] = status_of(values[name], status)
+            rows.append(
+                Row(obj["id"], obj["role"], obj.get("scenario", ""), values, where, statuses)
+            )
     if problems:
         raise UserError("\n".join(problems[:20]))
     if not rows:
@@ -90,8 +98,8 @@ def load_rows(paths: list[Path]) -> list[Row]:
 def _check_row(obj: Any) -> str | None:
     if not isinstance(obj, dict):
         return "expected a JSON object"
-    if obj.get("schema", SCHEMA) != SCHEMA:
-        return f"schema '{obj.get('schema')}' is not {SCHEMA}"
+    if obj.get("schema", RESULTS_SCHEMA) not in READABLE_SCHEMAS:
+        return f"schema '{obj.get('schema')}' is not {' or '.join(READABLE_SCHEMAS)}"
     for key in ("id", "role", "metrics"):
         if key not in obj:
             return f"missing field '{key}'"
@@ -111,6 +119,7 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[Row]:
             r.get("scenario", ""),
             {m: s["value"] for m, s in r["metrics"].items()},
             f"{r['arm']}:{r['id']}",
+            {m: status_of(s["value"], s.get("status")) for m, s in r["metrics"].items()},
         )
         for r in results
     ]
@@ -140,6 +149,22 @@ def pair_rows(rows: list[Row], metrics: list[str]) -> dict[str, tuple[Row, Row]]
             if name not in row.values:
                 raise UserError(f"{row.where}: metric '{name}' is missing")
     return {i: (control[i], experiment[i]) for i in control}
+
+
+def left_out(metric: str, pairs: list[tuple[Row, Row]]) -> str:
+    """How many pairs a metric's statistics left out, and why: only pairs where both arms have
+    a value are compared, and a pair missing on either side is left out whole."""
+    missing = [p for p in pairs if p[0].values[metric] is None or p[1].values[metric] is None]
+    parts = []
+    for role, side in (("control", 0), ("experiment", 1)):
+        counts: dict[str, int] = {}
+        for p in missing:
+            if p[side].values[metric] is None:
+                status = p[side].status(metric).replace("_", " ")
+                counts[status] = counts.get(status, 0) + 1
+        if counts:
+            parts.append(f"{role} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return f"{len(missing)} of {len(pairs)} pairs left out ({'; '.join(parts)})"
 
 
 def analyze(
@@ -172,7 +197,7 @@ def analyze(
         is_binary = binary.get(name, all(v in (0.0, 1.0) for v in c + e) and bool(c))
         result = compare(name, c, e, binary=is_binary, test=tests.get(name), seed=seed)
         if len(scored) < len(ids):
-            result.notes.append(f"{len(ids) - len(scored)} of {len(ids)} pairs not scored")
+            result.notes.append(left_out(name, [pairs[i] for i in ids]))
         return result
 
     ids = sorted(pairs)

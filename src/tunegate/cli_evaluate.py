@@ -132,6 +132,13 @@ def evaluate(
             price_per_call_usd=judge_price_per_call or 0.0,
         )
     quant = plan.quantization if plan else QuantizationConfig()
+    from tunegate.determinism import pin
+
+    # Generation as the ladder runs it: one thread count, one 4-bit kernel on every CPU.
+    pin(
+        plan.training.threads if plan else None,
+        deterministic=plan.training.deterministic if plan else True,
+    )
     _quiet_libraries()
     # Piped output gets room for the summary instead of rich's 80 columns (as cli.console).
     console = Console(

@@ -96,7 +96,7 @@ def render(analysis: object, alpha: float) -> Table:
     for label, c in rows:
         if c.n == 0:
             name = f"{c.metric}{' (' + label.strip() + ')' if label else ''}"
-            table.add_row(name, "0", "not scored", *["—"] * 8)
+            table.add_row(name, "0", "no item has a value in both arms", *["—"] * 8)
             continue
         table.add_row(
             f"{c.metric}{' (' + label.strip() + ')' if label else ''}",
@@ -118,12 +118,20 @@ def render(analysis: object, alpha: float) -> Table:
         f"d_z = mean(d)/sd(d) (paired; exact CI), g_av = Hedges-corrected mean(d)/mean(sd) "
         f"(comparable across designs). Power at n = {power.n}: {power.note}"
         + "".join(f"\nnote: {n}" for n in analysis.primary.notes)
+        + "".join(
+            f"\nnote: {c.metric}: {n}"
+            for c in analysis.secondary.values()
+            for n in c.notes
+            if "left out" in n
+        )
     )
     table.caption_justify = "left"
     return table
 
 
-def _rate(mean: float, ci: tuple[float, float] | None) -> str:
+def _rate(mean: float | None, ci: tuple[float, float] | None) -> str:
+    if mean is None:
+        return "—"
     if ci is None:
         return f"{mean:.3g}"
     return f"{mean:.1%} [{ci[0]:.0%}, {ci[1]:.0%}]"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tunegate.evaluate.score import MetricGap
 from tunegate.plan import Gates
 from tunegate.stats import Comparison
 
@@ -38,8 +39,17 @@ class ArmEvidence:
     linear4bit_layers: int = 0
     saved_and_reloaded: bool = False
     smoke_generation: str | None = None
-    scored_items: int = 0
-    expected_items: int = 0
+    expected_items: int = 0  # test items of this arm
+    # metric → items it failed to run on (sandbox error, judge timeout, it raised): what makes
+    # an evaluation incomplete. A metric that does not apply to an item is a result, not a gap.
+    failed: dict[str, MetricGap] = field(default_factory=dict)
+    not_applicable: dict[str, MetricGap] = field(default_factory=dict)
+
+    @property
+    def evaluated_items(self) -> int:
+        """Items every metric either scored or found not applicable to."""
+        worst = max((g.items for g in self.failed.values()), default=0)
+        return self.expected_items - worst if self.failed else self.expected_items
 
 
 @dataclass
@@ -50,9 +60,9 @@ class StageEvidence:
     secondary: dict[str, Comparison] = field(default_factory=dict)
     environment: list[dict[str, Any]] = field(default_factory=list)
     data_checks: list[dict[str, Any]] = field(default_factory=list)
-    # Metrics that ran for no item at all (no judge configured, a language no scorer supports),
-    # with the reason: reported, not counted against `evaluation_ran`.
-    not_run: dict[str, str] = field(default_factory=dict)
+    # Metrics with a value for no item at all, and why ("not applicable: no judge configured",
+    # "failed: …"): the report and the console say so instead of a mean.
+    no_value: dict[str, str] = field(default_factory=dict)
 
 
 def loss_trend(losses: list[tuple[int, float]]) -> tuple[bool, str]:
@@ -126,15 +136,28 @@ def _generates(ev: StageEvidence, _: Any) -> tuple[bool, str]:
 
 
 def _evaluation_ran(ev: StageEvidence, _: Any) -> tuple[bool, str]:
-    ok, detail = _each_arm(
-        ev,
-        lambda a: (
-            a.expected_items > 0 and a.scored_items == a.expected_items,
-            f"{a.scored_items}/{a.expected_items} items scored",
-        ),
-    )
-    skipped = "; ".join(f"{m} not run: {why}" for m, why in ev.not_run.items())
-    return ok, detail + (f" ({skipped})" if skipped else "")
+    """Every metric ran on every test item of every arm. A metric that does not apply to an
+    item (the vulnerability of code that does not parse) is a result and passes; one that
+    failed to run (sandbox error, judge timeout, it raised) fails the gate, named with its
+    count and reason."""
+
+    def check(a: ArmEvidence) -> tuple[bool, str]:
+        detail = f"{a.evaluated_items}/{a.expected_items} items evaluated"
+        failures = [f"{m} failed on {g.items} ({g.reasons})" for m, g in a.failed.items()]
+        na = [
+            f"{m} {g.items}"
+            for m, g in a.not_applicable.items()
+            if m not in ev.no_value  # said once for the whole stage below
+        ]
+        if failures:
+            detail += ": " + "; ".join(failures)
+        if na:
+            detail += f" (not applicable: {', '.join(na)})"
+        return a.expected_items > 0 and not a.failed, detail
+
+    ok, detail = _each_arm(ev, check)
+    whole = "; ".join(f"{m}: {why}" for m, why in ev.no_value.items())
+    return ok, detail + (f" [no value: {whole}]" if whole else "")
 
 
 def _direction(c: Any) -> float:
@@ -145,8 +168,9 @@ def _direction(c: Any) -> float:
 
 
 def _gain(c: Any) -> float:
-    """The experiment's improvement on a comparison: its difference, in the better direction."""
-    return _direction(c) * c.difference
+    """The experiment's improvement on a comparison: its difference, in the better direction
+    (none when no item has a value in both arms)."""
+    return 0.0 if c.difference is None else _direction(c) * c.difference
 
 
 def _min_improvement(ev: StageEvidence, spec: tuple[float, str]) -> tuple[bool, str]:
@@ -168,6 +192,9 @@ def _min_improvement(ev: StageEvidence, spec: tuple[float, str]) -> tuple[bool, 
 
     if len(ev.per_scenario) > 1:
         # The seed's stage 4: "> 10% average across scenarios".
+        empty = [s for s, c in ev.per_scenario.items() if c.n == 0]
+        if empty:
+            return False, f"{ev.primary.metric}: no value in both arms in {', '.join(empty)}"
         gains = {s: gain(c) for s, c in ev.per_scenario.items()}
         if any(g is None for g in gains.values()):
             return False, f"{ev.primary.metric}: a scenario's control mean is 0 (no relative gain)"
@@ -178,6 +205,8 @@ def _min_improvement(ev: StageEvidence, spec: tuple[float, str]) -> tuple[bool, 
             f"{ev.primary.metric}: average {show(avg)} ({per}) vs > {threshold:.0%}",
         )
     p = ev.primary
+    if p.n == 0 or p.control_mean is None or p.experiment_mean is None:
+        return False, f"{p.metric}: no test item has a value in both arms"
     g = gain(p)
     if g is None:
         return False, f"{p.metric}: the control's mean is 0, so there is no relative gain"
@@ -202,9 +231,11 @@ def _improves(ev: StageEvidence, metrics: list[str]) -> tuple[bool, str]:
     parts, ok = [], True
     for m in metrics:
         c = ev.secondary.get(m) or (ev.primary if ev.primary and ev.primary.metric == m else None)
-        if c is None:
+        if c is None or c.difference is None:
             ok = False
-            parts.append(f"{m}: not measured")
+            parts.append(
+                f"{m}: not measured" + (f" ({ev.no_value[m]})" if m in ev.no_value else "")
+            )
             continue
         ok &= _gain(c) > 0  # the seed: "shows improvement", not merely "no worse"
         parts.append(

@@ -22,6 +22,7 @@ from tunegate.analysis import analyze, rows_from_results
 from tunegate.data.arms import Experiment
 from tunegate.data.items import Item, items_hash, write_items
 from tunegate.data.select import Selection, select
+from tunegate.determinism import MachineRecord, machine_record, pin
 from tunegate.errors import UserError
 from tunegate.evaluate.metrics import Context
 from tunegate.evaluate.metrics import metric as metric_info
@@ -31,6 +32,7 @@ from tunegate.evaluate.run import (
     cost,
     generate_arm,
     make_judge,
+    metric_gaps,
     score_arm,
     summarize,
     write_results,
@@ -38,6 +40,7 @@ from tunegate.evaluate.run import (
 from tunegate.gates import ArmEvidence, GateResult, StageEvidence, evaluate_gates
 from tunegate.plan import Plan, Stage, dump_plan, plan_hash, redact
 from tunegate.progress import Bars
+from tunegate.render import comparison_line
 from tunegate.rundir import RunDir, atomic_write_json
 
 
@@ -192,6 +195,11 @@ class Ladder:
             name: items_hash(list(self.exp.arm(arm.role).values()))
             for name, arm in self.plan.arms.items()
         }
+        # One thread count and deterministic kernels for everything this process computes
+        # (training, generation), and the record of what ran, for comparing machines.
+        pin(self.plan.training.threads, deterministic=self.plan.training.deterministic)
+        machine = machine_record()
+        self.state["machine"] = machine.to_json()
         self.run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run.root / "plan.json", dump_plan(self.plan))  # passwords ***
         self.tracker = Tracker.for_plan(self.plan)
@@ -209,8 +217,10 @@ class Ladder:
                 "seed": self.plan.seed,
                 "model": self.plan.model.name,
                 "method": self.plan.quantization.method,
+                **machine.params(),  # the machine that began the climb (each arm has its own)
             },
         )
+        self._say(f"[dim]Machine: {machine.summary()}[/]")
         self._save()
 
     # --- the climb ---------------------------------------------------------------------
@@ -715,6 +725,8 @@ class Ladder:
                 f"  {name}: {result['steps']} steps in {result['seconds']:.1f} s, loss "
                 f"{first:.3f} → {last:.3f}, {result['linear4bit_layers']} Linear4bit layers"
             )
+            if result.get("machine"):  # the machine that trained this arm
+                self.tracker.params(run_id, MachineRecord(**result["machine"]).params())
             self.tracker.metrics(
                 run_id,
                 {
@@ -825,32 +837,23 @@ class Ladder:
         judge, no_judge = make_judge(judge_cfg)
         ctx = Context(timeout_s=ev_cfg.timeout_s, judge=judge, no_judge_reason=no_judge)
         rows: list[dict[str, Any]] = []
-        scores: dict[str, dict[str, dict[str, float | None]]] = {}
         for name in arm_names:
             role = self.plan.arms[name].role
             items = _selection_items(self.exp, role, sel, sel.test)
             ctx.progress = self.bars.ticker(name)
             arm_rows = score_arm(name, role, items, generations[name], settings, ctx)
             rows += arm_rows
-            scores[role] = {
-                m: {r["id"]: r["metrics"][m]["value"] for r in arm_rows} for m in ev_cfg.metrics
-            }
-        # A metric that ran for no item (no judge configured, a language it does not support)
-        # is reported; one that ran for some items must have run for all of them.
-        for m in ev_cfg.metrics:
-            if all(v is None for role in scores for v in scores[role][m].values()):
-                detail = next(
-                    (r["metrics"][m]["detail"] for r in rows if r["metrics"][m]["detail"]), ""
-                )
-                evidence.not_run[m] = detail.removeprefix("not run: ")  # the reason alone
-        ran = [m for m in ev_cfg.metrics if m not in evidence.not_run]
-        for name in arm_names:
-            role = self.plan.arms[name].role
-            items = _selection_items(self.exp, role, sel, sel.test)
-            evidence.arms[name].expected_items = len(items)
-            evidence.arms[name].scored_items = sum(
-                all(scores[role][m].get(i.id) is not None for m in ran) for i in items
-            )
+            arm = evidence.arms[name]
+            arm.expected_items = len(items)
+            arm.failed = metric_gaps(arm_rows, ev_cfg.metrics, "failed")
+            arm.not_applicable = metric_gaps(arm_rows, ev_cfg.metrics, "not_applicable")
+        for m in ev_cfg.metrics:  # a metric with a value for no item: say why, not a mean
+            if all(r["metrics"][m]["value"] is None for r in rows):
+                arms = evidence.arms.values()
+                failed = any(m in a.failed for a in arms)
+                gaps = [(a.failed if failed else a.not_applicable).get(m) for a in arms]
+                reasons = "; ".join(sorted({g.reasons for g in gaps if g is not None}))
+                evidence.no_value[m] = f"{'failed' if failed else 'not applicable'}: {reasons}"
         costs = cost(
             items=len(sel.test),
             arms=len(arm_names),
@@ -873,7 +876,7 @@ class Ladder:
         evidence.per_scenario = analysis.per_scenario
         evidence.secondary = analysis.secondary
         summary = analysis.to_json()
-        summary["not_run"] = dict(evidence.not_run)  # metric → why (the report shows it)
+        summary["no_value"] = dict(evidence.no_value)  # metric → why (the report shows it)
         if analysis.primary.d_z is not None and analysis.primary.d_z != 0:
             # A pilot's observed effect sizes the next stage (optimistic: see docs/power.md).
             from tunegate.power import n_from_pilot
@@ -890,31 +893,32 @@ class Ladder:
         atomic_write_json(stage_dir / "comparison.json", summary)
         record["comparison"] = summary
         for name in arm_names:
-            role = self.plan.arms[name].role
-            # A metric no item scored (not run) is not logged: a 0 there would be made up.
-            scored = {
-                m: [v for v in scores[role][m].values() if v is not None] for m in ev_cfg.metrics
+            # A metric with no value is not logged: a 0 there would be made up.
+            got = {
+                m: [
+                    v
+                    for r in rows
+                    if r["arm"] == name and (v := r["metrics"][m]["value"]) is not None
+                ]
+                for m in ev_cfg.metrics
             }
-            means = {m: sum(vs) / len(vs) for m, vs in scored.items() if vs}
+            means = {m: sum(vs) / len(vs) for m, vs in got.items() if vs}
             self.tracker.metrics(record["arms"][name]["mlflow_run"], means)
         p = evidence.primary
-        self.tracker.metrics(
-            record["mlflow_run"],
-            {
-                f"{p.metric}.control": p.control_mean,
-                f"{p.metric}.experiment": p.experiment_mean,
-                f"{p.metric}.difference": p.difference,
-                **({f"{p.metric}.p_value": p.p_value} if p.p_value is not None else {}),
-            },
-        )
+        if p.n:
+            self.tracker.metrics(
+                record["mlflow_run"],
+                {
+                    f"{p.metric}.control": p.control_mean,
+                    f"{p.metric}.experiment": p.experiment_mean,
+                    f"{p.metric}.difference": p.difference,
+                    **({f"{p.metric}.p_value": p.p_value} if p.p_value is not None else {}),
+                },
+            )
         self._say(
-            f"  {p.metric}: control {p.control_mean:.1%} vs experiment "
-            f"{p.experiment_mean:.1%} ({p.difference:+.1%}), {p.test}, "
+            f"  {comparison_line(p, evidence.no_value.get(p.metric))}, {p.test}, "
             f"p = {p.p_value if p.p_value is None else f'{p.p_value:.4g}'}"
             + (f", d_z = {p.d_z:.2f}" if p.d_z is not None else "")
         )
         for m, c in evidence.secondary.items():
-            self._say(
-                f"  {m}: control {c.control_mean:.1%} vs experiment "
-                f"{c.experiment_mean:.1%} ({c.difference:+.1%})"
-            )
+            self._say(f"  {comparison_line(c, evidence.no_value.get(m))}")

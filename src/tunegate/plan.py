@@ -117,6 +117,20 @@ class TrainingConfig(_Strict):
     merge_adapter: bool = Field(
         False, description="Also save base + adapter merged (16-bit) next to the adapter."
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for torch (training and local generation). None: torch's "
+        "default here (the physical cores), fixed when the process starts and recorded with "
+        "the run. Another thread count sums in another order, so the numbers differ slightly.",
+    )
+    deterministic: bool = Field(
+        True,
+        description="The same numbers twice on one machine: torch's deterministic algorithms "
+        "(warn-only where an op has none), seeds reset right before training, and every 4-bit "
+        "layer on bitsandbytes' fp32 CPU path (not its AVX-512 BF16 kernel, which some CPUs "
+        "switch to after the first evaluation). False: the fastest kernels, numbers may vary.",
+    )
 
 
 class TrainingOverrides(_Strict):
@@ -136,6 +150,8 @@ class TrainingOverrides(_Strict):
     divergence_window: int | None = Field(None, ge=2)
     divergence_factor: float | None = Field(None, gt=1)
     merge_adapter: bool | None = None
+    threads: int | None = Field(None, ge=1)
+    deterministic: bool | None = None
 
 
 class ArmConfig(_Strict):

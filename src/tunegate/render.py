@@ -174,3 +174,29 @@ def final_answer(plan: Plan, state: dict[str, Any]) -> str:
     if stage is plan.stages[-1]:
         return "GO — every stage passed, the last included"
     return f"GO so far — passed through '{stage.name}'"
+
+
+def format_value(metric_name: str, value: float, *, signed: bool = False) -> str:
+    """A metric's value in its own units: rates and pass@k as percentages, the 0–10
+    vulnerability score out of 10, other continuous scores as numbers."""
+    from tunegate.evaluate.metrics import metric
+
+    sign = "+" if signed else ""
+    if metric_name == "vulnerability":
+        return f"{value:{sign}.2f}" + ("" if signed else "/10")
+    if metric(metric_name).kind == "binary" or metric_name.startswith("pass@"):
+        return f"{value:{sign}.1%}"
+    return f"{value:{sign}.3f}"
+
+
+def comparison_line(c: Any, no_value: str | None = None) -> str:
+    """'metric: control X vs experiment Y (+D)', or why the metric has no value."""
+    if c.n == 0 or c.control_mean is None or c.experiment_mean is None:
+        return f"{c.metric}: no value ({no_value or '; '.join(c.notes)})"
+    left_out = [n for n in c.notes if "left out" in n]
+    return (
+        f"{c.metric}: control {format_value(c.metric, c.control_mean)} vs experiment "
+        f"{format_value(c.metric, c.experiment_mean)} "
+        f"({format_value(c.metric, c.difference, signed=True)})"
+        + (f", n = {c.n}; {left_out[0]}" if left_out else "")
+    )

@@ -261,11 +261,11 @@ def _training(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | Non
 
 
 def _comparison_row(
-    stage: str, c: dict[str, Any], label: str, not_run: dict[str, str] | None = None
+    stage: str, c: dict[str, Any], label: str, no_value: dict[str, str] | None = None
 ) -> list[str]:
-    if not c.get("n"):  # a metric that ran for no item (no judge configured, say)
-        why = (not_run or {}).get(c["metric"]) or "; ".join(c.get("notes") or [])
-        return [stage, label, "0", f"not run: {why}"] + [""] * 7
+    if not c.get("n"):  # a metric with a value for no item (no judge configured, say)
+        why = (no_value or {}).get(c["metric"]) or "; ".join(c.get("notes") or [])
+        return [stage, label, "0", f"no value: {why}"] + [""] * 7
     fmt_rate = (lambda v: _pct(v)) if c.get("binary") else (lambda v: _num(v))
     fmt_diff = (lambda v: _pct(v, signed=True)) if c.get("binary") else (lambda v: f"{v:+.3f}")
     rel = c.get("relative")
@@ -300,12 +300,18 @@ def _comparison(plan: Plan, records: dict[str, Any]) -> Section | None:
         entries = [(comp["primary"], True)] + [(c, False) for c in secondary]
         for c, primary in entries:
             name = c["metric"] + (" (primary)" if primary else "")
-            metric_rows.append(_comparison_row(label_stage, c, name, comp.get("not_run")))
+            # Runs made before `no_value` recorded `not_run` (a reason without its kind).
+            no_value = comp.get("no_value") or comp.get("not_run")
+            metric_rows.append(_comparison_row(label_stage, c, name, no_value))
             forest_rows.append(_forest_row(f"{stage.name}: {c['metric']}", c, alpha, primary))
         for scenario, c in comp.get("per_scenario", {}).items():
             scenario_rows.append(_comparison_row(label_stage, c, f"{scenario}: {c['metric']}"))
             forest_rows.append(_forest_row(f"{stage.name}: {scenario}", c, alpha, False))
-        for note in comp["primary"].get("notes", []):
+        notes = list(comp["primary"].get("notes", []))
+        notes += [
+            f"{c['metric']}: {n}" for c in secondary for n in c.get("notes", []) if "left out" in n
+        ]
+        for note in notes:
             metric_rows.append([label_stage, "note", "", note, "", "", "", "", "", "", ""])
     if not metric_rows:
         return None
@@ -552,6 +558,17 @@ def _reproducibility(plan: Plan, state: dict[str, Any], run: RunDir) -> Section:
     for arm, digest in (state.get("data_hashes") or {}).items():
         versions[f"data file: {arm}"] = digest
     tables.append(Table(["what", "version"], [[k, v] for k, v in versions.items()], "versions"))
+    machines = _machines(plan, state)
+    if machines:
+        tables.append(
+            Table(
+                ["who", "CPU", "kernels", "BLAS", "oneDNN", "threads", "deterministic"],
+                machines,
+                "machines",
+                "Which CPU and kernels made the numbers: the same seeded run on another CPU "
+                "differs in the last digits, so compare machines before comparing figures.",
+            )
+        )
     return Section(
         "reproducibility",
         "Reproducibility",
@@ -559,6 +576,35 @@ def _reproducibility(plan: Plan, state: dict[str, Any], run: RunDir) -> Section:
         tables=tables,
         code=yaml.safe_dump(dump_plan(plan), sort_keys=False, allow_unicode=True),
     )
+
+
+def _machines(plan: Plan, state: dict[str, Any]) -> list[list[str]]:
+    """One row per distinct machine record: the climb's, then each arm that trained elsewhere."""
+    seen: dict[str, list[str]] = {}
+
+    def add(who: str, record: dict[str, Any] | None) -> None:
+        if not record:
+            return
+        env = " ".join(f"{k}={v}" for k, v in (record.get("env") or {}).items())
+        row = [
+            record.get("cpu", "–") + (f" ({' '.join(record.get('cpu_flags') or [])})"),
+            record.get("torch_cpu_capability", "–") + (f"; {env}" if env else ""),
+            record.get("blas", "–"),
+            record.get("onednn", "–"),
+            str(record.get("threads", "–")),
+            str(record.get("deterministic", "–")).lower(),
+        ]
+        key = json.dumps(row)
+        if key in seen:
+            seen[key][0] += f", {who}"
+        else:
+            seen[key] = [who, *row]
+
+    add("the climb", state.get("machine"))
+    for i, stage in enumerate(plan.stages):
+        for arm, rec in ((state.get("stages", {}).get(stage.name) or {}).get("arms") or {}).items():
+            add(f"{i} {stage.name}/{arm}", (rec.get("train") or {}).get("machine"))
+    return list(seen.values())
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -45,9 +45,10 @@ EXACT_PERMUTATION_MAX_N = 16  # 2^16 = 65,536 sign flips: exact and still fast
 class Comparison:
     metric: str
     n: int
-    control_mean: float
-    experiment_mean: float
-    difference: float  # experiment − control, absolute (0.10 = 10 points on a rate)
+    # None only when n = 0 (no item has a value in both arms): a mean of nothing is not NaN.
+    control_mean: float | None
+    experiment_mean: float | None
+    difference: float | None  # experiment − control, absolute (0.10 = 10 points on a rate)
     relative: float | None  # difference / control mean; None when control is 0
     test: str  # the primary test, which gives p_value
     p_value: float | None
@@ -247,8 +248,8 @@ def compare(
     n = int(c.size)
     if n == 0:
         return Comparison(
-            metric, 0, math.nan, math.nan, math.nan, None, primary, None, None, None,
-            ["no paired items"], binary=binary,
+            metric, 0, None, None, None, None, primary, None, None, None,
+            ["no item has a value in both arms"], binary=binary,
         )  # fmt: skip
     d = e - c
     cm, em, md = float(c.mean()), float(e.mean()), float(d.mean())

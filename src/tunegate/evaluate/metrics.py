@@ -1,11 +1,13 @@
 """Metrics: per-item scores of an arm's generations. Aggregation and statistics live elsewhere.
 
 A metric scores a batch of cases (one item, its greedy generation and, for pass@k, its `n`
-samples) and returns one `Score` per case: a value, or None with the reason it could not run for
-that case (no tests, a language it does not support, no judge configured…) — never a made-up
-value. Metrics take batches because the expensive ones are batched underneath: every program
-of a batch goes through the sandbox's worker pool at once, every text through the embedding
-model once, every judge call through a bounded pool.
+samples) and returns one `Score` per case: a value, or no value with its reason and which kind of
+reason (`evaluate.score`): *not applicable* (no tests, a language it does not support, code that
+does not parse, no judge configured) or *failed* (the sandbox or a runtime errored, the judge
+did not answer, the metric raised) — never a made-up value. Metrics take batches because the
+expensive ones are batched underneath: every program of a batch goes through the sandbox's
+worker pool at once, every text through the embedding model once, every judge call through a
+bounded pool.
 
 | metric | value | better | runs on |
 |---|---|---|---|
@@ -38,12 +40,9 @@ import numpy as np
 from tunegate.data.items import Item
 from tunegate.evaluate.execute import Execution
 from tunegate.evaluate.execute_more import LANGUAGES, execute
+from tunegate.evaluate.score import CannotRun, NotApplicable, Score
 
-
-@dataclass
-class Score:
-    value: float | None  # None: not run for this case, `detail` says why
-    detail: str = ""
+__all__ = ["Case", "Context", "Metric", "Score", "metric"]
 
 
 @dataclass(frozen=True)
@@ -175,6 +174,37 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 # --- the metrics -------------------------------------------------------------------------------
 
 
+def _guarded(score: Callable[..., Score], *args: Any) -> Score:
+    """`score(*args)` for one case, with the two ways it can have no value told apart."""
+    try:
+        return score(*args)
+    except NotApplicable as err:
+        return Score.not_applicable(str(err))
+    except CannotRun as err:
+        return Score.failed(str(err))
+
+
+def _tail(result: Execution) -> str:
+    lines = [line for line in result.output_tail.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else result.verdict
+
+
+def _execution_score(result: Execution) -> Score:
+    """PASS is 1, FAIL and TIMEOUT are the program's 0; ERROR means the harness could not judge
+    the program (a missing runtime, broken tests, a lost worker): a failure to evaluate."""
+    if result.verdict == "ERROR":
+        return Score.failed(f"ERROR: {_tail(result)}")
+    passed = result.verdict == "PASS"
+    return Score(float(passed), result.verdict + (f" ({result.checks})" if result.checks else ""))
+
+
+def _syntax(code: str, language: str, fixture: str | None) -> Score:
+    from tunegate.evaluate.syntax import syntax_valid
+
+    ok, detail = syntax_valid(code, language, fixture_sql=fixture)
+    return Score(float(ok), detail)
+
+
 def _code_accuracy(cases: list[Case], ctx: Context) -> list[Score]:
     return [
         Score(
@@ -188,7 +218,7 @@ def _code_accuracy(cases: list[Case], ctx: Context) -> list[Score]:
 
 
 def _runnable(item: Item) -> str | None:
-    """Why an item's code cannot be run, or None."""
+    """Why running an item's code does not apply to it, or None."""
     if not item.tests:
         return "item has no tests"
     if item.language not in LANGUAGES:
@@ -201,14 +231,12 @@ def _functional_correctness(cases: list[Case], ctx: Context) -> list[Score]:
     jobs, where = [], []
     for i, c in enumerate(cases):
         if (reason := _runnable(c.item)) is not None:
-            scores[i] = Score(None, reason)
+            scores[i] = Score.not_applicable(reason)
         else:
             jobs.append((c.item.language, extract_code(c.generation), c.item.tests or ""))
             where.append(i)
     for i, result in zip(where, ctx.execute(jobs), strict=True):
-        passed = result.verdict == "PASS"
-        detail = result.verdict + (f" ({result.checks})" if passed and result.checks else "")
-        scores[i] = Score(float(passed), detail)
+        scores[i] = _execution_score(result)
     return [s for s in scores if s is not None]
 
 
@@ -218,16 +246,23 @@ def _pass_at(k: int) -> Callable[[list[Case], Context], list[Score]]:
         jobs, where = [], []
         for i, c in enumerate(cases):
             if (reason := _runnable(c.item)) is not None:
-                scores[i] = Score(None, reason)
+                scores[i] = Score.not_applicable(reason)
             elif len(c.samples) < k:
-                scores[i] = Score(None, f"pass@{k} needs n >= {k} samples, got {len(c.samples)}")
+                scores[i] = Score.failed(f"pass@{k} needs n >= {k} samples, got {len(c.samples)}")
             else:
                 jobs += [(c.item.language, extract_code(s), c.item.tests or "") for s in c.samples]
                 where.append(i)
         results = iter(ctx.execute(jobs))
         for i in where:
             n = len(cases[i].samples)
-            passed = sum(next(results).verdict == "PASS" for _ in range(n))
+            verdicts = [next(results) for _ in range(n)]
+            errors = [r for r in verdicts if r.verdict == "ERROR"]
+            if errors:  # an unjudged sample would bias the estimate either way
+                scores[i] = Score.failed(
+                    f"{len(errors)}/{n} samples could not be judged: {_tail(errors[0])}"
+                )
+                continue
+            passed = sum(r.verdict == "PASS" for r in verdicts)
             scores[i] = Score(pass_at_k(n, passed, k), f"{passed}/{n} samples pass")
         return [s for s in scores if s is not None]
 
@@ -236,8 +271,6 @@ def _pass_at(k: int) -> Callable[[list[Case], Context], list[Score]]:
 
 def _syntax_validity(cases: list[Case], ctx: Context) -> list[Score]:
     from tunegate.evaluate.execute_more import fixture_sql, parse_sql_tests
-    from tunegate.evaluate.similarity import Unsupported
-    from tunegate.evaluate.syntax import syntax_valid
 
     out = []
     for c in cases:
@@ -250,82 +283,72 @@ def _syntax_validity(cases: list[Case], ctx: Context) -> list[Score]:
             try:
                 fixture = fixture_sql(parse_sql_tests(c.item.tests)[0])
             except ValueError as err:
-                out.append(Score(None, f"the item's SQL fixture: {err}"))
+                out.append(Score.failed(f"the item's SQL fixture: {err}"))
                 continue
-        try:
-            ok, detail = syntax_valid(code, c.item.language, fixture_sql=fixture)
-        except Unsupported as err:
-            out.append(Score(None, str(err)))
-            continue
-        out.append(Score(float(ok), detail))
+        out.append(_guarded(_syntax, code, c.item.language, fixture))
     return out
 
 
 def _semantic_similarity(cases: list[Case], ctx: Context) -> list[Score]:
-    from tunegate.evaluate.similarity import Unsupported, semantic_similarity
+    from tunegate.evaluate.similarity import semantic_similarity
 
     pairs = [(extract_code(c.generation), c.item.completion) for c in cases]
     try:
         values = semantic_similarity(pairs)
-    except Unsupported as err:
-        return [Score(None, str(err)) for _ in cases]
+    except CannotRun as err:
+        return [Score.failed(str(err)) for _ in cases]
     return [Score(round(v, 6)) for v in values]
 
 
 def _codebleu(cases: list[Case], ctx: Context) -> list[Score]:
-    from tunegate.evaluate.similarity import CODEBLEU_LANGUAGES, Unsupported, codebleu
+    from tunegate.evaluate.similarity import CODEBLEU_LANGUAGES
 
     out = []
     for c in cases:
         code = extract_code(c.generation)
         if c.item.language not in CODEBLEU_LANGUAGES:
-            out.append(Score(None, f"CodeBLEU does not support '{c.item.language}'"))
+            out.append(Score.not_applicable(f"CodeBLEU does not support '{c.item.language}'"))
         elif not code.strip():
             out.append(Score(0.0, "empty generation"))
         else:
-            try:
-                out.append(Score(codebleu(code, c.item.completion, c.item.language)))
-            except Unsupported as err:
-                out.append(Score(None, str(err)))
+            out.append(_guarded(_codebleu_one, code, c.item.completion, c.item.language))
     return out
 
 
-def _scan(case: Case) -> tuple[list[Any] | None, str]:
-    from tunegate.evaluate.vulnerability import Unsupported, scan
+def _codebleu_one(code: str, reference: str, language: str) -> Score:
+    from tunegate.evaluate.similarity import codebleu
 
-    try:
+    return Score(codebleu(code, reference, language))
+
+
+def _scanned(case: Case, value: Callable[[list[Any]], float]) -> Score:
+    """A score from the static findings of a generation; code that does not parse is neither
+    a vulnerability nor a clean bill (not applicable)."""
+    from tunegate.evaluate.vulnerability import scan
+
+    def one() -> Score:
         findings = scan(extract_code(case.generation), case.item.language)
-    except Unsupported as err:
-        return None, str(err)
-    detail = ", ".join(f"{f.rule} (CWE-{f.cwe}) line {f.line}" for f in findings[:5])
-    return findings, detail or "no findings"
+        detail = ", ".join(f"{f.rule} (CWE-{f.cwe}) line {f.line}" for f in findings[:5])
+        return Score(value(findings), detail or "no findings")
+
+    return _guarded(one)
 
 
 def _vulnerability(cases: list[Case], ctx: Context) -> list[Score]:
     from tunegate.evaluate.vulnerability import score
 
-    out = []
-    for c in cases:
-        findings, detail = _scan(c)
-        out.append(Score(None, detail) if findings is None else Score(score(findings), detail))
-    return out
+    return [_scanned(c, score) for c in cases]
 
 
 def _vulnerable(cases: list[Case], ctx: Context) -> list[Score]:
     from tunegate.evaluate.vulnerability import vulnerable
 
-    out = []
-    for c in cases:
-        findings, detail = _scan(c)
-        out.append(
-            Score(None, detail) if findings is None else Score(float(vulnerable(findings)), detail)
-        )
-    return out
+    return [_scanned(c, lambda findings: float(vulnerable(findings))) for c in cases]
 
 
 def _coherence(cases: list[Case], ctx: Context) -> list[Score]:
     if ctx.judge is None:
-        return [Score(None, ctx.no_judge_reason) for _ in cases]
+        return [Score.not_applicable(ctx.no_judge_reason) for _ in cases]
     from tunegate.evaluate.judge import COHERENCE
 
     def step(done: int) -> None:
@@ -337,7 +360,12 @@ def _coherence(cases: list[Case], ctx: Context) -> list[Score]:
         [(c.item.prompt, c.generation, c.item.completion) for c in cases],
         progress=step,
     )
-    return [Score(v.value, ("cached: " if v.cached else "") + v.reason[:200]) for v in verdicts]
+    return [
+        Score(v.value, ("cached: " if v.cached else "") + v.reason[:200])
+        if v.value is not None
+        else Score.failed(f"not judged: {v.reason[:200]}")
+        for v in verdicts
+    ]
 
 
 _FIXED = [

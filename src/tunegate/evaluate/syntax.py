@@ -14,7 +14,8 @@
 
 An empty (or whitespace-only) generation is invalid in every language, although `compile("")`
 and the JavaScript grammar accept it: no code is not working code. A check never raises for bad
-code; it raises Unsupported for a language it cannot check.
+code; it raises Unsupported (not applicable) for a language it has no check for, and CannotRun
+when the TypeScript grammar it needs is not installed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sqlite3
 import threading
 from typing import Any
 
+from tunegate.evaluate.score import CannotRun
 from tunegate.evaluate.similarity import Unsupported
 
 LANGUAGES = frozenset({"python", "javascript", "typescript", "sql"})  # typescript if installed
@@ -43,7 +45,7 @@ def syntax_valid(code: str, language: str, *, fixture_sql: str | None = None) ->
             f"no syntax check for {language!r} (known: {', '.join(sorted(LANGUAGES))})"
         )
     if language == "typescript":
-        _tree_sitter_language("typescript")  # raises Unsupported before judging any code
+        _tree_sitter_language("typescript")  # raises CannotRun before judging any code
     if not code.strip():
         return False, "empty"
     if language == "python":
@@ -81,14 +83,14 @@ def _tree_sitter_language(language: str) -> Any:
     try:
         import tree_sitter_typescript
     except ImportError as err:
-        raise Unsupported(
+        raise CannotRun(
             "no TypeScript grammar installed: pip install tree-sitter-typescript (a version "
             "built for tree-sitter 0.22)"
         ) from err
     try:
         return Language(tree_sitter_typescript.language_typescript())
     except Exception as err:  # a grammar built for another tree-sitter ABI
-        raise Unsupported(f"the installed TypeScript grammar does not load: {err}") from err
+        raise CannotRun(f"the installed TypeScript grammar does not load: {err}") from err
 
 
 _parsers = threading.local()  # a tree-sitter Parser is not thread-safe: one per thread

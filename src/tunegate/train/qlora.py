@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tunegate.data.items import Item, items_hash
+from tunegate.determinism import machine_record, one_cpu_path, pin
 from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig
 
 # Receives batches of (metrics, step); it must skip steps it has already recorded, because a
@@ -51,6 +52,7 @@ class TrainResult:
     merged_dir: str | None = None
     world_size: int = 1  # processes that trained it (torchrun / accelerate launch)
     versions: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)  # determinism.MachineRecord
 
     @property
     def tokens_per_second(self) -> float:
@@ -97,6 +99,7 @@ def load_base(model_dir: Path, quant: QuantizationConfig) -> Any:
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if quant.method != "qlora":
         model.to(device)
+    one_cpu_path(model)  # the same 4-bit kernel before and after an evaluation, on every CPU
     return model
 
 
@@ -186,12 +189,32 @@ def cuda_gib(stat: str) -> float | None:
 
 class LossWatchdog:
     """NaN/inf stops at once; divergence is judged on window means (one noisy step is not a
-    divergence): stop when the latest window's mean exceeds `factor` × the best window mean."""
+    divergence): stop when the latest window's mean exceeds `factor` × the best window mean.
+
+    A loss that does not move at all is stopped too: the same value, to a millionth, over
+    `2 × window` logged steps. Weights blown up by a huge learning rate can saturate every logit
+    to one value (the loss then sits at ln(vocabulary size), below the random-init loss, so it
+    never looks like a divergence); a learning rate of 0 or a frozen model shows the same.
+    Different batches always give different losses to a model that still learns."""
 
     def __init__(self, window: int, factor: float) -> None:
         self.window, self.factor = window, factor
         self.losses: list[tuple[int, float]] = []
         self.best: tuple[float, int] | None = None  # (mean, last step of that window)
+
+    def _stuck(self) -> str | None:
+        span = 2 * self.window
+        if len(self.losses) < span:
+            return None
+        recent = [v for _, v in self.losses[-span:]]
+        if max(recent) - min(recent) > 1e-6 * max(1.0, abs(recent[-1])):
+            return None
+        first, last = self.losses[-span][0], self.losses[-1][0]
+        return (
+            f"loss stuck at {recent[-1]:.6g} for steps {first}–{last} (it does not move at all: "
+            "the model is no longer learning; a learning rate too high for it saturates the "
+            "weights, one of 0 never moves them)"
+        )
 
     def check(self, step: int, loss: float, grad_norm: float | None = None) -> str | None:
         if not math.isfinite(loss):
@@ -201,6 +224,8 @@ class LossWatchdog:
             # head reports 0.0 for NaN logits).
             return f"gradient norm is {grad_norm} at step {step} (loss {loss:.4g})"
         self.losses.append((step, loss))
+        if (stuck := self._stuck()) is not None:
+            return stuck
         if len(self.losses) < self.window:
             return None
         recent = self.losses[-self.window :]
@@ -322,10 +347,11 @@ def train_arm(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, TrainerCallback
+    from transformers import AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
     started = time.perf_counter()
+    pin(training.threads, deterministic=training.deterministic)
     device, _ = device_and_dtype(quant.compute_dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # Memory is measured above what was allocated before (a caller may hold other models).
@@ -499,6 +525,11 @@ def train_arm(
         history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
         metric_sink([(_numeric(h), int(h["step"])) for h in history if "loss" in h])
 
+    if resume is None:
+        # The validation pass above may draw random numbers; a run resumed before its first
+        # checkpoint skips it. Both start training from the same stream (a checkpoint restores
+        # its own).
+        set_seed(seed)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: guard.update(sigterm=True))
@@ -548,6 +579,7 @@ def train_arm(
         merged_dir=str(merged_dir) if merged_dir else None,
         world_size=int(trainer.args.world_size),
         versions=versions(),
+        machine=machine_record().to_json(),
     )
     if not trainer.is_world_process_zero():
         return result  # rank 0 alone writes the adapter and its record
