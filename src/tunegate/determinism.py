@@ -100,6 +100,10 @@ def pin(threads: int | None = None, *, deterministic: bool = True) -> int:
         # cuBLAS reads this once, at its first use: set it before any CUDA work.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Deterministic mode also fills every torch.empty with NaN, a debugging aid against
+        # kernels that read memory they never wrote. It changes no result of a correct kernel
+        # and made the example's training 1.4× slower on a 2-core CPU.
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     return count
 
 

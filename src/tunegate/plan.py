@@ -112,7 +112,8 @@ class TrainingConfig(_Strict):
         3.0,
         gt=1,
         description="Loss watchdog: stop (FAIL) when a window's mean loss exceeds this multiple "
-        "of the best window so far. NaN/inf stops at once.",
+        "of the best window so far (of 0.1 at least: near zero a ratio is noise). NaN/inf stops "
+        "at once, and so does a loss that does not move at all over 2 × divergence_window steps.",
     )
     merge_adapter: bool = Field(
         False, description="Also save base + adapter merged (16-bit) next to the adapter."

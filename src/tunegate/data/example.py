@@ -29,21 +29,22 @@ class _Op:
     fn: Callable[[int, int], float]
 
 
+# Five operators, each seen ~8 times in the small stage's 40 training items. With ten (floor
+# division, modulo, power, absolute difference and average besides), each was seen ~4 times;
+# the 2-layer tiny-llama then generalized the intent-to-operator lookup to 50–90 % of new items
+# depending on the seed, and so on the CPU's kernels: the small stage's figure moved from
+# 0 % → 70 % to 0 % → 10 % between machines. With five it learns the lookup on every seed tried.
 OPS: tuple[_Op, ...] = (
     _Op("adds {a} and {b}", "{a} + {b}", lambda a, b: a + b),
     _Op("subtracts {b} from {a}", "{a} - {b}", lambda a, b: a - b),
     _Op("multiplies {a} and {b}", "{a} * {b}", lambda a, b: a * b),
     _Op("returns the larger of {a} and {b}", "max({a}, {b})", max),
     _Op("returns the smaller of {a} and {b}", "min({a}, {b})", min),
-    _Op("floor-divides {a} by {b}", "{a} // {b}", lambda a, b: a // b),
-    _Op("returns {a} modulo {b}", "{a} % {b}", lambda a, b: a % b),
-    _Op("raises {a} to the power {b}", "{a} ** {b}", lambda a, b: a**b),
-    _Op(
-        "returns the absolute difference of {a} and {b}", "abs({a} - {b})", lambda a, b: abs(a - b)
-    ),
-    _Op("returns the average of {a} and {b}", "({a} + {b}) / 2", lambda a, b: (a + b) / 2),
 )
-NAMES: tuple[str, ...] = ("combine", "merge", "fold", "blend")
+# Eight names: 5 × 8 × 3 = 120 items a scenario, so a 70/15/15 split still leaves 15 test items
+# (the pilot's p-value gate needs them), and a control that must guess the name (python) rarely
+# guesses it.
+NAMES: tuple[str, ...] = ("combine", "merge", "fold", "blend", "mix", "join", "pair", "unite")
 ARGS: tuple[tuple[str, str], ...] = (("a", "b"), ("x", "y"), ("m", "n"))
 TEST_INPUTS: tuple[tuple[int, int], ...] = ((7, 3), (3, 7), (10, 4))  # every op differs on these
 SCENARIOS: tuple[str, ...] = ("python", "bugfix")
@@ -62,6 +63,20 @@ def _metadata_block(metadata: dict[str, str]) -> str:
     return "".join(f"# {key}: {value}\n" for key, value in metadata.items())
 
 
+def _every_op_in_turn(
+    combos: list[tuple[int, str, tuple[str, str]]], rng: random.Random
+) -> list[tuple[int, str, tuple[str, str]]]:
+    """The shuffled combinations reordered so that every run of len(OPS) items holds each
+    operator once. A stage that takes the head of a scenario (the small stage's first 40 items,
+    then 10 test items) then trains on every operator it is tested on, equally often: a head
+    that happened to miss an operator made the small stage's figure depend on the CPU."""
+    by_op: dict[int, list[tuple[int, str, tuple[str, str]]]] = {}
+    for combo in combos:
+        by_op.setdefault(combo[0], []).append(combo)
+    turn = rng.sample(sorted(by_op), len(by_op))
+    return [by_op[op][j] for j in range(len(combos) // len(by_op)) for op in turn]
+
+
 def generate(seed: int = 0) -> tuple[list[Item], list[Item]]:
     """Return (control, experiment) items, paired by id, in the same deterministic order."""
     rng = random.Random(seed)
@@ -70,7 +85,7 @@ def generate(seed: int = 0) -> tuple[list[Item], list[Item]]:
     for scenario in SCENARIOS:
         combos = [(o, n, a) for o in range(len(OPS)) for n in NAMES for a in ARGS]
         rng.shuffle(combos)
-        for k, (op_index, name, args) in enumerate(combos):
+        for k, (op_index, name, args) in enumerate(_every_op_in_turn(combos, rng)):
             op = OPS[op_index]
             a, b = args
             intent = op.intent.format(a=a, b=b)

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tunegate.determinism import MachineRecord
 from tunegate.errors import UserError
 from tunegate.plan import TINY_LLAMA, LoraSettings, QuantizationConfig, TrainingConfig
 
@@ -288,13 +289,14 @@ def run_job(
     result = {**res.to_json(), "smoke_generation": sample, "mlflow_run": run_id}
     atomic_write_json(out / "result.json", result)
     assert tracker is not None
+    tracker.params(run_id, MachineRecord(**res.machine).params())  # what made these numbers
     tracker.metrics(
         run_id,
         {
             "train_seconds": res.train_seconds,
             "train_tokens": res.train_tokens,
             "tokens_per_second": res.tokens_per_second,
-            "final_loss": losses[-1] if losses else float("nan"),
+            **({"final_loss": losses[-1]} if losses else {}),
             **({"peak_memory_gib": res.peak_memory_gib} if res.peak_memory_gib else {}),
         },
         res.steps,
