@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-cpu lint bench clean
+.PHONY: demo test test-all test-slow test-cpu lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(call debian,chromium,chromium,the report's browser tests are skipped)
 	$(BIN)/python -m pytest -q -m ""
+
+# The long-running scenarios `make test` leaves out (kills and resumes at every point, ...).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 # The end-to-end climb again under a second CPU capability: the kernels another machine would
 # run (AVX2 where this one has AVX-512, the scalar kernels where it has AVX2). Verdicts and

@@ -32,6 +32,17 @@ def example(tmp_path: Path) -> Path:
     return target / "tunegate.yaml"
 
 
+@pytest.fixture(scope="session")
+def micro_climb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example climbed through stage 1 once a session, never interrupted; returns its plan.
+    Tests that compare against it or only read it share it: do not write into it."""
+    target = tmp_path_factory.mktemp("micro-climb") / "exp"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("runs"))
+    result = run_cli("run", str(target / "tunegate.yaml"), "--until", "1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return target / "tunegate.yaml"
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:

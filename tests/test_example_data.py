@@ -10,7 +10,6 @@ from conftest import EXAMPLE
 from tunegate.data.example import generate
 from tunegate.data.items import load_items
 from tunegate.data.select import select
-from tunegate.evaluate.execute import run_python
 from tunegate.plan import DataSelection
 
 
@@ -29,13 +28,18 @@ def test_arms_differ_only_in_prompt_and_metadata() -> None:
 
 
 def test_references_pass_and_bugs_fail() -> None:
+    from tunegate.evaluate.metrics import Context
+
     control, _ = generate(seed=0)
-    for item in control:
-        assert item.tests
-        assert run_python(item.completion, item.tests).verdict == "PASS", item.id
-        if item.scenario == "bugfix":
-            buggy = item.prompt.split("\n", 1)[1]
-            assert run_python(buggy, item.tests).verdict == "FAIL", item.id
+    assert all(item.tests for item in control)
+    # Through the evaluation's own path (the sandbox's pre-warmed workers, in parallel).
+    bugfix = [i for i in control if i.scenario == "bugfix"]
+    jobs = [("python", i.completion, i.tests or "") for i in control]
+    jobs += [("python", i.prompt.split("\n", 1)[1], i.tests or "") for i in bugfix]
+    verdicts = [r.verdict for r in Context(timeout_s=10).execute(jobs)]
+    references, bugs = verdicts[: len(control)], verdicts[len(control) :]
+    assert [i.id for i, v in zip(control, references, strict=True) if v != "PASS"] == []
+    assert [i.id for i, v in zip(bugfix, bugs, strict=True) if v != "FAIL"] == []
 
 
 def test_split_is_pinned() -> None:

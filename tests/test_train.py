@@ -201,11 +201,13 @@ def _adapter(path: Path) -> dict:
     return load_file(str(path / "adapter" / "adapter_model.safetensors"))
 
 
+# A kill at a random checkpoint of `tunegate train`: long; the ladder's resume is in make test.
+@pytest.mark.slow
 def test_kill_9_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     micro: Path, tmp_path: Path
 ) -> None:
     common = {"DATASET_PATH": str(micro), "MAX_STEPS": "16", "BATCH_SIZE": "1"}
-    whole = _train(_env(tmp_path, **common, MODEL_NAME="whole"))
+    whole = _train(_env(tmp_path, **common, MODEL_NAME="whole"), "--plan", str(_plan(tmp_path, 4)))
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     env = _env(tmp_path, **common, MODEL_NAME="killed")
@@ -238,12 +240,11 @@ def test_kill_9_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     client = _client(tmp_path)
     assert _steps(client, run_id) == list(range(1, 17))  # every step once
 
+    # The same weights to the last bit: the checkpoint restored everything, in its precision.
     a = _adapter(tmp_path / "models" / "whole")
     b = _adapter(tmp_path / "models" / "killed")
     assert a.keys() == b.keys()
-    for key in a:
-        scale = float(a[key].abs().max()) or 1.0
-        assert float((a[key] - b[key]).abs().max()) / scale < 0.05, key
+    assert [k for k in a if not a[k].equal(b[k])] == []
 
 
 def _plan(tmp_path: Path, save_steps: int) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask, read without setting it (`os.umask` would change it for every
     thread for an instant)."""
     try:
@@ -31,7 +31,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         # mkstemp makes the file 0600; the file it replaces is one anyone may open (a report
         # to share, a state file a teammate reads), so give it what open() would have.
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

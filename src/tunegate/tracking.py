@@ -27,6 +27,53 @@ def metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :]", "_", name.replace("@", "_at_").replace("/", "_"))
 
 
+def seed_local_store(uri: str) -> None:
+    """Create a new local sqlite store by copying an empty, migrated one instead of migrating it
+    anew: MLflow runs every schema migration on a new store (~3 s on 2 cores), and each stage's
+    first process, each test and each `tunegate train` paid it. The template (one per MLflow
+    version, in tunegate's cache) holds no experiment, so MLflow creates its `Default` one on
+    first open exactly as for a new store. A store that exists is left alone."""
+    import contextlib
+    import shutil
+    import sqlite3
+    import tempfile
+
+    import mlflow
+
+    from tunegate.rundir import current_umask
+    from tunegate.train.tiny import cache_dir
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not uri.startswith("sqlite:///") or path.exists() or str(path) in ("", ":memory:"):
+        return
+    template = cache_dir() / "mlflow" / f"empty-store-{mlflow.__version__}.db"
+    if not template.is_file():
+        from mlflow.tracking import MlflowClient
+
+        template.parent.mkdir(parents=True, exist_ok=True)
+        fd, raw = tempfile.mkstemp(prefix=".empty-store-", suffix=".db", dir=template.parent)
+        os.close(fd)
+        os.unlink(raw)  # MLflow creates the file itself
+        try:
+            MlflowClient(tracking_uri=f"sqlite:///{raw}").search_experiments()
+            with sqlite3.connect(raw) as db:
+                db.execute("DELETE FROM experiments")  # its Default points at this process's cwd
+            os.replace(raw, template)  # atomic: a concurrent builder's copy is as good
+        finally:
+            if os.path.exists(raw):
+                os.unlink(raw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # as MLflow would have created it, not 0600
+    os.close(fd)
+    try:
+        shutil.copyfile(template, tmp)
+        with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+            os.link(tmp, path)  # never over it
+    finally:
+        os.unlink(tmp)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, local_dir: Path) -> None:
         """`local_dir` holds a local sqlite store's artifacts (a server keeps its own)."""
@@ -36,6 +83,7 @@ class Tracker:
         self.uri = uri
         if self.uri.startswith("sqlite:"):
             local_dir.mkdir(parents=True, exist_ok=True)
+            seed_local_store(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         existing = self.client.get_experiment_by_name(experiment)
         if existing is not None:
@@ -44,9 +92,17 @@ class Tracker:
             artifacts = None
             if self.uri.startswith("sqlite:"):
                 artifacts = (local_dir / "mlartifacts").resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=artifacts
-            )
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=artifacts
+                )
+            except Exception as err:  # another process created it since we looked
+                if getattr(err, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+                self.experiment_id = found.experiment_id
 
     @classmethod
     def for_plan(cls, plan: Plan) -> Tracker:
