@@ -31,7 +31,9 @@ ONEDNN = {"default": "SSE41", "avx2": "AVX2"}
 
 
 def capabilities_here() -> list[str]:
-    flags = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
+    flags = (
+        Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
+    )
     caps = ["default", "avx2"]
     if re.search(r"\bavx512f\b", flags):
         caps.append("avx512")
@@ -63,7 +65,8 @@ def climb(capability: str, workdir: Path) -> dict:
         primary = (record.get("comparison") or {}).get("primary")
         if primary:
             row["primary"] = {
-                k: primary.get(k) for k in ("metric", "n", "control_mean", "experiment_mean", "p_value")
+                k: primary.get(k)
+                for k in ("metric", "n", "control_mean", "experiment_mean", "p_value")
             }
         row["gates"] = [g["evidence"] for g in record.get("gates", [])]
         stages.append(row)
@@ -99,7 +102,9 @@ def table(runs: list[dict]) -> str:
                 figure = f" loss {s['experiment_loss'][0]:.2f} → {s['experiment_loss'][1]:.2f}"
             cells.append(f"{s['verdict']}{figure}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| **answer** | " + " | ".join(f"{r['answer']} ({r['seconds']:.0f} s)" for r in runs) + " |")
+    lines.append(
+        "| **answer** | " + " | ".join(f"{r['answer']} ({r['seconds']:.0f} s)" for r in runs) + " |"
+    )
     return "\n".join(lines)
 
 
@@ -112,7 +117,9 @@ def main() -> None:
         runs = [climb(cap, Path(tmp)) for cap in args.capabilities.split(",")]
     record = {
         "date": datetime.now(UTC).date().isoformat(),
-        "cpu": runs[0]["machine"]["cpu"] if runs and runs[0].get("machine") else platform.processor(),
+        "cpu": runs[0]["machine"]["cpu"]
+        if runs and runs[0].get("machine")
+        else platform.processor(),
         "cores": os.cpu_count(),
         "runs": runs,
     }

@@ -28,6 +28,9 @@ def test_example_climbs_all_five_stages(example: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "GO — every stage passed" in result.stdout
     assert not NAN.search(result.stdout), "the console printed NaN"
+    # The pilot asks for coherence with no judge: said, as not applicable, never as a number.
+    assert "coherence: no value (not applicable: no judge configured" in result.stdout
+    assert "15/15 items evaluated; coherence: no value (not applicable" in result.stdout
 
     run_dir = example.parent / "runs" / "metadata-experiment"
     state = _no_nan_json(run_dir / "state.json")

@@ -24,7 +24,7 @@ import platform
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # CPU features that change which kernels torch, oneDNN, MKL and bitsandbytes pick.
@@ -60,6 +60,17 @@ class MachineRecord:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MachineRecord:
+        """A record read back (from a container's result, another tunegate version): fields it
+        lacks read as unknown, fields this version does not know are left out."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {"cpu_flags": [], "threads": 0, "deterministic": False}
+        values.update({k: v for k, v in data.items() if k in known})
+        for name in known:
+            values.setdefault(name, "unknown")
+        return cls(**values)
 
     def params(self) -> dict[str, str]:
         """Flat `machine.*` entries for MLflow params and a report table."""

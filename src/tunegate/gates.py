@@ -156,8 +156,8 @@ def _evaluation_ran(ev: StageEvidence, _: Any) -> tuple[bool, str]:
         return a.expected_items > 0 and not a.failed, detail
 
     ok, detail = _each_arm(ev, check)
-    whole = "; ".join(f"{m}: {why}" for m, why in ev.no_value.items())
-    return ok, detail + (f" [no value: {whole}]" if whole else "")
+    whole = "".join(f"; {m}: no value ({why})" for m, why in ev.no_value.items())
+    return ok, detail + whole
 
 
 def _direction(c: Any) -> float:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from tunegate.analysis import analyze, rows_from_results
 from tunegate.data.arms import Experiment
@@ -220,7 +221,7 @@ class Ladder:
                 **machine.params(),  # the machine that began the climb (each arm has its own)
             },
         )
-        self._say(f"[dim]Machine: {machine.summary()}[/]")
+        self._say(f"[dim]Machine: {escape(machine.summary())}[/]")
         self._save()
 
     # --- the climb ---------------------------------------------------------------------
@@ -309,7 +310,7 @@ class Ladder:
             self.tracker.artifact(parent, self.run.root / REPORT_DIR, REPORT_DIR)
             self.tracker.tags(parent, {"mlflow.note.content": mlflow_summary(self.run.root)})
         except Exception as err:
-            self._say(f"[yellow]Report not written:[/] {type(err).__name__}: {err}")
+            self._say(f"[yellow]Report not written:[/] {type(err).__name__}: {escape(str(err))}")
 
     def _stage_state(self, index: int, stage: Stage) -> dict[str, Any]:
         stages = self.state["stages"]
@@ -441,7 +442,7 @@ class Ladder:
         self._say(f"\n[bold]Pre-flight checklist[/] (before stage {index}, {last.name}):")
         for b in boxes:
             mark = "[green]✓[/]" if b.ticked else "[red]✗[/]"
-            self._say(f"  {mark} {b.label} — {b.evidence}")
+            self._say(f"  {mark} {escape(b.label)} — {escape(b.evidence)}")
         return [b.label for b in boxes if not b.ticked]
 
     def _gate_fail(self, index: int, stage: Stage, name: str, reason: str) -> StageRecord:
@@ -520,12 +521,12 @@ class Ladder:
         color = {"PASS": "green", "INVESTIGATE": "yellow", "FAIL": "red"}[verdict]
         for g in gates:
             mark = "[green]✓[/]" if g.passed else "[red]✗[/]"
-            self._say(f"  {mark} {g.name}: {g.evidence}")
+            self._say(f"  {mark} {g.name}: {escape(g.evidence)}")
         self._say(f"  → [bold {color}]{verdict}[/]" + (" (forced)" if forced else ""))
         if verdict != "PASS" and stage.recovery:
             self._say("  Recovery (from the plan):")
             for step, action in enumerate(stage.recovery, 1):
-                self._say(f"    {step}. {action}")
+                self._say(f"    {step}. {escape(action)}")
 
     # --- stage kinds -------------------------------------------------------------------
     def _environment(self, stage_dir: Path) -> StageEvidence:
@@ -536,7 +537,9 @@ class Ladder:
         for c in checks:
             color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c["status"]]
             fix = f" — {c['fix']}" if c["fix"] and c["status"] != "PASS" else ""
-            self._say(f"  [{color}]{c['status']:<4}[/] {c['name']}: {c['value']}{fix}")
+            self._say(
+                f"  [{color}]{c['status']:<4}[/] {c['name']}: {escape(str(c['value']) + fix)}"
+            )
         return StageEvidence(arms={}, environment=checks)
 
     def _train_stage(
@@ -617,7 +620,7 @@ class Ladder:
                         f"{check.summary}"
                     )
                     for message in check.messages[:5]:
-                        self._say(f"      {message}")
+                        self._say(f"      {escape(message)}")
         atomic_write_json(stage_dir / "data_checks.json", results)
         return results
 
@@ -716,7 +719,7 @@ class Ladder:
                 (arm_dir / "error.txt").write_text(traceback.format_exc())
                 self._save()
                 ev.error = arm_state["error"]
-                self._say(f"  [red]{name}: training failed:[/] {ev.error}")
+                self._say(f"  [red]{name}: training failed:[/] {escape(ev.error)}")
                 return ev, Generations()
             arm_state.update(status="done", train=result, error=None)
             self._save()
@@ -726,7 +729,7 @@ class Ladder:
                 f"{first:.3f} → {last:.3f}, {result['linear4bit_layers']} Linear4bit layers"
             )
             if result.get("machine"):  # the machine that trained this arm
-                self.tracker.params(run_id, MachineRecord(**result["machine"]).params())
+                self.tracker.params(run_id, MachineRecord.from_json(result["machine"]).params())
             self.tracker.metrics(
                 run_id,
                 {
@@ -760,7 +763,7 @@ class Ladder:
         ev.smoke_generation = generate(
             model, tokenizer, [smoke_prompt], max_new_tokens=stage.evaluation.max_new_tokens
         )[0]
-        self._say(f"  {name}: smoke generation {ev.smoke_generation.strip()[:60]!r}")
+        self._say(f"  {name}: smoke generation {escape(repr(ev.smoke_generation.strip()[:60]))}")
         gens = Generations()
         if stage.evaluation.mode == "full":
             test_items = _selection_items(self.exp, role, sel, sel.test)
@@ -916,9 +919,11 @@ class Ladder:
                 },
             )
         self._say(
-            f"  {comparison_line(p, evidence.no_value.get(p.metric))}, {p.test}, "
-            f"p = {p.p_value if p.p_value is None else f'{p.p_value:.4g}'}"
-            + (f", d_z = {p.d_z:.2f}" if p.d_z is not None else "")
+            escape(
+                f"  {comparison_line(p, evidence.no_value.get(p.metric))}, {p.test}, "
+                f"p = {p.p_value if p.p_value is None else f'{p.p_value:.4g}'}"
+                + (f", d_z = {p.d_z:.2f}" if p.d_z is not None else "")
+            )
         )
         for m, c in evidence.secondary.items():
-            self._say(f"  {comparison_line(c, evidence.no_value.get(m))}")
+            self._say(f"  {escape(comparison_line(c, evidence.no_value.get(m)))}")

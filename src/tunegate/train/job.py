@@ -289,7 +289,7 @@ def run_job(
     result = {**res.to_json(), "smoke_generation": sample, "mlflow_run": run_id}
     atomic_write_json(out / "result.json", result)
     assert tracker is not None
-    tracker.params(run_id, MachineRecord(**res.machine).params())  # what made these numbers
+    tracker.params(run_id, MachineRecord.from_json(res.machine).params())  # what made these numbers
     tracker.metrics(
         run_id,
         {
