@@ -53,6 +53,15 @@ def climb(capability: str, workdir: Path) -> dict:
     )
     seconds = time.perf_counter() - started
     answer = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
+    return record(
+        capability, target, env.get("ONEDNN_MAX_CPU_ISA"), proc.returncode, answer, seconds
+    )
+
+
+def record(
+    capability: str, target: Path, onednn: str | None, code: int, answer: dict, seconds: float
+) -> dict:
+    """One climb's figures, from its run directory (`target` holds the plan)."""
     state = json.loads((target / "runs" / "metadata-experiment" / "state.json").read_text())
     stages = []
     for name, record in state["stages"].items():
@@ -72,13 +81,26 @@ def climb(capability: str, workdir: Path) -> dict:
         stages.append(row)
     return {
         "capability": capability,
-        "onednn_max_cpu_isa": env.get("ONEDNN_MAX_CPU_ISA"),
+        "onednn_max_cpu_isa": onednn,
         "machine": state.get("machine"),
-        "exit_code": proc.returncode,
+        "exit_code": code,
         "answer": answer.get("answer"),
         "seconds": round(seconds, 1),
         "stages": stages,
     }
+
+
+def climbed(spec: str) -> dict:
+    """`CAPABILITY=DIR`: a directory already climbed under that capability (`make demo`'s
+    `demo/`, copied), read instead of climbing again."""
+    capability, _, directory = spec.partition("=")
+    target = Path(directory)
+    state = json.loads((target / "runs" / "metadata-experiment" / "state.json").read_text())
+    verdicts = [r.get("verdict") for r in state["stages"].values()]
+    answer = "GO" if verdicts and all(v == "PASS" for v in verdicts) else "not GO"
+    seconds = sum(r.get("seconds") or 0 for r in state["stages"].values())
+    env = (state.get("machine") or {}).get("env", {})
+    return record(capability, target, env.get("ONEDNN_MAX_CPU_ISA"), 0, {"answer": answer}, seconds)
 
 
 def table(runs: list[dict]) -> str:
@@ -112,9 +134,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--capabilities", default=",".join(capabilities_here()))
     parser.add_argument("--out", type=Path, default=Path("bench/results/cpu_capabilities.json"))
+    parser.add_argument(
+        "--climbed",
+        action="append",
+        default=[],
+        metavar="CAPABILITY=DIR",
+        help="read a directory already climbed under CAPABILITY instead of climbing (repeat)",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tunegate-cpu-") as tmp:
-        runs = [climb(cap, Path(tmp)) for cap in args.capabilities.split(",")]
+    if args.climbed:
+        runs = [climbed(spec) for spec in args.climbed]
+    else:
+        with tempfile.TemporaryDirectory(prefix="tunegate-cpu-") as tmp:
+            runs = [climb(cap, Path(tmp)) for cap in args.capabilities.split(",")]
     record = {
         "date": datetime.now(UTC).date().isoformat(),
         "cpu": runs[0]["machine"]["cpu"]
