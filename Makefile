@@ -28,7 +28,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# A fresh climb every time: demo/ is this target's own scratch directory.
 demo: $(STAMP)
+	rm -rf demo
 	$(BIN)/tunegate init demo --force
 	cd demo && ../$(BIN)/tunegate run
 
