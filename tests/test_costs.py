@@ -11,6 +11,8 @@ from conftest import run_cli
 
 from tunegate.costs import hourly_usd, summarize
 from tunegate.plan import load_plan
+from tunegate.state import ArmRecord, StageRecord
+from tunegate.train.qlora import TrainResult
 
 
 def _without_stages(plan_file: Path, extra: str = "") -> Path:
@@ -47,14 +49,16 @@ def test_plan_prints_the_cost_summary(example: Path) -> None:
     assert "Total validation cost: $15.00 (6% of the last stage cost)" in out
 
 
-def _record(seconds: float, train_seconds: list[float]) -> dict:
-    return {
-        "seconds": seconds,
-        "arms": {
-            f"a{i}": {"train": {"train_seconds": t, "train_tokens": 1000}}
-            for i, t in enumerate(train_seconds)
-        },
-    }
+def _record(seconds: float, train_seconds: list[float]) -> StageRecord:
+    def trained(seconds: float) -> TrainResult:
+        return TrainResult("adapter", 10, [], None, None, 0, 0, 1000, seconds, None, seconds)
+
+    return StageRecord(
+        index=2,
+        hash="h",
+        seconds=seconds,
+        arms={f"a{i}": ArmRecord(train=trained(t)) for i, t in enumerate(train_seconds)},
+    )
 
 
 def test_forecast_scales_measured_seconds_per_sample(example: Path) -> None:

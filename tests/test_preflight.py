@@ -5,27 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunegate.doctor import Check
+from tunegate.gates import GateResult
 from tunegate.plan import load_plan
 from tunegate.preflight import checklist
+from tunegate.state import Actual, ArmRecord, Forecast, LadderState, StageRecord
 
 
-def _passed_state(plan: Any) -> dict[str, Any]:
+def _forecast(hours: float) -> Forecast:
+    return Forecast("production", hours, hours, hours, 0.0, 0.0, 0.0, 100, "measured", 1.0, 0.0)
+
+
+def _passed_state(plan: Any) -> LadderState:
     gates = [
-        {"name": "min_improvement", "passed": True, "evidence": "+40% points"},
-        {"name": "max_p_value", "passed": True, "evidence": "p = 0.001"},
-        {"name": "evaluation_ran", "passed": True, "evidence": "15/15 items scored"},
+        GateResult("min_improvement", True, "effect", "+40% points"),
+        GateResult("max_p_value", True, "effect", "p = 0.001"),
+        GateResult("evaluation_ran", True, "health", "15/15 items scored"),
     ]
-    stages = {s.name: {"verdict": "PASS", "gates": [], "arms": {}} for s in plan.stages[:-1]}
-    stages["pilot"]["gates"] = gates
-    stages["environment"]["checks"] = [{"name": "tracking", "status": "PASS", "value": "sqlite"}]
-    stages["small"]["actual"] = {"wall_hours": 0.1, "usd": 0.0}
-    return {"stages": stages, "mlflow_parent": "abc123"}
+    stages = {
+        s.name: StageRecord(index=i, hash=plan.stage_hash(i), verdict="PASS")
+        for i, s in enumerate(plan.stages[:-1])
+    }
+    stages["pilot"].gates = gates
+    stages["environment"].checks = [Check("tracking", "PASS", "sqlite")]
+    stages["small"].actual = Actual("small", 0.1, 0.0, "cpu", 0, 0, None, 0, 0.0, 0.0)
+    return LadderState(stages=stages, mlflow_parent="abc123")
 
 
 def test_every_box_ticked_from_evidence(example: Path) -> None:
     plan = load_plan(example)  # budget: 1 hour, approved
-    forecast = {"high_hours": 0.2, "high_usd": 0.0}
-    boxes = checklist(plan, _passed_state(plan), forecast)
+    boxes = checklist(plan, _passed_state(plan), _forecast(0.2))
     assert all(b.ticked for b in boxes), [b for b in boxes if not b.ticked]
     labels = [b.label for b in boxes]
     assert "Stage 3 passed (pilot)" in labels
@@ -38,10 +47,10 @@ def test_every_box_ticked_from_evidence(example: Path) -> None:
 def test_each_missing_piece_of_evidence_unticks_its_box(example: Path) -> None:
     plan = load_plan(example)
     state = _passed_state(plan)
-    state["stages"]["pilot"]["gates"][1]["passed"] = False  # p too large
-    state["stages"]["small"]["arms"] = {"control": {"error": "OutOfMemoryError: CUDA"}}
-    state["stages"]["environment"]["checks"][0]["status"] = "FAIL"
-    boxes = {b.label: b for b in checklist(plan, state, {"high_hours": 2.0, "high_usd": 0.0})}
+    state.stages["pilot"].gates[1].passed = False  # p too large
+    state.stages["small"].arms = {"control": ArmRecord(error="OutOfMemoryError: CUDA")}
+    state.stages["environment"].checks = [Check("tracking", "FAIL", "refused")]
+    boxes = {b.label: b for b in checklist(plan, state, _forecast(2.0))}
     unticked = [label for label, b in boxes.items() if not b.ticked]
     assert any("statistically significant" in u for u in unticked)
     assert "No crashes or OOM errors" in unticked
@@ -51,7 +60,7 @@ def test_each_missing_piece_of_evidence_unticks_its_box(example: Path) -> None:
     plan.budget.approved = False
     assert any(
         "set budget.approved: true" in b.evidence
-        for b in checklist(plan, _passed_state(plan), {"high_hours": 0.1, "high_usd": 0.0})
+        for b in checklist(plan, _passed_state(plan), _forecast(0.1))
     )
 
 

@@ -115,20 +115,32 @@ def _comparison(metric: str, control: float, experiment: float, p: float) -> dic
 
 
 def _failed_state() -> dict:
-    passed = {"verdict": "PASS", "status": "done", "seconds": 3.0, "arms": {}, "gates": []}
+    """A state as tunegate wrote it before its schema was named (tunegate.state/1)."""
+
+    def passed(index: int) -> dict:
+        return {"index": index, "hash": "h", "verdict": "PASS", "status": "done", "seconds": 3.0}
+
     return {
         "stages": {
-            "environment": passed,
-            "micro": passed,
+            "environment": passed(0),
+            "micro": passed(1),
             "small": {
+                "index": 2,
+                "hash": "h",
                 "verdict": "FAIL",
                 "status": "done",
                 "seconds": 40.0,
                 "gates": [
-                    {"name": "model_saved", "passed": True, "evidence": "saved, reloaded"},
+                    {
+                        "name": "model_saved",
+                        "passed": True,
+                        "kind": "health",
+                        "evidence": "saved, reloaded",
+                    },
                     {
                         "name": "evaluation_ran",
                         "passed": False,
+                        "kind": "health",
                         "evidence": "control: 3/10 items scored",
                     },
                 ],

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Quiet, offline defaults before any HF import: nothing may reach a hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,6 +20,9 @@ import typer
 from rich.console import Console
 
 from tunegate.errors import UserError
+
+if TYPE_CHECKING:
+    from tunegate.state import LadderState
 
 app = typer.Typer(
     add_completion=False,
@@ -153,23 +157,23 @@ def run(
         raise typer.Exit(1)  # blocked before the requested end
 
 
-def _verdicts_json(p: Any, state: dict[str, Any], root: Path) -> dict[str, Any]:
+def _verdicts_json(p: Any, state: LadderState, root: Path) -> dict[str, Any]:
     """`run --json`: the answer and each stage's verdict with its gates, for scripts."""
     from tunegate.render import final_answer
     from tunegate.report import report_file
 
     stages = []
     for i, stage in enumerate(p.stages):
-        rec = state.get("stages", {}).get(stage.name) or {}
+        rec = state.stage(stage.name)
         stages.append(
             {
                 "index": i,
                 "name": stage.name,
-                "verdict": rec.get("verdict"),
-                "forced": bool(rec.get("forced")),
-                "seconds": rec.get("seconds"),
-                "gates": rec.get("gates", []),
-                "actual": rec.get("actual"),
+                "verdict": rec.verdict if rec else None,
+                "forced": bool(rec and rec.forced),
+                "seconds": rec.seconds if rec else None,
+                "gates": [asdict(g) for g in rec.gates] if rec else [],
+                "actual": rec.actual.to_json() if rec and rec.actual else None,
             }
         )
     return {
@@ -177,7 +181,7 @@ def _verdicts_json(p: Any, state: dict[str, Any], root: Path) -> dict[str, Any]:
         "run_dir": str(root),
         "stages": stages,
         "report": {f: str(report_file(root, f)) for f in ("html", "md")},
-        "mlflow": {"tracking_uri": state.get("tracking_uri"), "parent": state.get("mlflow_parent")},
+        "mlflow": {"tracking_uri": state.tracking_uri, "parent": state.mlflow_parent},
     }
 
 

@@ -19,56 +19,19 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
-from typing import Any
 
 from tunegate.costs import hourly_usd
 from tunegate.plan import Plan, Stage
+from tunegate.state import Actual, EvaluationCost, Forecast, StageRecord
 
 
-@dataclass(frozen=True)
-class Actual:
-    stage: str
-    wall_hours: float
-    device_hours: float
-    device: str
-    samples_trained: int
-    tokens_trained: int
-    tokens_per_second: float | None
-    judge_calls: int
-    judge_usd: float
-    usd: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Forecast:
-    stage: str
-    hours: float
-    low_hours: float
-    high_hours: float
-    usd: float
-    low_usd: float
-    high_usd: float
-    samples: int
-    basis: str  # which measurements it rests on
-    estimate_hours: float
-    estimate_usd: float
-    same_batch: bool = True  # measured at the target's batch size; else a bracket (see above)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def budget_need(forecast: dict[str, Any]) -> tuple[float, float, str]:
+def budget_need(forecast: Forecast) -> tuple[float, float, str]:
     """(hours, dollars, basis) a budget is checked against: the forecast's upper end; for a
     bracket from another batch size its point, since that upper end assumes batching gains
     nothing and would stop stages that fit. Used by the budget guard and the pre-flight."""
-    if forecast.get("same_batch", True):
-        return forecast["high_hours"], forecast["high_usd"], "forecast (upper)"
-    return forecast["hours"], forecast["usd"], "forecast (from another batch)"
+    if forecast.same_batch:
+        return forecast.high_hours, forecast.high_usd, "forecast (upper)"
+    return forecast.hours, forecast.usd, "forecast (from another batch)"
 
 
 def samples_per_arm(plan: Plan, stage: Stage, train_items: int) -> int:
@@ -81,26 +44,26 @@ def samples_per_arm(plan: Plan, stage: Stage, train_items: int) -> int:
     return math.ceil(steps_per_epoch * t.epochs) * batch  # as the Trainer rounds its steps
 
 
-def actual(plan: Plan, stage: Stage, record: dict[str, Any], train_items: int) -> Actual:
+def actual(plan: Plan, stage: Stage, record: StageRecord, train_items: int) -> Actual:
     """A finished stage's figures, from its state record."""
-    trains = [a["train"] for a in record.get("arms", {}).values() if a.get("train")]
-    train_seconds = sum(float(t.get("train_seconds") or 0) for t in trains)
-    tokens = sum(int(t.get("train_tokens") or 0) for t in trains)
-    cost = record.get("evaluation_cost") or {}
-    wall_hours = float(record.get("seconds") or 0) / 3600
+    trains = record.trains
+    train_seconds = sum(t.train_seconds for t in trains)
+    tokens = sum(t.train_tokens for t in trains)
+    cost = record.evaluation_cost or EvaluationCost(seed_calls=0, seed_usd=0.0)
+    wall_hours = (record.seconds or 0.0) / 3600
     device_hours = train_seconds / 3600
     return Actual(
         stage=stage.name,
         wall_hours=wall_hours,
         device_hours=device_hours,
-        device=trains[0].get("device", "?") if trains else "-",
+        device=trains[0].device if trains else "-",
         samples_trained=samples_per_arm(plan, stage, train_items) * len(trains),
         tokens_trained=tokens,
         tokens_per_second=tokens / train_seconds if train_seconds else None,
-        judge_calls=int(cost.get("judge_calls") or 0),
-        judge_usd=float(cost.get("judge_usd") or 0),
+        judge_calls=cost.judge_calls,
+        judge_usd=cost.judge_usd,
         # The device is held for the whole stage, not only while it trains.
-        usd=wall_hours * hourly_usd(plan) + float(cost.get("judge_usd") or 0),
+        usd=wall_hours * hourly_usd(plan) + cost.judge_usd,
     )
 
 
@@ -113,7 +76,7 @@ def forecast(
     plan: Plan,
     stage: Stage,
     train_items: int,
-    measured: list[tuple[dict[str, Any], int, int]],
+    measured: list[tuple[StageRecord, int, int]],
 ) -> Forecast | None:
     """`stage`'s time and cost from the training stages measured so far: `measured` holds
     (stage record, samples per arm, effective batch) for each. Seconds per sample depend on the
@@ -124,20 +87,20 @@ def forecast(
     used = same or measured
     rates, lows, highs, overheads = [], [], [], []
     for record, per_arm, measured_batch in used:
-        trains = [a["train"] for a in record.get("arms", {}).values() if a.get("train")]
+        trains = record.trains
         # Per-sample time at the target batch lies between the measured rate and the rate with
         # perfect batching (see the module docstring); equal when the batches are the same.
         amortized = measured_batch / batch
         for t in trains:
-            if per_arm and t.get("train_seconds"):
-                rate = float(t["train_seconds"]) / per_arm
+            if per_arm and t.train_seconds:
+                rate = t.train_seconds / per_arm
                 ends = sorted((rate, rate * amortized))
                 lows.append(ends[0])
                 highs.append(ends[1])
                 rates.append(rate * math.sqrt(amortized))
-        train_total = sum(float(t.get("train_seconds") or 0) for t in trains)
-        if record.get("seconds"):
-            overheads.append(max(0.0, float(record["seconds"]) - train_total))
+        train_total = sum(t.train_seconds for t in trains)
+        if record.seconds:
+            overheads.append(max(0.0, record.seconds - train_total))
     if not rates:
         return None
     arms = len(stage.arms or plan.arms)

@@ -11,10 +11,10 @@ import json
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -43,6 +43,11 @@ from tunegate.plan import Plan, Stage, dump_plan, plan_hash, redact
 from tunegate.progress import Bars
 from tunegate.render import comparison_line
 from tunegate.rundir import RunDir, atomic_write_json
+from tunegate.state import ArmRecord, ComparisonRecord, EvaluationCost, LadderState, StageRecord
+from tunegate.train.qlora import TrainResult
+
+if TYPE_CHECKING:
+    from tunegate.doctor import Check
 
 
 @dataclass
@@ -54,7 +59,9 @@ class RunOptions:
 
 
 @dataclass
-class StageRecord:
+class StageOutcome:
+    """What one stage of this climb ended with (its record in the state holds more)."""
+
     index: int
     name: str
     verdict: str
@@ -71,14 +78,12 @@ def run_dir_for(plan: Plan) -> RunDir:
     return RunDir(plan.output_dir / plan.name)
 
 
-def stage_passed(plan: Plan, state: dict[str, Any], index: int) -> bool:
-    record = state["stages"].get(plan.stages[index].name)
-    return bool(
-        record and record.get("verdict") == "PASS" and record.get("hash") == plan.stage_hash(index)
-    )
+def stage_passed(plan: Plan, state: LadderState, index: int) -> bool:
+    record = state.stage(plan.stages[index].name)
+    return bool(record and record.verdict == "PASS" and record.hash == plan.stage_hash(index))
 
 
-def stage_range(plan: Plan, state: dict[str, Any], opts: RunOptions) -> tuple[int, int]:
+def stage_range(plan: Plan, state: LadderState, opts: RunOptions) -> tuple[int, int]:
     last = len(plan.stages) - 1
     for flag, value in (
         ("--stage", opts.stage),
@@ -172,7 +177,7 @@ class Ladder:
         self.exp = exp
         self.console = console
         self.run = run_dir_for(plan)
-        self.state: dict[str, Any] = {"stages": {}}
+        self.state = LadderState()
         self.tracker: Any = None
         self.blocked = False  # a stage was not started because the one before did not pass
         self.bars = Bars(console)  # on a terminal only; started for the climb
@@ -187,12 +192,12 @@ class Ladder:
     def _open(self) -> None:
         from tunegate.tracking import Tracker
 
-        self.state = self.run.load_state()
-        self.state.setdefault("plan_name", self.plan.name)
-        self.state.setdefault("created", now())
-        self.state["plan_hash"] = plan_hash(self.plan)
+        self.state = state = self.run.load_state()
+        state.plan_name = state.plan_name or self.plan.name
+        state.created = state.created or now()
+        state.plan_hash = plan_hash(self.plan)
         # Content hashes of each arm's whole data set, as loaded (the report's reproducibility).
-        self.state["data_hashes"] = {
+        state.data_hashes = {
             name: items_hash(list(self.exp.arm(arm.role).values()))
             for name, arm in self.plan.arms.items()
         }
@@ -200,21 +205,21 @@ class Ladder:
         # (training, generation), and the record of what ran, for comparing machines.
         pin(self.plan.training.threads, deterministic=self.plan.training.deterministic)
         machine = machine_record()
-        self.state["machine"] = machine.to_json()
+        state.machine = machine
         self.run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run.root / "plan.json", dump_plan(self.plan))  # passwords ***
         self.tracker = Tracker.for_plan(self.plan)
-        self.state["tracking_uri"] = redact(self.tracker.uri)  # state.json is shared
-        self.state["mlflow_experiment_id"] = self.tracker.experiment_id
-        self.state["mlflow_parent"] = self.tracker.start(
+        state.tracking_uri = redact(self.tracker.uri)  # state.json is shared
+        state.mlflow_experiment_id = self.tracker.experiment_id
+        state.mlflow_parent = self.tracker.start(
             f"ladder:{self.plan.name}",
-            run_id=self.state.get("mlflow_parent"),
+            run_id=state.mlflow_parent,
             tags={"tunegate.level": "ladder", "tunegate.plan": self.plan.name},
         )
         self.tracker.params(
-            self.state["mlflow_parent"],
+            state.mlflow_parent,
             {
-                "plan_hash": self.state["plan_hash"],
+                "plan_hash": state.plan_hash,
                 "seed": self.plan.seed,
                 "model": self.plan.model.name,
                 "method": self.plan.quantization.method,
@@ -225,7 +230,7 @@ class Ladder:
         self._save()
 
     # --- the climb ---------------------------------------------------------------------
-    def climb(self, opts: RunOptions) -> list[StageRecord]:
+    def climb(self, opts: RunOptions) -> list[StageOutcome]:
         state = self.run.load_state()  # read-only look first: validate before writing
         start, end = stage_range(self.plan, state, opts)
         selections = {
@@ -242,18 +247,18 @@ class Ladder:
 
     def _climb(
         self, opts: RunOptions, start: int, end: int, selections: dict[int, Selection]
-    ) -> list[StageRecord]:
+    ) -> list[StageOutcome]:
         for index, notes in power_notes(self.plan, self.exp).items():
             for note in notes:
                 if start <= index <= end and "cannot be met" in note:
                     self._say(f"[yellow]Stage {index} ({self.plan.stages[index].name}):[/] {note}")
-        records: list[StageRecord] = []
+        records: list[StageOutcome] = []
         for index in range(start, end + 1):
             stage = self.plan.stages[index]
             forced = False
             if index > 0 and not stage_passed(self.plan, self.state, index - 1):
                 prev = self.plan.stages[index - 1].name
-                prev_verdict = self.state["stages"].get(prev, {}).get("verdict", "not run")
+                prev_verdict = self.state.verdict(prev) or "not run"
                 if index not in opts.force:
                     self._say(
                         f"[red]Stage {index} ({stage.name}) not started:[/] stage "
@@ -295,7 +300,7 @@ class Ladder:
                 self._report()  # after every stage; the last one's is written below
         if self.tracker:
             self._report()
-            self.tracker.end(self.state["mlflow_parent"])
+            self.tracker.end(self._parent_run)
         return records
 
     def _report(self) -> None:
@@ -306,36 +311,41 @@ class Ladder:
 
         try:
             write(self.run.root)
-            parent = self.state["mlflow_parent"]
+            parent = self._parent_run
             self.tracker.artifact(parent, self.run.root / REPORT_DIR, REPORT_DIR)
             self.tracker.tags(parent, {"mlflow.note.content": mlflow_summary(self.run.root)})
         except Exception as err:
             self._say(f"[yellow]Report not written:[/] {type(err).__name__}: {escape(str(err))}")
 
-    def _stage_state(self, index: int, stage: Stage) -> dict[str, Any]:
-        stages = self.state["stages"]
+    @property
+    def _parent_run(self) -> str:
+        assert self.state.mlflow_parent is not None, "tracking is opened before any stage"
+        return self.state.mlflow_parent
+
+    def _stage_state(self, index: int, stage: Stage) -> StageRecord:
+        stages = self.state.stages
         record = stages.get(stage.name)
         h = self.plan.stage_hash(index)
-        if record and record.get("hash") != h:
+        if record and record.hash != h:
             # Its configuration changed: outputs of the old configuration must not be reused.
             shutil.rmtree(self.run.stage_dir(index, stage.name), ignore_errors=True)
             record = None
         if record is None:
-            record = {"index": index, "hash": h, "arms": {}}
+            record = StageRecord(index=index, hash=h)
             stages[stage.name] = record
         return record
 
-    def _measured(self, selections: dict[int, Selection]) -> list[tuple[dict[str, Any], int, int]]:
+    def _measured(self, selections: dict[int, Selection]) -> list[tuple[StageRecord, int, int]]:
         """(stage record, samples per arm, effective batch) of every training stage measured."""
         from tunegate.forecast import effective_batch, samples_per_arm
 
         out = []
         for i, stage in enumerate(self.plan.stages):
-            record = self.state["stages"].get(stage.name, {})
+            record = self.state.stage(stage.name)
             sel = selections.get(i) or (
                 resolve_selection(self.plan, self.exp, stage) if stage.kind == "train" else None
             )
-            if record.get("actual") and sel is not None:
+            if record is not None and record.actual is not None and sel is not None:
                 out.append(
                     (
                         record,
@@ -349,15 +359,15 @@ class Ladder:
         """Record what the stage took; forecast the stages still ahead from all measured."""
         from tunegate.forecast import actual, forecast
 
-        record = self.state["stages"][stage.name]
+        record = self.state.stages[stage.name]
         sel = selections[index]
-        record["actual"] = actual(self.plan, stage, record, len(sel.train)).to_json()
+        record.actual = actual(self.plan, stage, record, len(sel.train))
         numbers = {
             f"actual.{k}": float(v)
-            for k, v in record["actual"].items()
+            for k, v in record.actual.to_json().items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        self.tracker.metrics(record["mlflow_run"], numbers)
+        self.tracker.metrics(record.mlflow_run, numbers)
         measured = self._measured(selections)
         ahead = {}
         for i in range(index + 1, len(self.plan.stages)):
@@ -368,10 +378,10 @@ class Ladder:
             f = forecast(self.plan, later, len(later_sel.train), measured)
             if f is None:
                 continue
-            ahead[later.name] = f.to_json()
+            ahead[later.name] = f
             # Step = the measuring stage: the MLflow UI shows the forecast settling stage by stage.
             self.tracker.metrics(
-                self.state["mlflow_parent"],
+                self._parent_run,
                 {
                     f"forecast.{later.name}.hours": f.hours,
                     f"forecast.{later.name}.low_hours": f.low_hours,
@@ -388,7 +398,7 @@ class Ladder:
             )
         # Kept per measuring stage: the forecast made after the pilot is what the last stage is
         # judged against (docs/benchmarks.md reports its error).
-        self.state.setdefault("forecasts", {})[stage.name] = ahead
+        self.state.forecasts[stage.name] = ahead
         self._save()
 
     def _over_budget(self, index: int, selections: dict[int, Selection]) -> str | None:
@@ -401,15 +411,13 @@ class Ladder:
         from tunegate.forecast import budget_need, forecast
 
         stage = self.plan.stages[index]
-        done = [r.get("actual") for r in self.state["stages"].values() if r.get("actual")]
-        spent_usd = sum(a["usd"] for a in done)
-        spent_hours = sum(a["wall_hours"] for a in done)
+        spent_hours, spent_usd = self.state.spent()
         predicted = None
         if stage.kind == "train":
             sel = selections.get(index) or resolve_selection(self.plan, self.exp, stage)
             predicted = forecast(self.plan, stage, len(sel.train), self._measured(selections))
         if predicted is not None:
-            hours, usd, basis = budget_need(predicted.to_json())
+            hours, usd, basis = budget_need(predicted)
         else:
             c = stage_cost(self.plan, index, stage)
             usd, hours, basis = c.usd, c.hours, "plan estimate"
@@ -434,10 +442,9 @@ class Ladder:
         predicted = None
         if last.kind == "train":
             sel = selections.get(index) or resolve_selection(self.plan, self.exp, last)
-            f = forecast(self.plan, last, len(sel.train), self._measured(selections))
-            predicted = f.to_json() if f else None
+            predicted = forecast(self.plan, last, len(sel.train), self._measured(selections))
         boxes = checklist(self.plan, self.state, predicted)
-        self.state["preflight"] = [b.to_json() for b in boxes]
+        self.state.preflight = boxes
         self._save()
         self._say(f"\n[bold]Pre-flight checklist[/] (before stage {index}, {last.name}):")
         for b in boxes:
@@ -445,31 +452,32 @@ class Ladder:
             self._say(f"  {mark} {escape(b.label)} — {escape(b.evidence)}")
         return [b.label for b in boxes if not b.ticked]
 
-    def _gate_fail(self, index: int, stage: Stage, name: str, reason: str) -> StageRecord:
+    def _gate_fail(self, index: int, stage: Stage, name: str, reason: str) -> StageOutcome:
         """A stage that did not start: FAIL on a health gate (budget, pre-flight), recorded."""
         gate = GateResult(name, False, "health", reason)
         record = self._stage_state(index, stage)
-        record.update(status="done", verdict="FAIL", finished=now(), gates=[gate.__dict__])
+        record.status, record.verdict, record.finished = "done", "FAIL", now()
+        record.gates = [gate]
         self._save()
-        return StageRecord(index, stage.name, "FAIL", [gate], False, 0.0)
+        return StageOutcome(index, stage.name, "FAIL", [gate], False, 0.0)
 
     def _run_stage(
         self, index: int, stage: Stage, sel: Selection | None, forced: bool
-    ) -> StageRecord:
+    ) -> StageOutcome:
         started = time.perf_counter()
         record = self._stage_state(index, stage)
-        record.update(status="running", started=now(), forced=forced, verdict=None)
+        record.status, record.started, record.verdict = "running", now(), None
+        record.forced = forced
         if forced:
-            record["forced_reason"] = (
-                f"stage {index - 1} was "
-                f"{self.state['stages'].get(self.plan.stages[index - 1].name, {}).get('verdict')}"
+            record.forced_reason = (
+                f"stage {index - 1} was {self.state.verdict(self.plan.stages[index - 1].name)}"
             )
         stage_dir = self.run.stage_dir(index, stage.name)
         stage_dir.mkdir(parents=True, exist_ok=True)
-        record["mlflow_run"] = self.tracker.start(
+        record.mlflow_run = self.tracker.start(
             f"stage {index}: {stage.name}",
-            parent=self.state["mlflow_parent"],
-            run_id=record.get("mlflow_run"),
+            parent=self._parent_run,
+            run_id=record.mlflow_run,
             tags={
                 "tunegate.level": "stage",
                 "tunegate.ladder": self.plan.name,
@@ -481,20 +489,14 @@ class Ladder:
         self._save()
         self._say(f"\n[bold]Stage {index} · {stage.name}[/] — {stage.description}")
         if stage.kind == "environment":
-            evidence = self._environment(stage_dir)
-            record["checks"] = evidence.environment  # the pre-flight reads the tracking check
+            evidence, record.checks = self._environment(stage_dir)  # the pre-flight reads them
         else:
             assert sel is not None
             evidence = self._train_stage(index, stage, sel, stage_dir, record)
         verdict, gates = evaluate_gates(stage.gates, evidence)
         seconds = time.perf_counter() - started
-        record.update(
-            status="done",
-            verdict=verdict,
-            finished=now(),
-            seconds=round(seconds, 2),
-            gates=[g.__dict__ for g in gates],
-        )
+        record.status, record.verdict, record.finished = "done", verdict, now()
+        record.seconds, record.gates = round(seconds, 2), gates
         atomic_write_json(
             stage_dir / "verdict.json",
             {
@@ -502,18 +504,18 @@ class Ladder:
                 "index": index,
                 "verdict": verdict,
                 "forced": forced,
-                "gates": record["gates"],
-                "seconds": record["seconds"],
+                "gates": [asdict(g) for g in gates],
+                "seconds": record.seconds,
             },
         )
-        run_id = record["mlflow_run"]
+        run_id = record.mlflow_run
         self.tracker.metrics(run_id, {"seconds": seconds, "passed": float(verdict == "PASS")})
         self.tracker.tags(run_id, {"tunegate.verdict": verdict})
         self.tracker.artifact(run_id, stage_dir / "verdict.json")
         self.tracker.end(run_id, "FINISHED" if verdict == "PASS" else "FAILED")
         self._save()
         self._print_verdict(index, stage, verdict, gates, forced)
-        return StageRecord(index, stage.name, verdict, gates, forced, seconds)
+        return StageOutcome(index, stage.name, verdict, gates, forced, seconds)
 
     def _print_verdict(
         self, index: int, stage: Stage, verdict: str, gates: list[GateResult], forced: bool
@@ -529,21 +531,20 @@ class Ladder:
                 self._say(f"    {step}. {escape(action)}")
 
     # --- stage kinds -------------------------------------------------------------------
-    def _environment(self, stage_dir: Path) -> StageEvidence:
+    def _environment(self, stage_dir: Path) -> tuple[StageEvidence, list[Check]]:
         from tunegate.doctor import run_checks
 
-        checks = [c.to_json() for c in run_checks(self.plan)]
-        atomic_write_json(stage_dir / "checks.json", checks)
+        checks = run_checks(self.plan)
+        as_json = [c.to_json() for c in checks]
+        atomic_write_json(stage_dir / "checks.json", as_json)
         for c in checks:
-            color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c["status"]]
-            fix = f" — {c['fix']}" if c["fix"] and c["status"] != "PASS" else ""
-            self._say(
-                f"  [{color}]{c['status']:<4}[/] {c['name']}: {escape(str(c['value']) + fix)}"
-            )
-        return StageEvidence(arms={}, environment=checks)
+            color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c.status]
+            fix = f" — {c.fix}" if c.fix and c.status != "PASS" else ""
+            self._say(f"  [{color}]{c.status:<4}[/] {c.name}: {escape(str(c.value) + fix)}")
+        return StageEvidence(arms={}, environment=as_json), checks
 
     def _train_stage(
-        self, index: int, stage: Stage, sel: Selection, stage_dir: Path, record: dict[str, Any]
+        self, index: int, stage: Stage, sel: Selection, stage_dir: Path, record: StageRecord
     ) -> StageEvidence:
         from tunegate.train.tiny import resolve_model
 
@@ -579,7 +580,7 @@ class Ladder:
             self._score(stage, sel, stage_dir, arm_names, generations, evidence, record)
         for name, arm_ev in evidence.arms.items():
             status = "FAILED" if arm_ev.error or not arm_ev.trained else "FINISHED"
-            self.tracker.end(record["arms"][name]["mlflow_run"], status)
+            self.tracker.end(record.arms[name].mlflow_run, status)
         return evidence
 
     def _data_checks(
@@ -630,7 +631,7 @@ class Ladder:
         stage: Stage,
         sel: Selection,
         stage_dir: Path,
-        record: dict[str, Any],
+        record: StageRecord,
         name: str,
         role: str,
         model_dir: Path,
@@ -640,11 +641,11 @@ class Ladder:
 
         plan = self.plan
         arm_dir = stage_dir / name
-        arm_state = record["arms"].setdefault(name, {"status": "pending"})
-        arm_state["mlflow_run"] = self.tracker.start(
+        arm_state = record.arms.setdefault(name, ArmRecord())
+        arm_state.mlflow_run = self.tracker.start(
             f"stage {index}: {stage.name} / {name}",
-            parent=record["mlflow_run"],
-            run_id=arm_state.get("mlflow_run"),
+            parent=record.mlflow_run,
+            run_id=arm_state.mlflow_run,
             tags={
                 "tunegate.level": "arm",
                 "tunegate.ladder": self.plan.name,
@@ -654,18 +655,19 @@ class Ladder:
                 "tunegate.role": role,
             },
         )
-        run_id = arm_state["mlflow_run"]
+        run_id = arm_state.mlflow_run
         training = plan.stage_training(stage)
         train_items = _selection_items(self.exp, role, sel, sel.train)
         val_items = _selection_items(self.exp, role, sel, sel.val)
         ev = ArmEvidence()
-        adapter = Path(arm_state.get("train", {}).get("adapter_dir", arm_dir / "adapter"))
+        recorded = arm_state.train
+        adapter = Path(recorded.adapter_dir) if recorded else arm_dir / "adapter"
         # tunegate.json is written last: its presence means the adapter is complete.
-        if arm_state["status"] == "done" and (adapter / "tunegate.json").is_file():
+        if recorded and arm_state.status == "done" and (adapter / "tunegate.json").is_file():
             self._say(f"  {name}: trained adapter recorded at {adapter} — not re-training")
-            result = arm_state["train"]
+            result = recorded
         else:
-            arm_state["status"] = "training"
+            arm_state.status = "training"
             self._save()
             self.tracker.params(
                 run_id,
@@ -710,50 +712,50 @@ class Ladder:
                             "stage": stage.name,
                             "arm": name,
                         },
-                    ).to_json()
+                    )
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as err:  # a crash is a FAIL verdict with its reason, not a traceback
-                arm_state.update(status="failed", error=f"{type(err).__name__}: {err}")
-                (arm_dir).mkdir(parents=True, exist_ok=True)
+                arm_state.status, arm_state.error = "failed", f"{type(err).__name__}: {err}"
+                arm_dir.mkdir(parents=True, exist_ok=True)
                 (arm_dir / "error.txt").write_text(traceback.format_exc())
                 self._save()
-                ev.error = arm_state["error"]
+                ev.error = arm_state.error
                 self._say(f"  [red]{name}: training failed:[/] {escape(ev.error)}")
                 return ev, Generations()
-            arm_state.update(status="done", train=result, error=None)
+            arm_state.status, arm_state.train, arm_state.error = "done", result, None
             self._save()
-            first, last = result["losses"][0][1], result["losses"][-1][1]
+            first, last = result.losses[0][1], result.losses[-1][1]
             self._say(
-                f"  {name}: {result['steps']} steps in {result['seconds']:.1f} s, loss "
-                f"{first:.3f} → {last:.3f}, {result['linear4bit_layers']} Linear4bit layers"
+                f"  {name}: {result.steps} steps in {result.seconds:.1f} s, loss "
+                f"{first:.3f} → {last:.3f}, {result.linear4bit_layers} Linear4bit layers"
             )
-            if result.get("machine"):  # the machine that trained this arm
-                self.tracker.params(run_id, MachineRecord.from_json(result["machine"]).params())
+            if result.machine:  # the machine that trained this arm
+                self.tracker.params(run_id, MachineRecord.from_json(result.machine).params())
             self.tracker.metrics(
                 run_id,
                 {
-                    "train_seconds": result["train_seconds"],
-                    "train_tokens": result["train_tokens"],
-                    "tokens_per_second": result["tokens_per_second"],
+                    "train_seconds": result.train_seconds,
+                    "train_tokens": result.train_tokens,
+                    "tokens_per_second": result.tokens_per_second,
                     **(
-                        {"peak_memory_gib": result["peak_memory_gib"]}
-                        if result.get("peak_memory_gib") is not None
+                        {"peak_memory_gib": result.peak_memory_gib}
+                        if result.peak_memory_gib is not None
                         else {}
                     ),
                 },
-                result["steps"],
+                result.steps,
             )
         ev.trained = True
-        ev.steps = result["steps"]
-        ev.losses = [tuple(x) for x in result["losses"]]
-        ev.eval_loss_before = result["eval_loss_before"]
-        ev.eval_loss_after = result["eval_loss_after"]
-        ev.linear4bit_layers = result["linear4bit_layers"]
+        ev.steps = result.steps
+        ev.losses = [(step, loss) for step, loss in result.losses]
+        ev.eval_loss_before = result.eval_loss_before
+        ev.eval_loss_after = result.eval_loss_after
+        ev.linear4bit_layers = result.linear4bit_layers
         # Reload from disk: proves the save, and is what every later use of the adapter does.
         try:
             model, tokenizer = load_for_inference(
-                model_dir, Path(result["adapter_dir"]), plan.quantization
+                model_dir, Path(result.adapter_dir), plan.quantization
             )
             ev.saved_and_reloaded = True
         except Exception as err:
@@ -787,7 +789,7 @@ class Ladder:
         train_items: list[Item],
         val_items: list[Item],
         sink: Any,
-    ) -> dict[str, Any]:
+    ) -> TrainResult:
         """Train one arm in the training container; its results come back through /work."""
         from tunegate.tracking import tracking_uri
         from tunegate.train.docker import container_name, docker_command, run_docker
@@ -814,8 +816,8 @@ class Ladder:
         )
         (arm_dir / "docker-command.json").write_text(json.dumps(run.argv, indent=1))
         self._say(f"  {name}: training in container {run.name} ({plan.executor.image})")
-        result = run_docker(run, arm_dir / "train.log")
-        sink([({"loss": loss}, step) for step, loss in result["losses"]])
+        result = TrainResult.from_json(run_docker(run, arm_dir / "train.log"))
+        sink([({"loss": loss}, step) for step, loss in result.losses])
         return result
 
     def _score(
@@ -826,14 +828,14 @@ class Ladder:
         arm_names: list[str],
         generations: dict[str, dict[str, str]],
         evidence: StageEvidence,
-        record: dict[str, Any],
+        record: StageRecord,
     ) -> None:
         ev_cfg = stage.evaluation
         settings = Settings.from_config(ev_cfg, self.plan.seed)
         judge_cfg = self.plan.judge
         if judge_cfg is not None and self.plan.budget.usd is not None:
             # The judge stops paying once the climb's money is spent, not only its own cap.
-            spent = sum(r.get("actual", {}).get("usd", 0.0) for r in self.state["stages"].values())
+            _, spent = self.state.spent()
             left = max(self.plan.budget.usd - spent, 0.0)
             cap = left if judge_cfg.budget_usd is None else min(left, judge_cfg.budget_usd)
             judge_cfg = judge_cfg.model_copy(update={"budget_usd": cap})
@@ -864,7 +866,7 @@ class Ladder:
             judge_usage=judge.usage if judge is not None else None,
         )
         write_results(stage_dir, rows, summarize(rows, ev_cfg.metrics), costs)
-        record["evaluation_cost"] = costs
+        record.evaluation_cost = EvaluationCost.model_validate(costs)
 
         # One analysis for the ladder and `tunegate stats`: the same rows give the same numbers.
         analysis = analyze(
@@ -894,7 +896,7 @@ class Ladder:
                 f"{analysis.primary.n})"
             )
         atomic_write_json(stage_dir / "comparison.json", summary)
-        record["comparison"] = summary
+        record.comparison = ComparisonRecord.model_validate(summary)
         for name in arm_names:
             # A metric with no value is not logged: a 0 there would be made up.
             got = {
@@ -906,11 +908,11 @@ class Ladder:
                 for m in ev_cfg.metrics
             }
             means = {m: sum(vs) / len(vs) for m, vs in got.items() if vs}
-            self.tracker.metrics(record["arms"][name]["mlflow_run"], means)
+            self.tracker.metrics(record.arms[name].mlflow_run, means)
         p = evidence.primary
         if p.n:
             self.tracker.metrics(
-                record["mlflow_run"],
+                record.mlflow_run,
                 {
                     f"{p.metric}.control": p.control_mean,
                     f"{p.metric}.experiment": p.experiment_mean,

@@ -8,77 +8,59 @@ of the last stage against the plan's budget. Any box left unticked stops the cli
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 from tunegate.forecast import budget_need
 from tunegate.plan import Plan
+from tunegate.state import Box, Forecast, LadderState
 
 
-@dataclass(frozen=True)
-class Box:
-    label: str
-    ticked: bool
-    evidence: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _gate(record: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((g for g in record.get("gates", []) if g.get("name") == name), None)
-
-
-def checklist(plan: Plan, state: dict[str, Any], forecast: dict[str, Any] | None) -> list[Box]:
+def checklist(plan: Plan, state: LadderState, forecast: Forecast | None) -> list[Box]:
     """The boxes for the plan's last stage, from `state` and the last stage's `forecast`."""
-    stages, records = plan.stages, state.get("stages", {})
+    stages, records = plan.stages, state.stages
     before = stages[:-1]
     boxes: list[Box] = []
     for i, stage in enumerate(before):
-        verdict = records.get(stage.name, {}).get("verdict")
+        verdict = state.verdict(stage.name)
         boxes.append(
             Box(f"Stage {i} passed ({stage.name})", verdict == "PASS", f"verdict: {verdict}")
         )
     # The last stage before the final one that gates on the effect: the seed's stage 3.
     pilot = next((s for s in reversed(before) if s.gates.min_improvement is not None), None)
     if pilot is not None:
-        rec = records.get(pilot.name, {})
+        rec = records.get(pilot.name)
         for name, label in (
             ("min_improvement", f"{pilot.name}: improvement > {pilot.gates.min_improvement:.0%}"),
             ("max_p_value", f"{pilot.name}: statistically significant (p < "
              f"{pilot.gates.max_p_value or 0.05:g})"),
             ("evaluation_ran", f"{pilot.name}: evaluation pipeline validated"),
         ):  # fmt: skip
-            gate = _gate(rec, name)
+            gate = rec.gate(name) if rec else None
             boxes.append(
                 Box(
                     label,
-                    bool(gate and gate.get("passed")),
-                    gate.get("evidence", "") if gate else "this gate is not in the plan",
+                    bool(gate and gate.passed),
+                    gate.evidence if gate else "this gate is not in the plan",
                 )
             )
     errors = [
-        f"{s}/{a}: {arm.get('error')}"
+        f"{s}/{a}: {arm.error}"
         for s, rec in records.items()
-        for a, arm in rec.get("arms", {}).items()
-        if arm.get("error")
+        for a, arm in rec.arms.items()
+        if arm.error
     ]
     boxes.append(
         Box("No crashes or OOM errors", not errors, "; ".join(errors) or "no arm recorded an error")
     )
-    env = next((records.get(s.name, {}) for s in before if s.kind == "environment"), {})
-    tracking = next((c for c in env.get("checks", []) if c.get("name") == "tracking"), None)
+    env = next((records.get(s.name) for s in before if s.kind == "environment"), None)
+    tracking = next((c for c in (env and env.checks) or [] if c.name == "tracking"), None)
     boxes.append(
         Box(
             "MLflow logging works",
-            bool(state.get("mlflow_parent")) and (tracking is None or tracking["status"] != "FAIL"),
-            f"parent run {state.get('mlflow_parent')}"
-            + (f"; {tracking['value']}" if tracking else ""),
+            bool(state.mlflow_parent) and (tracking is None or tracking.status != "FAIL"),
+            f"parent run {state.mlflow_parent}" + (f"; {tracking.value}" if tracking else ""),
         )
     )
     budget = plan.budget
-    spent_h = sum(r.get("actual", {}).get("wall_hours", 0.0) for r in records.values())
-    spent_usd = sum(r.get("actual", {}).get("usd", 0.0) for r in records.values())
+    spent_h, spent_usd = state.spent()
     last = stages[-1]
     if forecast:  # as the budget guard reads it
         need_h, need_usd, basis = budget_need(forecast)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from tunegate.plan import Plan, Stage
+
+if TYPE_CHECKING:
+    from tunegate.state import LadderState
 
 COLORS = {"PASS": "green", "INVESTIGATE": "yellow", "FAIL": "red"}
 
@@ -131,38 +134,36 @@ def cost_table(plan: Plan) -> Table:
     return table
 
 
-def verdict_table(plan: Plan, state: dict[str, Any]) -> Table:
+def verdict_table(plan: Plan, state: LadderState) -> Table:
     table = Table(title=f"Verdicts: {plan.name}")
     for col in ("#", "stage", "verdict", "evidence", "time"):
         table.add_column(col)
     for i, stage in enumerate(plan.stages):
-        rec = state.get("stages", {}).get(stage.name)
-        if not rec or not rec.get("verdict"):
-            status = rec.get("status", "not run") if rec else "not run"
+        rec = state.stage(stage.name)
+        if rec is None or rec.verdict is None:
+            status = (rec.status or "not run") if rec else "not run"
             table.add_row(str(i), stage.name, f"[dim]{status}[/]", "", "")
             continue
-        verdict = rec["verdict"]
-        stale = rec.get("hash") != plan.stage_hash(i)
-        label = f"[{COLORS[verdict]}]{verdict}[/]" + (" (forced)" if rec.get("forced") else "")
+        verdict = rec.verdict
+        stale = rec.hash != plan.stage_hash(i)
+        label = f"[{COLORS[verdict]}]{verdict}[/]" + (" (forced)" if rec.forced else "")
         if stale:
             label += " [dim](plan changed since)[/]"
-        failing = [g for g in rec.get("gates", []) if not g["passed"]]
-        shown = failing or rec.get("gates", [])[-1:]
-        evidence = "\n".join(
-            f"{'✓' if g['passed'] else '✗'} {g['name']}: {g['evidence']}" for g in shown
-        )
-        table.add_row(str(i), stage.name, label, evidence, f"{rec.get('seconds', 0):.1f} s")
+        failing = [g for g in rec.gates if not g.passed]
+        shown = failing or rec.gates[-1:]
+        evidence = "\n".join(f"{'✓' if g.passed else '✗'} {g.name}: {g.evidence}" for g in shown)
+        table.add_row(str(i), stage.name, label, evidence, f"{rec.seconds or 0:.1f} s")
     return table
 
 
-def final_answer(plan: Plan, state: dict[str, Any]) -> str:
+def final_answer(plan: Plan, state: LadderState) -> str:
     """GO / INVESTIGATE / FIX, from the furthest stage that ran."""
     last = None
     for stage in plan.stages:
-        rec = state.get("stages", {}).get(stage.name)
-        if rec and rec.get("verdict"):
-            last = (stage, rec["verdict"])
-            if rec["verdict"] != "PASS":
+        verdict = state.verdict(stage.name)
+        if verdict is not None:
+            last = (stage, verdict)
+            if verdict != "PASS":
                 break
     if last is None:
         return "NOT RUN"

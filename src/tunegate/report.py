@@ -12,15 +12,21 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from tunegate.determinism import MachineRecord
 from tunegate.plan import Plan, dump_plan
 from tunegate.plots import ForestRow
 from tunegate.render import final_answer
 from tunegate.rundir import RunDir, atomic_write_text
+
+if TYPE_CHECKING:
+    from tunegate.state import LadderState, StageRecord
+    from tunegate.stats import Comparison
 
 REPORT_DIR = "report"  # inside the run directory; also the MLflow artifact path
 
@@ -102,7 +108,7 @@ def _usd(value: float | None) -> str:
 # --- building ----------------------------------------------------------------------------------
 
 
-def load(run_dir: Path) -> tuple[Plan, dict[str, Any]]:
+def load(run_dir: Path) -> tuple[Plan, LadderState]:
     """The plan a run was made with, and its state; a UserError if `run_dir` is not a run."""
     from tunegate.errors import UserError
 
@@ -132,14 +138,14 @@ def _read_json(path: Path) -> Any:
 def build(run_dir: Path) -> Report:
     plan, state = load(run_dir)
     run = RunDir(run_dir)
-    records = state.get("stages", {})
+    records = state.stages
     facts = [
         ("plan", plan.name),
         ("run directory", str(run_dir.resolve())),
-        ("started", str(state.get("created", "–"))),
-        ("plan hash", str(state.get("plan_hash", "–"))),
+        ("started", state.created or "–"),
+        ("plan hash", state.plan_hash or "–"),
         ("seed", str(plan.seed)),
-        ("tracking", f"{state.get('tracking_uri', '–')} (parent run {state.get('mlflow_parent')})"),
+        ("tracking", f"{state.tracking_uri or '–'} (parent run {state.mlflow_parent})"),
     ]
     sections = [
         _ladder(plan, records),
@@ -160,20 +166,20 @@ def build(run_dir: Path) -> Report:
     )
 
 
-def _ladder(plan: Plan, records: dict[str, Any]) -> Section:
+def _ladder(plan: Plan, records: dict[str, StageRecord]) -> Section:
     rows = []
     for i, stage in enumerate(plan.stages):
-        rec = records.get(stage.name) or {}
-        verdict = rec.get("verdict") or rec.get("status") or "not run"
-        if rec.get("forced"):
+        rec = records.get(stage.name)
+        if rec is None:
+            rows.append([str(i), stage.name, "not run", "", "–"])
+            continue
+        verdict: str = rec.verdict or rec.status or "not run"
+        if rec.forced:
             verdict += " (forced)"
-        if rec and rec.get("hash") != plan.stage_hash(i):
+        if rec.hash != plan.stage_hash(i):
             verdict += " (plan changed since)"
-        gates = "\n".join(
-            f"{'✓' if g['passed'] else '✗'} {g['name']}: {g['evidence']}"
-            for g in rec.get("gates", [])
-        )
-        seconds = rec.get("seconds")
+        gates = "\n".join(f"{'✓' if g.passed else '✗'} {g.name}: {g.evidence}" for g in rec.gates)
+        seconds = rec.seconds
         rows.append(
             [str(i), stage.name, verdict, gates, "–" if seconds is None else f"{seconds:.1f} s"]
         )
@@ -186,54 +192,54 @@ def _ladder(plan: Plan, records: dict[str, Any]) -> Section:
     )
 
 
-def _recovery(plan: Plan, records: dict[str, Any]) -> Section | None:
+def _recovery(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
     items = []
     for i, stage in enumerate(plan.stages):
-        rec = records.get(stage.name) or {}
-        if rec.get("verdict") in (None, "PASS"):
+        rec = records.get(stage.name)
+        if rec is None or rec.verdict in (None, "PASS"):
             continue
-        failing = [g for g in rec.get("gates", []) if not g["passed"]]
-        why = "; ".join(f"{g['name']}: {g['evidence']}" for g in failing) or rec["verdict"]
-        items.append(f"Stage {i} ({stage.name}) is {rec['verdict']}: {why}")
+        failing = [g for g in rec.gates if not g.passed]
+        why = "; ".join(f"{g.name}: {g.evidence}" for g in failing) or rec.verdict
+        items.append(f"Stage {i} ({stage.name}) is {rec.verdict}: {why}")
         items += [f"{n}. {action}" for n, action in enumerate(stage.recovery, 1)]
         if not stage.recovery:
             items.append("The plan lists no recovery actions for this stage.")
-        for arm, arm_rec in rec.get("arms", {}).items():
-            if arm_rec.get("error"):
-                items.append(f"{arm}: {arm_rec['error']}")
+        for arm, arm_rec in rec.arms.items():
+            if arm_rec.error:
+                items.append(f"{arm}: {arm_rec.error}")
     if not items:
         return None
     return Section("recovery", "What to do next", "From the plan's recovery actions.", items=items)
 
 
-def _training(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | None:
+def _training(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Section | None:
     from tunegate.plots import loss_curves
 
     rows, figures = [], []
     for i, stage in enumerate(plan.stages):
-        arms = (records.get(stage.name) or {}).get("arms", {})
+        rec = records.get(stage.name)
         curves, evals, roles = {}, {}, {}
-        for name, arm in arms.items():
-            t = arm.get("train")
-            if not t:
+        for name, arm in (rec.arms if rec else {}).items():
+            t = arm.train
+            if t is None:
                 continue
-            losses = [(float(s), float(v)) for s, v in t.get("losses", [])]
+            losses = [(float(s), float(v)) for s, v in t.losses]
             curves[name] = losses
-            evals[name] = (t.get("eval_loss_before"), t.get("eval_loss_after"))
+            evals[name] = (t.eval_loss_before, t.eval_loss_after)
             roles[name] = plan.arms[name].role if name in plan.arms else ""
             loss = f"{losses[0][1]:.3f} → {losses[-1][1]:.3f}" if losses else "–"
             rows.append(
                 [
                     f"{i} {stage.name}",
                     name,
-                    str(t.get("steps", "–")),
+                    str(t.steps),
                     loss,
-                    f"{_num(t.get('eval_loss_before'))} → {_num(t.get('eval_loss_after'))}",
-                    _num(t.get("tokens_per_second"), ",.0f"),
-                    _num(t.get("peak_memory_gib"), ".2f") + " GiB"
-                    if t.get("peak_memory_gib") is not None
+                    f"{_num(t.eval_loss_before)} → {_num(t.eval_loss_after)}",
+                    _num(t.tokens_per_second, ",.0f"),
+                    _num(t.peak_memory_gib, ".2f") + " GiB"
+                    if t.peak_memory_gib is not None
                     else "– (CPU)",
-                    f"{t.get('train_seconds', 0):.1f} s",
+                    f"{t.train_seconds:.1f} s",
                 ]
             )
         if curves:
@@ -261,56 +267,55 @@ def _training(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | Non
 
 
 def _comparison_row(
-    stage: str, c: dict[str, Any], label: str, no_value: dict[str, str] | None = None
+    stage: str, c: Comparison, label: str, no_value: dict[str, str] | None = None
 ) -> list[str]:
-    if not c.get("n"):  # a metric with a value for no item (no judge configured, say)
-        why = (no_value or {}).get(c["metric"]) or "; ".join(c.get("notes") or [])
+    if not c.n or c.control_mean is None or c.experiment_mean is None or c.difference is None:
+        # A metric with a value for no item (no judge configured, say).
+        why = (no_value or {}).get(c.metric) or "; ".join(c.notes)
         return [stage, label, "0", f"no value: {why}"] + [""] * 7
-    fmt_rate = (lambda v: _pct(v)) if c.get("binary") else (lambda v: _num(v))
-    fmt_diff = (lambda v: _pct(v, signed=True)) if c.get("binary") else (lambda v: f"{v:+.3f}")
-    rel = c.get("relative")
-    d_z = c.get("d_z")
+    fmt_rate: Callable[[float], str] = _pct if c.binary else _num
+    fmt_diff: Callable[[float], str] = (
+        (lambda v: _pct(v, signed=True)) if c.binary else (lambda v: f"{v:+.3f}")
+    )
+    rel, d_z = c.relative, c.d_z
     return [
         stage,
         label,
-        str(c.get("n", "–")),
-        fmt_rate(c["control_mean"]) + _ci(c.get("control_rate_ci95"), fmt_rate),
-        fmt_rate(c["experiment_mean"]) + _ci(c.get("experiment_rate_ci95"), fmt_rate),
-        fmt_diff(c["difference"]) + _ci(c.get("ci95"), fmt_diff),
+        str(c.n),
+        fmt_rate(c.control_mean) + _ci(c.control_rate_ci95, fmt_rate),
+        fmt_rate(c.experiment_mean) + _ci(c.experiment_rate_ci95, fmt_rate),
+        fmt_diff(c.difference) + _ci(c.ci95, fmt_diff),
         ("–" if rel is None else _pct(rel, signed=True))
-        + _ci(c.get("relative_ci95"), lambda v: _pct(v, signed=True)),
-        c.get("test", "–"),
-        _p(c.get("p_value")),
-        _p(c.get("p_adjusted")),
-        ("–" if d_z is None else f"{d_z:.2f}") + _ci(c.get("d_z_ci95"), lambda v: f"{v:.2f}"),
+        + _ci(c.relative_ci95, lambda v: _pct(v, signed=True)),
+        c.test,
+        _p(c.p_value),
+        _p(c.p_adjusted),
+        ("–" if d_z is None else f"{d_z:.2f}") + _ci(c.d_z_ci95, lambda v: f"{v:.2f}"),
     ]
 
 
-def _comparison(plan: Plan, records: dict[str, Any]) -> Section | None:
+def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
     from tunegate.plots import forest
 
     metric_rows, scenario_rows, forest_rows = [], [], []
     for i, stage in enumerate(plan.stages):
-        comp = (records.get(stage.name) or {}).get("comparison")
-        if not comp:
+        rec = records.get(stage.name)
+        comp = rec.comparison if rec else None
+        if comp is None:
             continue
         alpha = stage.gates.max_p_value or 0.05
         label_stage = f"{i} {stage.name}"
-        secondary = comp.get("secondary", {}).values()
-        entries = [(comp["primary"], True)] + [(c, False) for c in secondary]
+        secondary = comp.secondary.values()
+        entries = [(comp.primary, True)] + [(c, False) for c in secondary]
         for c, primary in entries:
-            name = c["metric"] + (" (primary)" if primary else "")
-            # Runs made before `no_value` recorded `not_run` (a reason without its kind).
-            no_value = comp.get("no_value") or comp.get("not_run")
-            metric_rows.append(_comparison_row(label_stage, c, name, no_value))
-            forest_rows.append(_forest_row(f"{stage.name}: {c['metric']}", c, alpha, primary))
-        for scenario, c in comp.get("per_scenario", {}).items():
-            scenario_rows.append(_comparison_row(label_stage, c, f"{scenario}: {c['metric']}"))
+            name = c.metric + (" (primary)" if primary else "")
+            metric_rows.append(_comparison_row(label_stage, c, name, comp.no_value))
+            forest_rows.append(_forest_row(f"{stage.name}: {c.metric}", c, alpha, primary))
+        for scenario, c in comp.per_scenario.items():
+            scenario_rows.append(_comparison_row(label_stage, c, f"{scenario}: {c.metric}"))
             forest_rows.append(_forest_row(f"{stage.name}: {scenario}", c, alpha, False))
-        notes = list(comp["primary"].get("notes", []))
-        notes += [
-            f"{c['metric']}: {n}" for c in secondary for n in c.get("notes", []) if "left out" in n
-        ]
+        notes = list(comp.primary.notes)
+        notes += [f"{c.metric}: {n}" for c in secondary for n in c.notes if "left out" in n]
         for note in notes:
             metric_rows.append([label_stage, "note", "", note, "", "", "", "", "", "", ""])
     if not metric_rows:
@@ -347,28 +352,28 @@ def _comparison(plan: Plan, records: dict[str, Any]) -> Section | None:
     )
 
 
-def _forest_row(label: str, c: dict[str, Any], alpha: float, primary: bool) -> ForestRow | None:
+def _forest_row(label: str, c: Comparison, alpha: float, primary: bool) -> ForestRow | None:
     from tunegate.evaluate.metrics import metric
     from tunegate.plots import relative_or_none
 
-    rel = relative_or_none(c.get("relative"))
+    rel = relative_or_none(c.relative)
     if rel is None:
         return None
-    ci = c.get("relative_ci95") or [None, None]
+    ci = c.relative_ci95 or (None, None)
     low, high = relative_or_none(ci[0]), relative_or_none(ci[1])
     try:
-        higher_is_better = metric(c["metric"]).higher_is_better
+        higher_is_better = metric(c.metric).higher_is_better
     except Exception:  # a metric this version does not know: draw it as measured
         higher_is_better = True
     if not higher_is_better:  # vulnerability: a fall is the improvement; flip to read alike
         rel = -rel
         low, high = (None if high is None else -high), (None if low is None else -low)
         label += " (lower is better, sign flipped)"
-    p = c.get("p_adjusted", c.get("p_value"))
+    p = c.p_adjusted if c.p_adjusted is not None else c.p_value
     return ForestRow(label, rel, low, high, p is not None and p < alpha, primary)
 
 
-def _power(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | None:
+def _power(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Section | None:
     from tunegate.power import stage_power
 
     rows = []
@@ -381,8 +386,8 @@ def _power(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | None:
         n = len(selection.get("test", []))
         alpha = stage.gates.max_p_value or 0.05
         power = stage_power(n, alpha=alpha)
-        comp = (records.get(stage.name) or {}).get("comparison") or {}
-        observed = (comp.get("primary") or {}).get("d_z")
+        rec = records.get(stage.name)
+        comp = rec.comparison if rec else None
         rows.append(
             [
                 f"{i} {stage.name}",
@@ -391,8 +396,8 @@ def _power(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | None:
                 _num(power.mde_d_z, ".2f"),
                 "–" if power.mde_binary is None else f"{100 * power.mde_binary:.0f} points",
                 "yes" if power.feasible else f"no (smallest p {power.min_p:.3g})",
-                _num(observed, ".2f"),
-                str(comp.get("n_for_observed_effect", "–")),
+                _num(comp.primary.d_z if comp else None, ".2f"),
+                str(comp.n_for_observed_effect or "–") if comp else "–",
             ]
         )
     if not rows:
@@ -411,11 +416,10 @@ def _power(plan: Plan, records: dict[str, Any], run: RunDir) -> Section | None:
     )
 
 
-def _costs(plan: Plan, state: dict[str, Any]) -> Section:
+def _costs(plan: Plan, state: LadderState) -> Section:
     from tunegate.costs import stage_cost
 
-    records = state.get("stages", {})
-    forecasts: dict[str, dict[str, Any]] = state.get("forecasts", {})
+    records, forecasts = state.stages, state.forecasts
     order = {s.name: i for i, s in enumerate(plan.stages)}
     rows = []
     for i, stage in enumerate(plan.stages):
@@ -424,30 +428,30 @@ def _costs(plan: Plan, state: dict[str, Any]) -> Section:
         made = [m for m in forecasts if order.get(m, 99) < i and stage.name in forecasts[m]]
         source = max(made, key=lambda m: order[m]) if made else None
         f = forecasts[source][stage.name] if source else None
-        actual = (records.get(stage.name) or {}).get("actual")
+        rec = records.get(stage.name)
+        actual = rec.actual if rec else None
         error = "–"
-        if f and actual and actual.get("wall_hours"):
-            error = f"{(f['hours'] - actual['wall_hours']) / actual['wall_hours']:+.0%}"
+        if f and actual and actual.wall_hours:
+            error = f"{(f.hours - actual.wall_hours) / actual.wall_hours:+.0%}"
         rows.append(
             [
                 f"{i} {stage.name}",
                 f"{_duration(estimate.hours)}, {_usd(estimate.usd)}",
                 (
-                    f"{_duration(f['hours'])} [{_duration(f['low_hours'])}, "
-                    f"{_duration(f['high_hours'])}], {_usd(f['usd'])} (after {source})"
+                    f"{_duration(f.hours)} [{_duration(f.low_hours)}, "
+                    f"{_duration(f.high_hours)}], {_usd(f.usd)} (after {source})"
                     if f
                     else "–"
                 ),
-                _duration(actual.get("wall_hours")) if actual else "–",
-                _num(actual.get("device_hours"), ".4f") if actual else "–",
-                _num(actual.get("tokens_per_second"), ",.0f") if actual else "–",
-                str(actual.get("judge_calls", 0)) if actual else "–",
-                _usd(actual.get("usd")) if actual else "–",
+                _duration(actual.wall_hours) if actual else "–",
+                _num(actual.device_hours, ".4f") if actual else "–",
+                _num(actual.tokens_per_second, ",.0f") if actual else "–",
+                str(actual.judge_calls) if actual else "–",
+                _usd(actual.usd) if actual else "–",
                 error,
             ]
         )
-    spent = sum((r.get("actual") or {}).get("usd", 0.0) for r in records.values())
-    hours = sum((r.get("actual") or {}).get("wall_hours", 0.0) for r in records.values())
+    hours, spent = state.spent()
     budget = plan.budget
     limits = ", ".join(
         x
@@ -471,28 +475,28 @@ def _costs(plan: Plan, state: dict[str, Any]) -> Section:
     )
 
 
-def _preflight(state: dict[str, Any]) -> Section | None:
-    boxes = state.get("preflight")
+def _preflight(state: LadderState) -> Section | None:
+    boxes = state.preflight
     if not boxes:
         return None
     return Section(
         "preflight",
         "Pre-flight checklist",
         "Ticked from recorded evidence before the last stage.",
-        items=[f"{'✓' if b['ticked'] else '✗'} {b['label']} — {b['evidence']}" for b in boxes],
+        items=[f"{'✓' if b.ticked else '✗'} {b.label} — {b.evidence}" for b in boxes],
     )
 
 
-def _mlflow(plan: Plan, state: dict[str, Any]) -> Section | None:
+def _mlflow(plan: Plan, state: LadderState) -> Section | None:
     """Where each stage's arms are in MLflow, and how to compare them there side by side."""
-    uri, parent = state.get("tracking_uri"), state.get("mlflow_parent")
+    uri, parent = state.tracking_uri, state.mlflow_parent
     if not uri or not parent:
         return None
-    experiment = state.get("mlflow_experiment_id")
+    experiment = state.mlflow_experiment_id
     items = [f"Ladder (parent) run {parent}; its artifacts hold this report under report/."]
     for i, stage in enumerate(plan.stages):
-        rec = state.get("stages", {}).get(stage.name) or {}
-        arms = {a: r["mlflow_run"] for a, r in rec.get("arms", {}).items() if r.get("mlflow_run")}
+        rec = state.stage(stage.name)
+        arms = {a: r.mlflow_run for a, r in (rec.arms if rec else {}).items() if r.mlflow_run}
         if not arms:
             continue
         line = f"Stage {i} ({stage.name}): " + ", ".join(f"{a} {r}" for a, r in arms.items())
@@ -525,25 +529,26 @@ def mlflow_summary(run_dir: Path, limit: int = 8000) -> str:  # MLflow's MAX_TAG
     return text if len(text) <= limit else text[: limit - 40] + "\n… (cut: see report/report.md)\n"
 
 
-def _reproducibility(plan: Plan, state: dict[str, Any], run: RunDir) -> Section:
+def _reproducibility(plan: Plan, state: LadderState, run: RunDir) -> Section:
     import yaml
 
-    records = state.get("stages", {})
     hashes = []
     versions: dict[str, str] = {}
     for i, stage in enumerate(plan.stages):
-        rec = records.get(stage.name) or {}
+        rec = state.stage(stage.name)
         selection = _read_json(run.stage_dir(i, stage.name) / "selection.json") or {}
         for arm, splits in (selection.get("hashes") or {}).items():
             hashes.append(
-                [f"{i} {stage.name}", arm, rec.get("hash", "–")]
+                [f"{i} {stage.name}", arm, rec.hash if rec else "–"]
                 + [splits.get(k, "–") for k in ("train", "val", "test")]
             )
-        for arm in rec.get("arms", {}).values():
-            versions.update((arm.get("train") or {}).get("versions", {}))
-        for check in rec.get("checks", []):
-            if check.get("name") in ("python", "packages", "torch device", "bitsandbytes"):
-                versions.setdefault(f"environment: {check['name']}", check["value"])
+        if rec is None:
+            continue
+        for t in rec.trains:
+            versions.update(t.versions)
+        for check in rec.checks or []:
+            if check.name in ("python", "packages", "torch device", "bitsandbytes"):
+                versions.setdefault(f"environment: {check.name}", check.value)
     versions.setdefault("python (report)", platform.python_version())
     tables = []
     if hashes:
@@ -555,7 +560,7 @@ def _reproducibility(plan: Plan, state: dict[str, Any], run: RunDir) -> Section:
                 "Content hashes of the exact items each arm trained and was tested on.",
             )
         )
-    for arm, digest in (state.get("data_hashes") or {}).items():
+    for arm, digest in state.data_hashes.items():
         versions[f"data file: {arm}"] = digest
     tables.append(Table(["what", "version"], [[k, v] for k, v in versions.items()], "versions"))
     machines = _machines(plan, state)
@@ -572,27 +577,27 @@ def _reproducibility(plan: Plan, state: dict[str, Any], run: RunDir) -> Section:
     return Section(
         "reproducibility",
         "Reproducibility",
-        f"Plan hash {state.get('plan_hash', '–')}, seed {plan.seed}. The exact plan follows.",
+        f"Plan hash {state.plan_hash or '–'}, seed {plan.seed}. The exact plan follows.",
         tables=tables,
         code=yaml.safe_dump(dump_plan(plan), sort_keys=False, allow_unicode=True),
     )
 
 
-def _machines(plan: Plan, state: dict[str, Any]) -> list[list[str]]:
+def _machines(plan: Plan, state: LadderState) -> list[list[str]]:
     """One row per distinct machine record: the climb's, then each arm that trained elsewhere."""
     seen: dict[str, list[str]] = {}
 
-    def add(who: str, record: dict[str, Any] | None) -> None:
-        if not record:
+    def add(who: str, record: MachineRecord | None) -> None:
+        if record is None:
             return
-        env = " ".join(f"{k}={v}" for k, v in (record.get("env") or {}).items())
+        env = " ".join(f"{k}={v}" for k, v in record.env.items())
         row = [
-            record.get("cpu", "–") + (f" ({' '.join(record.get('cpu_flags') or [])})"),
-            record.get("torch_cpu_capability", "–") + (f"; {env}" if env else ""),
-            record.get("blas", "–"),
-            record.get("onednn", "–"),
-            str(record.get("threads", "–")),
-            str(record.get("deterministic", "–")).lower(),
+            record.cpu + (f" ({' '.join(record.cpu_flags)})"),
+            record.torch_cpu_capability + (f"; {env}" if env else ""),
+            record.blas,
+            record.onednn,
+            str(record.threads),
+            str(record.deterministic).lower(),
         ]
         key = json.dumps(row)
         if key in seen:
@@ -600,10 +605,12 @@ def _machines(plan: Plan, state: dict[str, Any]) -> list[list[str]]:
         else:
             seen[key] = [who, *row]
 
-    add("the climb", state.get("machine"))
+    add("the climb", state.machine)
     for i, stage in enumerate(plan.stages):
-        for arm, rec in ((state.get("stages", {}).get(stage.name) or {}).get("arms") or {}).items():
-            add(f"{i} {stage.name}/{arm}", (rec.get("train") or {}).get("machine"))
+        rec = state.stage(stage.name)
+        for arm, arm_rec in (rec.arms if rec else {}).items():
+            if arm_rec.train is not None and arm_rec.train.machine:
+                add(f"{i} {stage.name}/{arm}", MachineRecord.from_json(arm_rec.train.machine))
     return list(seen.values())
 
 

@@ -10,7 +10,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tunegate.state import LadderState
 
 
 def current_umask() -> int:
@@ -64,15 +67,20 @@ class RunDir:
     def exists(self) -> bool:
         return self.state_path.is_file()
 
-    def load_state(self) -> dict[str, Any]:
+    def load_state(self) -> LadderState:
+        """The run's state (migrated from an earlier schema); a fresh one when there is none.
+        A file that is not valid JSON or not a state this version reads is a UserError."""
+        from tunegate.errors import UserError
+        from tunegate.state import LadderState, StateError, parse_state
+
         if not self.state_path.is_file():
-            return {"stages": {}}
+            return LadderState()
         try:
-            return json.loads(self.state_path.read_text(encoding="utf-8"))
+            return parse_state(json.loads(self.state_path.read_text(encoding="utf-8")))
         except json.JSONDecodeError as err:
-            from tunegate.errors import UserError
-
             raise UserError(f"corrupt state ({err.msg})", where=str(self.state_path)) from None
+        except StateError as err:
+            raise UserError(str(err), where=str(self.state_path)) from None
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        atomic_write_json(self.state_path, state)
+    def save_state(self, state: LadderState) -> None:
+        atomic_write_json(self.state_path, state.to_json())

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,14 @@ class TrainResult:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainResult:
+        """A result read back (a container's `result.json`): derived keys are dropped."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["losses"] = [(int(step), float(loss)) for step, loss in values.get("losses", [])]
+        return cls(**values)
 
 
 class TrainingStopped(RuntimeError):
