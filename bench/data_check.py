@@ -232,9 +232,9 @@ def data_command(*args: str) -> list[str]:
     tunegate = str(Path(sys.executable).with_name("tunegate"))
     if subprocess.run([tunegate, "data", "--help"], capture_output=True).returncode == 0:
         return [tunegate, "data", *args]
-    # Not registered yet: tunegate.cli first (its environment defaults), then the sub-app.
+    # Not registered yet: the sub-app on its own (tunegate.cli.common sets the environment).
     code = (
-        "import sys, tunegate.cli; from tunegate.cli_data import data_app; "
+        "import sys; from tunegate.cli.data import data_app; "
         "data_app(sys.argv[1:], prog_name='tunegate data')"
     )
     return [sys.executable, "-c", code, *args]

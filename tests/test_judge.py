@@ -325,7 +325,7 @@ def test_chat_uses_the_tokenizers_template(tmp_path: Path) -> None:
 
 
 def test_serve_rejects_what_it_cannot_serve(tmp_path: Path) -> None:
-    from tunegate.cli_serve import serve
+    from tunegate.cli.serve import serve
 
     with pytest.raises(UserError, match="neither 'tiny-llama' nor a local model directory"):
         serve(str(tmp_path / "missing"), None, "127.0.0.1", 0)

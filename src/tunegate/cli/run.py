@@ -1,75 +1,28 @@
-"""The `tunegate` command: parse, call one function, print. No logic lives here."""
+"""`tunegate init`, `plan`, `run`, `status`, `report` and `doctor`: the ladder's commands."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Quiet, offline defaults before any HF import: nothing may reach a hub at run time.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
-
 import typer
 from rich.console import Console
 
-from tunegate.errors import UserError
+from tunegate.cli.common import (
+    DEFAULT_PLAN,
+    EXIT_FAILED,
+    console,
+    quiet_libraries,
+    refuse_overwrite,
+)
 
 if TYPE_CHECKING:
     from tunegate.state import LadderState
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Staged, gated validation of fine-tuning experiments.",
-)
-# Piped output (CI logs, `| less`) gets room for the ladder's tables instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 140)
-DEFAULT_PLAN = Path("tunegate.yaml")
 
-from tunegate.cli_data import data_app  # noqa: E402  (after the environment defaults above)
-
-app.add_typer(data_app, name="data")
-from tunegate.cli_train import memory, train  # noqa: E402
-
-app.command()(train)
-app.command()(memory)
-from tunegate.cli_exec import exec_  # noqa: E402
-
-app.command(name="exec")(exec_)
-from tunegate.cli_evaluate import evaluate  # noqa: E402
-
-app.command()(evaluate)
-from tunegate.cli_serve import serve  # noqa: E402
-
-app.command()(serve)
-from tunegate.cli_stats import stats  # noqa: E402
-
-app.command()(stats)
-
-
-def _quiet_libraries() -> None:
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    for name in ("bitsandbytes", "transformers", "trl", "peft", "accelerate", "mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    import datasets
-
-    datasets.disable_progress_bars()
-
-
-@app.command()
 def init(
     directory: Path = typer.Argument(Path("."), help="Where to write tunegate.yaml and data/."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
@@ -80,8 +33,7 @@ def init(
     from tunegate.data.example import write_example
 
     plan_path = directory / "tunegate.yaml"
-    if plan_path.exists() and not force:
-        raise UserError("already exists (use --force to overwrite)", where=str(plan_path))
+    refuse_overwrite([plan_path], force)
     directory.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(files("tunegate").joinpath("resources/tunegate.yaml").read_text())
     control, experiment = write_example(directory / "data")
@@ -91,7 +43,6 @@ def init(
     )
 
 
-@app.command()
 def plan(plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]")) -> None:
     """Print the ladder: what each stage does, its gates and its estimated time and cost."""
     from tunegate.data.arms import load_experiment
@@ -108,7 +59,6 @@ def plan(plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]")) -> No
     console.print(cost_table(p))
 
 
-@app.command()
 def run(
     plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]"),
     stage: int | None = typer.Option(None, "--stage", help="Run only stage N."),
@@ -135,7 +85,7 @@ def run(
     from tunegate.render import final_answer, verdict_table
     from tunegate.report import report_file
 
-    _quiet_libraries()
+    quiet_libraries()
     ladder = Ladder(p, exp, Console(quiet=quiet or as_json, width=console.width))
     records = ladder.climb(
         RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
@@ -151,10 +101,10 @@ def run(
         if report.is_file():
             console.print(f"Report: {report}", highlight=False, soft_wrap=True)
     if ladder.blocked or (records and records[-1].verdict != "PASS"):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     end = until if until is not None else (stage if stage is not None else len(p.stages) - 1)
     if records and records[-1].index < end:
-        raise typer.Exit(1)  # blocked before the requested end
+        raise typer.Exit(EXIT_FAILED)  # blocked before the requested end
 
 
 def _verdicts_json(p: Any, state: LadderState, root: Path) -> dict[str, Any]:
@@ -195,7 +145,6 @@ def _run_dir(run_dir: Path | None, plan_path: Path) -> Path:
     return run_dir_for(load_plan(plan_path)).root
 
 
-@app.command()
 def status(
     run_dir: Path | None = typer.Argument(
         None, help="A run directory (default: the plan's, from ./tunegate.yaml)."
@@ -216,7 +165,6 @@ class ReportFormat(StrEnum):
     md = "md"
 
 
-@app.command()
 def report(
     run_dir: Path | None = typer.Argument(
         None, help="A run directory (default: the plan's, from ./tunegate.yaml)."
@@ -247,7 +195,6 @@ def report(
     console.print(f"Report: {path}", highlight=False, soft_wrap=True)
 
 
-@app.command()
 def doctor(
     plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]"),
     as_json: bool = typer.Option(False, "--json", help="Checks and total_seconds as JSON."),
@@ -274,48 +221,4 @@ def doctor(
             console.print(f"[{color}]{c.status:<4}[/] {escape(f'{c.name}: {c.value}{fix}')}")
         console.print(f"{len(checks)} checks in {seconds:.1f} s")
     if any(c.status == "FAIL" for c in checks):
-        raise typer.Exit(1)
-
-
-def main() -> None:
-    try:
-        # standalone_mode=False: click returns typer.Exit's code instead of exiting itself.
-        code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
-    except UserError as err:
-        from rich.markup import escape
-
-        # escape: a message quoting a regex or a path with [brackets] must print verbatim.
-        Console(stderr=True).print(
-            f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
-        )
-        sys.exit(err.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        Console(stderr=True).print("aborted")
-        sys.exit(130)
-    except Exception as err:
-        if isinstance(err, _usage_errors()):
-            err.show()  # type: ignore[attr-defined]  # "Usage: … Error: No such option"
-            sys.exit(err.exit_code)  # type: ignore[attr-defined]
-        raise
-
-
-def _usage_errors() -> tuple[type[Exception], ...]:
-    """Click's usage errors: typer ≥ 0.20 parses with its own copy of click, whose exceptions
-    are not click's; either kind is a one-line user error, not a traceback."""
-    import click
-
-    kinds: list[type[Exception]] = [click.exceptions.ClickException]
-    try:
-        from typer._click.exceptions import ClickException
-
-        kinds.append(ClickException)
-    except ImportError:  # an older typer parses with click itself
-        pass
-    return tuple(kinds)
-
-
-if __name__ == "__main__":
-    main()
+        raise typer.Exit(EXIT_FAILED)

@@ -11,20 +11,14 @@ import difflib
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# As tunegate.cli, for when this sub-app is imported on its own (tests): never reach a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tunegate.cli.common import DEFAULT_PLAN, EXIT_FAILED, console, refuse_overwrite
 from tunegate.data.checks import LEAKAGE_NGRAM, LEAKAGE_THRESHOLD, CheckReport, CheckResult
 from tunegate.errors import UserError
 
@@ -41,14 +35,8 @@ data_app = typer.Typer(
     help="Check, derive and inspect the arms' data: pairing, leakage, token lengths, EOS, "
     "label masks.",
 )
-DEFAULT_PLAN = Path("tunegate.yaml")
 SHOWN_MESSAGES = 5  # per check in the table; --json lists every one
 _VERDICT_STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
-
-
-def _console() -> Console:
-    # As tunegate.cli: piped output gets room for the table instead of rich's 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _model_dir(model_name: str) -> Path:
@@ -108,7 +96,6 @@ def _print_report(report: CheckReport, title: str, as_json: bool) -> None:
             Text(check.verdict.upper(), style=_VERDICT_STYLE[check.verdict]),
             _details(check),
         )
-    console = _console()
     console.print(table)
     fails = sum(c.verdict == "fail" for c in report.checks)
     warns = sum(c.verdict == "warn" for c in report.checks)
@@ -245,7 +232,7 @@ def check(
             _check_plan(report, plan, exp, worker, threshold)
     _print_report(report, f"Data checks: {plan.name}", as_json)
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @data_app.command("check-file")
@@ -292,7 +279,7 @@ def check_file(
     report.add(eos, scope=scope)
     _print_report(report, f"Data checks: {file}", as_json)
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 # --- derive, micro --------------------------------------------------------------------------
@@ -312,12 +299,6 @@ def _read_template(value: str) -> str:
         except (OSError, UnicodeDecodeError) as err:
             raise UserError(f"cannot read the template: {err}", where=str(path)) from None
     return _ESCAPE.sub(lambda m: {"\\": "\\", "n": "\n", "t": "\t"}[m[1]], value)
-
-
-def _refuse_overwrite(paths: list[Path], force: bool) -> None:
-    existing = [p for p in paths if p.exists()]
-    if existing and not force:
-        raise UserError("already exists (use --force to overwrite)", where=str(existing[0]))
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -352,14 +333,13 @@ def derive(
     text = _read_template(template)
     if out.resolve() == control.resolve():
         raise UserError("--out must not be the control file itself", where=str(out))
-    _refuse_overwrite([out], force)
+    refuse_overwrite([out], force)
     items = load_items(control)
     derived = derive_experiment(items, text, where=str(control))
     _write_atomically(
         out, "".join(i.model_dump_json(exclude_defaults=True) + "\n" for i in derived)
     )
     changed = sum(c.prompt != d.prompt for c, d in zip(items, derived, strict=True))
-    console = _console()
     console.print(f"Wrote {len(derived)} items to {out} ({changed} prompts differ from control).")
     if changed < len(derived):
         console.print(
@@ -380,11 +360,11 @@ def micro(
     from tunegate.data.select import SEED_MICRO_SAMPLES
 
     paths = [out / "train.jsonl", out / "val.jsonl"]
-    _refuse_overwrite(paths, force)
+    refuse_overwrite(paths, force)
     text = "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in SEED_MICRO_SAMPLES)
     for path in paths:
         _write_atomically(path, text)
-    _console().print(f"Wrote {len(SEED_MICRO_SAMPLES)} samples to {paths[0]} and {paths[1]}.")
+    console.print(f"Wrote {len(SEED_MICRO_SAMPLES)} samples to {paths[0]} and {paths[1]}.")
 
 
 # --- preview --------------------------------------------------------------------------------
@@ -443,7 +423,6 @@ def preview(
         for t in result.tokens:
             print(f"{t.index:>5} {t.id:>7} {t.status:<7} {t.text!r}")
         return
-    console = _console()
     console.print(Text(header, style="bold"))
     if result.dropped:
         console.print("[red]TRL drops this example: no token is trained after truncation[/]")
@@ -478,9 +457,8 @@ def example(
     from tunegate.data.scenarios import write_scenarios
 
     plan_path = directory / "tunegate.yaml"
-    if plan_path.exists() and not force:
-        raise UserError("already exists (use --force to overwrite)", where=str(plan_path))
+    refuse_overwrite([plan_path], force)
     directory.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(files("tunegate").joinpath("resources/seed-scenarios.yaml").read_text())
     control, experiment = write_scenarios(directory / "data", seed=seed)
-    _console().print(f"Wrote {plan_path}, {control}, {experiment}.")
+    console.print(f"Wrote {plan_path}, {control}, {experiment}.")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tunegate.cli.common import output_width
 from tunegate.errors import UserError
 
 
@@ -76,7 +76,8 @@ def stats(
     if as_json:
         print(json.dumps(analysis.to_json(), indent=2))
         return
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    # Its own console: the comparison table has eleven columns, wider than the others' 140.
+    console = Console(highlight=False, width=output_width(piped=160))
     console.print(render(analysis, alpha))
 
 

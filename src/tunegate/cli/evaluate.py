@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
+from tunegate.cli.common import output_width, quiet_libraries
 from tunegate.errors import UserError
 
 
@@ -71,7 +71,6 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Evaluate two models on the same items: every metric per item, a summary, the cost."""
-    from tunegate.cli import _quiet_libraries
     from tunegate.data.items import load_items
     from tunegate.evaluate.metrics import ALL_METRICS, DEFAULT_METRICS, METRICS, known
     from tunegate.evaluate.run import Settings, pair
@@ -139,11 +138,9 @@ def evaluate(
         plan.training.threads if plan else None,
         deterministic=plan.training.deterministic if plan else True,
     )
-    _quiet_libraries()
-    # Piped output gets room for the summary instead of rich's 80 columns (as cli.console).
-    console = Console(
-        stderr=as_json, quiet=quiet, highlight=False, width=None if sys.stdout.isatty() else 140
-    )
+    quiet_libraries()
+    # Its own console: --json keeps stdout for the JSON, --quiet silences the summary.
+    console = Console(stderr=as_json, quiet=quiet, highlight=False, width=output_width())
     result = run(
         console,
         {"control": control_model, "experiment": experiment_model},

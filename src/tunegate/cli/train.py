@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tunegate.cli.common import EXIT_FAILED, console, quiet_libraries
+from tunegate.errors import UserError
 from tunegate.train.job import env_help
-
-console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def train(
@@ -45,7 +44,6 @@ def train(
     training (NaN or diverging loss, out of memory), 2 on bad input. Resumes from the last
     checkpoint when run again on the same OUTPUT_DIR/MODEL_NAME.
     """
-    from tunegate.cli import _quiet_libraries
     from tunegate.train.job import job_from_env, resolve, run_job
     from tunegate.train.qlora import TrainingStopped
 
@@ -67,7 +65,7 @@ def train(
         "tracking_uri": tracking_uri,
     }
     job = resolve(job_from_env(os.environ, overrides))
-    _quiet_libraries()
+    quiet_libraries()
     from tunegate.progress import Bars
 
     say = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False))
@@ -79,7 +77,7 @@ def train(
         from rich.markup import escape
 
         Console(stderr=True).print(f"[red]FAIL:[/] {escape(str(err))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         print(json.dumps(result, indent=2, default=str))
 
@@ -119,8 +117,6 @@ def memory(
         model = p.model.name
         base = TrainingShape.from_settings(p.training, p.quantization, p.lora, p.model.max_length)
     if method is not None and method not in ("qlora", "lora", "full"):
-        from tunegate.errors import UserError
-
         raise UserError(f"--method: '{method}' is not one of qlora, lora, full")
     flags = {
         "method": method,
@@ -170,4 +166,4 @@ def memory(
                 highlight=False,
             )
     if not est.fits:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

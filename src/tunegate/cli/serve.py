@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from tunegate.cli.common import console, quiet_libraries
 from tunegate.errors import UserError
-
-console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def serve(
@@ -32,7 +29,6 @@ def serve(
     generates at a time (CPU or one GPU, float32): for tests, demos and judging a trained arm
     through the same path as a hosted model, not for production traffic.
     """
-    from tunegate.cli import _quiet_libraries
     from tunegate.evaluate.server import ModelServer
     from tunegate.train.tiny import resolve_model
 
@@ -41,7 +37,7 @@ def serve(
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise UserError("not a peft adapter directory (no adapter_config.json)", where=str(adapter))
     model_dir = resolve_model(model)
-    _quiet_libraries()
+    quiet_libraries()
     # The name as given is what clients send as `model` (vLLM's convention too).
     server = ModelServer(model_dir, adapter_dir=adapter, host=host, port=port, model_id=model)
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from tunegate.cli.common import EXIT_FAILED
 from tunegate.errors import UserError
 
 
@@ -66,4 +67,4 @@ def exec_(
             console.print("output (tail):")
             console.out(result.output_tail.rstrip())
     if result.verdict != "PASS":
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

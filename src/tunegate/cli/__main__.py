@@ -1,0 +1,5 @@
+"""`python -m tunegate.cli`, as the `tunegate` console script."""
+
+from tunegate.cli import main
+
+main()
