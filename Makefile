@@ -57,8 +57,8 @@ test-cpu: $(STAMP)
 	  $(BIN)/python -m pytest -q tests/test_ladder_e2e.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 bench: $(STAMP)
 	$(BIN)/python bench/ladder_timing.py

@@ -71,14 +71,16 @@ def main() -> None:
     from gpu_qlora import build_random_model
     from transformers import AutoTokenizer
 
-    from tunegate.data.scenarios import generate_scenarios
+    from tunegate.data.items import load_items
+    from tunegate.data.scenarios import write_example
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tg-gpu-tp-"))
     model_dir = work / "model"
     build_random_model(args.model, model_dir, args.shrink)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    control, _ = generate_scenarios(seed=0)
+    write_example(work / "example")
+    control = load_items(work / "example" / "data" / "control.jsonl")
     items = [i for i in control if len(tokenizer(i.prompt + i.completion)["input_ids"]) < 1024]
     rows = [{"prompt": i.prompt, "completion": i.completion} for i in items]
     report: dict = {

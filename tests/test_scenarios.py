@@ -1,25 +1,29 @@
-"""The five seed scenarios: counts, references pass, bugs fail, arms pair, generation is pinned;
-and the JavaScript and SQL executors cannot be fooled."""
+"""The five-scenario example `tunegate data example` writes: counts, references pass, bugs fail,
+arms pair, the shipped data is pinned and the generator (tools/seed_scenarios) reproduces it; and
+the JavaScript and SQL executors cannot be fooled."""
 
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import REPO, SCENARIO_EXAMPLE, run_cli
 
 from tunegate.data.items import Item, load_items, write_arms
-from tunegate.data.scenarios import SCENARIOS, generate_scenarios
+from tunegate.data.scenarios import EXAMPLE_FILES, SCENARIOS
 from tunegate.data.select import select
 from tunegate.evaluate.execute_more import execute, run_javascript, run_sql
 from tunegate.plan import DataSelection
 
 Arms = tuple[list[Item], list[Item]]
 
-# sha256 of control.jsonl as write_scenarios writes it for seed 0. A change here means every
-# user's example data changes: update it only on purpose.
+# sha256 of the shipped control.jsonl. A change here means every user's example data changes:
+# update it only on purpose.
 PINNED_CONTROL_SHA256 = "77bb9f1324e6ce02f508555099a128f9cf4c50166e5c4ceb811edb354129c646"
 
 
@@ -34,7 +38,8 @@ LANGUAGE = {
 
 @pytest.fixture(scope="module")
 def arms() -> Arms:
-    return generate_scenarios(seed=0)
+    data = SCENARIO_EXAMPLE / "data"
+    return load_items(data / "control.jsonl"), load_items(data / "experiment.jsonl")
 
 
 def _buggy(item: Item) -> str:
@@ -108,12 +113,29 @@ def test_a_bug_is_one_line_at_the_line_the_metadata_names(arms: Arms) -> None:
         assert differ == [int(e.metadata["bug_line"])], c.id
 
 
-def test_generation_is_pinned(arms: Arms, tmp_path: Path) -> None:
-    # Pinned here; that a fresh generation in another process gives the same bytes is
-    # test_data_example_writes_the_checked_in_example's.
-    control_path, _ = write_arms(tmp_path, *arms)
-    assert load_items(control_path) == arms[0]
+def test_the_shipped_data_is_pinned_and_reads_back_to_the_same_bytes(
+    arms: Arms, tmp_path: Path
+) -> None:
+    control_path, experiment_path = write_arms(tmp_path, *arms)
+    data = SCENARIO_EXAMPLE / "data"
+    assert control_path.read_bytes() == (data / "control.jsonl").read_bytes()
+    assert experiment_path.read_bytes() == (data / "experiment.jsonl").read_bytes()
     assert hashlib.sha256(control_path.read_bytes()).hexdigest() == PINNED_CONTROL_SHA256
+
+
+def test_the_generator_reproduces_the_shipped_data(tmp_path: Path) -> None:
+    """Generated afresh, in another process: the bugs are found again by running their tests."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.seed_scenarios", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("control.jsonl", "experiment.jsonl"):
+        shipped = (SCENARIO_EXAMPLE / "data" / name).read_bytes()
+        assert (tmp_path / name).read_bytes() == shipped, name
 
 
 # --- the executors ------------------------------------------------------------------------
@@ -226,14 +248,13 @@ def test_execute_dispatches_by_language() -> None:
         execute("cobol", "", "")
 
 
-def test_data_example_writes_the_checked_in_example(tmp_path: Path) -> None:
-    from conftest import REPO, run_cli
-
+def test_data_example_writes_the_shipped_example(tmp_path: Path) -> None:
     result = run_cli("data", "example", str(tmp_path / "ex"))
     assert result.returncode == 0, result.stderr
-    checked_in = REPO / "examples" / "seed-scenarios"
-    for name in ("tunegate.yaml", "data/control.jsonl", "data/experiment.jsonl"):
-        assert (tmp_path / "ex" / name).read_bytes() == (checked_in / name).read_bytes(), name
+    for name in EXAMPLE_FILES:
+        assert (tmp_path / "ex" / name).read_bytes() == (SCENARIO_EXAMPLE / name).read_bytes(), name
+    again = run_cli("data", "example", str(tmp_path / "ex"))
+    assert again.returncode != 0 and "--force" in again.stdout + again.stderr
 
 
 def test_a_source_problem_never_straddles_train_and_test(arms: Arms) -> None:

@@ -447,18 +447,13 @@ def preview(
 @data_app.command()
 def example(
     directory: Path = typer.Argument(..., help="Where to write tunegate.yaml and data/."),
-    seed: int = typer.Option(0, help="Generator seed (the checked-in example uses 0)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
     """Write the seed's five scenarios (python, bugfix, sql, express-api, react-components) as
     control and experiment arms, with a plan that runs the seed's ladder on them. Offline."""
-    from importlib.resources import files
-
-    from tunegate.data.scenarios import write_scenarios
+    from tunegate.data.scenarios import write_example
 
     plan_path = directory / "tunegate.yaml"
     refuse_overwrite([plan_path], force)
-    directory.mkdir(parents=True, exist_ok=True)
-    plan_path.write_text(files("tunegate").joinpath("resources/seed-scenarios.yaml").read_text())
-    control, experiment = write_scenarios(directory / "data", seed=seed)
-    console.print(f"Wrote {plan_path}, {control}, {experiment}.")
+    plan, control, experiment = write_example(directory)
+    console.print(f"Wrote {plan}, {control}, {experiment}.")

@@ -16,13 +16,18 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunegate.determinism import MachineRecord
 from tunegate.errors import UserError
 from tunegate.plan import TINY_LLAMA, LoraSettings, QuantizationConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from tunegate.data.items import Item
+    from tunegate.tracking import Tracker
+    from tunegate.train.qlora import MetricSink, TrainResult
 
 # The seed's variables: name → (TrainJob field, meaning).
 SEED_ENV = {
@@ -202,6 +207,17 @@ def env_help() -> str:
     return "\n".join(rows)
 
 
+@dataclass
+class JobTracking:
+    """The job's MLflow run (rank 0 only), the trainer's metric sink into it and the system
+    metrics monitor on it."""
+
+    tracker: Tracker
+    run_id: str
+    sink: MetricSink
+    monitor: Any  # MLflow's SystemMetricsMonitor, or None where it cannot run
+
+
 def run_job(
     r: ResolvedJob,
     say: Callable[[str], None],
@@ -211,85 +227,117 @@ def run_job(
     record also written to OUTPUT_DIR/MODEL_NAME/result.json. Raises TrainingStopped when a
     guard stops training."""
     from tunegate.data.items import load_items
-    from tunegate.generate import generate, load_for_inference
-    from tunegate.plan import redact
     from tunegate.rundir import atomic_write_json
-    from tunegate.tracking import Tracker
-    from tunegate.train.qlora import TrainingStopped, is_main_process, train_arm
+    from tunegate.train.qlora import is_main_process
     from tunegate.train.tiny import resolve_model
 
     job = r.job
     train_items = load_items(job.data)
     val_items = load_items(job.val_data) if job.val_data else []
     model_dir = resolve_model(r.base_model)
-    out = job.out_dir
-    main = is_main_process()
-    tracker: Tracker | None = None
-    run_id = ""
-    monitor = None
-    sink = None
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        tracker = Tracker(r.tracking_uri, job.experiment, job.output_dir)
-        record = out / "tracking.json"  # the run id: a resumed job logs into the same run
-        previous = json.loads(record.read_text())["run_id"] if record.is_file() else None
-        run_id = tracker.start(job.name, run_id=previous, tags={"tunegate.level": "train"})
-        atomic_write_json(record, {"run_id": run_id, "tracking_uri": redact(r.tracking_uri)})
-        tracker.params(
-            run_id,
-            {
-                **{f"training.{k}": v for k, v in r.training.model_dump().items()},
-                **{f"quantization.{k}": v for k, v in r.quant.model_dump().items()},
-                **{f"lora.{k}": v for k, v in r.lora.model_dump().items()},
-                "base_model": r.base_model,
-                "max_length": r.max_length,
-                "seed": r.seed,
-                "data": str(job.data),
-                "val_data": str(job.val_data or ""),
-                "train_items": len(train_items),
-            },
-        )
-        sink = tracker.step_sink(run_id)
-        monitor = tracker.system_metrics(run_id)
+    tracking = start_tracking(r, len(train_items)) if is_main_process() else None
     say(f"Loading model: {r.base_model}")
-    try:
-        res = train_arm(
-            model_dir=model_dir,
-            train_items=train_items,
-            val_items=val_items,
-            out_dir=out,
-            training=r.training,
-            quant=r.quant,
-            lora=r.lora,
-            max_length=r.max_length,
-            seed=r.seed,
-            metric_sink=sink,
-            provenance={"job": job.model_dump(mode="json")},
-            progress=say,
-            on_step=on_step,
-        )
-    except (TrainingStopped, ValueError) as err:
-        if tracker is not None:
-            tracker.tags(run_id, {"tunegate.error": str(err)[:5000]})
-            tracker.end(run_id, "FAILED")
-        raise TrainingStopped(str(err)) from None
-    finally:
-        if monitor is not None:
-            monitor.finish()
-    if not main:
+    res = train_job(r, model_dir, train_items, val_items, tracking, say, on_step)
+    if tracking is None:  # not rank 0: rank 0 reports, reloads and logs
         return {"rank": os.environ.get("RANK"), "steps": res.steps}
     losses = [v for _, v in res.losses]
     shown = losses if len(losses) <= 6 else [*losses[:3], *losses[-3:]]
     say("Loss: " + " → ".join(f"{v:.2f}" for v in shown))
     say(f"Model saved to {res.adapter_dir}")
-    model, tokenizer = load_for_inference(model_dir, Path(res.adapter_dir), r.quant)
     prompt = (val_items or train_items)[0].prompt
-    sample = generate(model, tokenizer, [prompt], max_new_tokens=32)[0]
+    sample = smoke_generate(model_dir, Path(res.adapter_dir), r.quant, prompt)
     say(f"Inference check (reloaded from disk): {sample[:120]!r}")
-    result = {**res.to_json(), "smoke_generation": sample, "mlflow_run": run_id}
-    atomic_write_json(out / "result.json", result)
-    assert tracker is not None
-    tracker.params(run_id, MachineRecord.from_json(res.machine).params())  # what made these numbers
+    result = {**res.to_json(), "smoke_generation": sample, "mlflow_run": tracking.run_id}
+    atomic_write_json(job.out_dir / "result.json", result)
+    finish_tracking(tracking, res, job.out_dir / "result.json")
+    return result
+
+
+def start_tracking(r: ResolvedJob, train_items: int) -> JobTracking:
+    """Open the job's MLflow run, the same one again when the job resumes, and log its
+    settings."""
+    from tunegate.plan import redact
+    from tunegate.rundir import atomic_write_json
+    from tunegate.tracking import Tracker
+
+    job = r.job
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(r.tracking_uri, job.experiment, job.output_dir)
+    record = job.out_dir / "tracking.json"  # the run id: a resumed job logs into the same run
+    previous = json.loads(record.read_text())["run_id"] if record.is_file() else None
+    run_id = tracker.start(job.name, run_id=previous, tags={"tunegate.level": "train"})
+    atomic_write_json(record, {"run_id": run_id, "tracking_uri": redact(r.tracking_uri)})
+    tracker.params(
+        run_id,
+        {
+            **{f"training.{k}": v for k, v in r.training.model_dump().items()},
+            **{f"quantization.{k}": v for k, v in r.quant.model_dump().items()},
+            **{f"lora.{k}": v for k, v in r.lora.model_dump().items()},
+            "base_model": r.base_model,
+            "max_length": r.max_length,
+            "seed": r.seed,
+            "data": str(job.data),
+            "val_data": str(job.val_data or ""),
+            "train_items": train_items,
+        },
+    )
+    return JobTracking(tracker, run_id, tracker.step_sink(run_id), tracker.system_metrics(run_id))
+
+
+def train_job(
+    r: ResolvedJob,
+    model_dir: Path,
+    train_items: list[Item],
+    val_items: list[Item],
+    tracking: JobTracking | None,
+    say: Callable[[str], None],
+    on_step: Callable[[int, int, dict[str, float]], None] | None,
+) -> TrainResult:
+    """`train_arm` on the job; a stopped or refused training marks the MLflow run FAILED and is
+    raised as TrainingStopped."""
+    from tunegate.train.qlora import TrainingStopped, train_arm
+
+    try:
+        return train_arm(
+            model_dir=model_dir,
+            train_items=train_items,
+            val_items=val_items,
+            out_dir=r.job.out_dir,
+            training=r.training,
+            quant=r.quant,
+            lora=r.lora,
+            max_length=r.max_length,
+            seed=r.seed,
+            metric_sink=tracking.sink if tracking else None,
+            provenance={"job": r.job.model_dump(mode="json")},
+            progress=say,
+            on_step=on_step,
+        )
+    except (TrainingStopped, ValueError) as err:
+        if tracking is not None:
+            tracking.tracker.tags(tracking.run_id, {"tunegate.error": str(err)[:5000]})
+            tracking.tracker.end(tracking.run_id, "FAILED")
+        raise TrainingStopped(str(err)) from None
+    finally:
+        if tracking is not None and tracking.monitor is not None:
+            tracking.monitor.finish()
+
+
+def smoke_generate(
+    model_dir: Path, adapter_dir: Path, quant: QuantizationConfig, prompt: str
+) -> str:
+    """A few tokens from the adapter reloaded from disk: what was saved loads and generates."""
+    from tunegate.generate import generate, load_for_inference
+
+    model, tokenizer = load_for_inference(model_dir, adapter_dir, quant)
+    return generate(model, tokenizer, [prompt], max_new_tokens=32)[0]
+
+
+def finish_tracking(tracking: JobTracking, res: TrainResult, result_file: Path) -> None:
+    """Log what made the figures, the figures, the adapter and the result; end the run."""
+    tracker, run_id = tracking.tracker, tracking.run_id
+    tracker.params(run_id, MachineRecord.from_json(res.machine).params())
+    losses = [v for _, v in res.losses]
     tracker.metrics(
         run_id,
         {
@@ -302,6 +350,5 @@ def run_job(
         res.steps,
     )
     tracker.artifact(run_id, Path(res.adapter_dir), "adapter")
-    tracker.artifact(run_id, out / "result.json")
+    tracker.artifact(run_id, result_file)
     tracker.end(run_id, "FINISHED")
-    return result

@@ -4,7 +4,9 @@ One path, top to bottom: load the base (4-bit nf4 with double quantization for Q
 for k-bit training (`prepare_for_kbit`, the one preparation path: trl 1.x no longer prepares) →
 wrap it in LoRA on every linear layer → SFTTrainer with completion-only loss and EOS appended →
 checkpoints every `save_steps` and on SIGTERM (resume picks the last) → save adapter + tokenizer +
-`tunegate.json` (written last: its presence means the adapter is complete).
+`tunegate.json` (written last: its presence means the adapter is complete). `train_arm` runs
+these as `load_arm` → `build_trainer` → `fit` → `save_arm`; the callbacks that watch training
+are in `tunegate.train.callbacks`.
 
 Guards: a loss watchdog (NaN/inf at once, divergence over windows), CUDA out-of-memory turned into
 a FAIL with the measured peak and concrete advice, and token lengths counted before training so
@@ -16,17 +18,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunegate.data.items import Item, items_hash
 from tunegate.determinism import machine_record, one_cpu_path, pin
 from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+    from tunegate.train.callbacks import MetricBuffer, SigtermCheckpoint
 
 # Receives batches of (metrics, step); it must skip steps it has already recorded, because a
 # resumed run replays the checkpoint's history to fill what a kill interrupted.
@@ -293,8 +298,29 @@ def versions() -> dict[str, str]:
     }
 
 
-def _numeric(logs: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and k != "step"}
+@dataclass(frozen=True)
+class ArmSettings:
+    """What one arm trains with: the base model and the plan's settings."""
+
+    model_dir: Path
+    training: TrainingConfig
+    quant: QuantizationConfig
+    lora: LoraSettings
+    max_length: int
+    seed: int
+
+
+@dataclass
+class LoadedArm:
+    """The model ready to train, its tokenizer, and what loading them measured."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    linear4bit_layers: int
+    trainable_params: int
+    baseline_gib: float  # CUDA memory allocated before loading: this arm's figures are above it
+    load_memory_gib: float | None
 
 
 def _last_checkpoint(checkpoints: Path) -> Path | None:
@@ -306,27 +332,23 @@ def _above(value: float | None, baseline: float) -> float | None:
     return None if value is None else value - baseline
 
 
-def _oom_message(
-    err: BaseException,
-    step: int,
-    model_dir: Path,
-    training: TrainingConfig,
-    max_length: int,
-    quant: QuantizationConfig,
-    lora: LoraSettings,
-    baseline: float,
-) -> str:
-    from tunegate.train.memory import TrainingShape, advice, estimate, load_shape
-
-    peak = (cuda_gib("max_memory_allocated") or 0.0) - baseline
-    total = 0.0
+def _out_of_memory(
+    err: BaseException, step: int, arm: ArmSettings, baseline_gib: float
+) -> TrainingStopped:
+    """The FAIL for CUDA out of memory: this run's measured peak and concrete advice. Empties
+    the CUDA cache, so that what runs next (the other arm) is not short of memory."""
     import torch
 
+    from tunegate.train.memory import TrainingShape, advice, estimate, load_shape
+
+    peak = (cuda_gib("max_memory_allocated") or 0.0) - baseline_gib
+    total = 0.0
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
-    shape = TrainingShape.from_settings(training, quant, lora, max_length)
-    tips = advice(estimate(load_shape(str(model_dir)), shape, vram_gib=total or 12.0))
-    return (
+    shape = TrainingShape.from_settings(arm.training, arm.quant, arm.lora, arm.max_length)
+    tips = advice(estimate(load_shape(str(arm.model_dir)), shape, vram_gib=total or 12.0))
+    torch.cuda.empty_cache()
+    return TrainingStopped(
         f"CUDA out of memory at step {step}: this run's peak {peak:.2f} GiB allocated on a "
         f"{total:.1f} GiB device; "
         f"try {'; or '.join(tips)} ({type(err).__name__})"
@@ -372,61 +394,112 @@ def train_arm(
     bar), and replaces the per-step line when given.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from tunegate.train.callbacks import LossGuard, MetricBuffer, SigtermCheckpoint, StepRecorder
 
     started = time.perf_counter()
     pin(training.threads, deterministic=training.deterministic)
-    device, _ = device_and_dtype(quant.compute_dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    arm = ArmSettings(model_dir, training, quant, lora, max_length, seed)
+    say = progress or (lambda _: None)
+    loaded = load_arm(arm, say)
+    check_lengths(loaded.tokenizer, train_items + val_items, max_length, allow_truncation)
+    metrics = MetricBuffer(metric_sink if is_main_process() else None)
+    guard = LossGuard(LossWatchdog(training.divergence_window, training.divergence_factor))
+    sigterm = SigtermCheckpoint()
+    recorder = StepRecorder(metrics, loaded.baseline_gib, say, on_step)
+    checkpoints = out_dir / "checkpoints"
+    trainer = build_trainer(
+        loaded, arm, train_items, val_items, checkpoints, [guard, recorder, sigterm]
+    )
+    resume = _last_checkpoint(checkpoints)
+    eval_before = eval_loss_before(trainer, out_dir) if val_items else None
+    if resume:
+        metrics.replay(resume)
+    train_seconds = fit(trainer, arm, resume, metrics, sigterm, loaded.baseline_gib)
+    if sigterm.requested:
+        raise SystemExit(143)  # checkpoint saved by the callback; resume continues from it
+    if guard.stopped:
+        raise TrainingStopped(guard.stopped)
+    # The training peak, read before the evaluation adds its own.
+    peak_memory = _above(cuda_gib("max_memory_allocated"), loaded.baseline_gib)
+    eval_after = float(trainer.evaluate()["eval_loss"]) if val_items else None
+    result = TrainResult(
+        **_trained_figures(trainer, loaded, arm, out_dir, train_items),
+        eval_loss_before=eval_before,
+        eval_loss_after=eval_after,
+        peak_memory_gib=peak_memory,
+        seconds=time.perf_counter() - started,
+        resumed_from=resume.name if resume else None,
+        train_seconds=train_seconds,
+    )
+    if trainer.is_world_process_zero():  # rank 0 alone writes the adapter and its record
+        save_arm(trainer, loaded.tokenizer, arm, result, train_items, val_items, provenance)
+    return result
+
+
+def load_arm(arm: ArmSettings, say: Callable[[str], None]) -> LoadedArm:
+    """Tokenizer and model (base → k-bit preparation → LoRA), with the memory loading took."""
+    import torch
+    from transformers import AutoTokenizer
+
+    device, _ = device_and_dtype(arm.quant.compute_dtype)
+    tokenizer = AutoTokenizer.from_pretrained(arm.model_dir)
     # Memory is measured above what was allocated before (a caller may hold other models).
     baseline = cuda_gib("memory_allocated") or 0.0
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     try:
         model, n4 = build_model(
-            model_dir,
-            quant,
-            lora,
-            gradient_checkpointing=training.gradient_checkpointing,
-            seed=seed,
+            arm.model_dir,
+            arm.quant,
+            arm.lora,
+            gradient_checkpointing=arm.training.gradient_checkpointing,
+            seed=arm.seed,
         )
     except torch.OutOfMemoryError as err:
-        message = _oom_message(err, 0, model_dir, training, max_length, quant, lora, baseline)
-        torch.cuda.empty_cache()
-        raise TrainingStopped(message) from None
+        raise _out_of_memory(err, 0, arm, baseline) from None
     load_memory = _above(cuda_gib("memory_allocated"), baseline)
-    say = progress or (lambda _: None)
-    if quant.method == "qlora":
+    if arm.quant.method == "qlora":
         where = f"{load_memory:.2f} GiB VRAM" if load_memory is not None else "on CPU"
         say(f"Loaded in 4-bit: {where} ({n4} Linear4bit layers)")
     else:
-        say(f"Loaded for {quant.method} training on {device}")
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        say(f"Loaded for {arm.quant.method} training on {device}")
+    return LoadedArm(
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        linear4bit_layers=n4,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        baseline_gib=baseline,
+        load_memory_gib=load_memory,
+    )
 
+
+def check_lengths(
+    tokenizer: Any, items: list[Item], max_length: int, allow_truncation: bool
+) -> None:
+    """Refuse items longer than `max_length` tokens: TRL would truncate them silently and train
+    on cut-off completions."""
     too_long = [
         f"{i.id} ({n} tokens)"
-        for i in train_items + val_items
+        for i in items
         if (n := len(tokenizer(i.prompt + i.completion)["input_ids"]) + 1) > max_length  # + EOS
     ]
     if too_long and not allow_truncation:
-        # TRL would truncate these silently and train on cut-off completions.
         raise ValueError(
             f"{len(too_long)} sample(s) exceed model.max_length={max_length} and would be "
             f"truncated: {', '.join(too_long[:10])}"
         )
 
-    def to_dataset(items: list[Item]) -> Dataset:
-        return Dataset.from_list([{"prompt": i.prompt, "completion": i.completion} for i in items])
 
-    checkpoints = out_dir / "checkpoints"
-    _CHECKPOINTING_FIELD = _checkpointing_field()
-    config = SFTConfig(
+def sft_config(arm: ArmSettings, checkpoints: Path, device: str) -> Any:
+    """TRL's settings for one arm: checkpoints into `checkpoints`, every step logged."""
+    from trl import SFTConfig
+
+    training = arm.training
+    return SFTConfig(
         output_dir=str(checkpoints),
-        seed=seed,
-        data_seed=seed,  # same seed → same data order in both arms
+        seed=arm.seed,
+        data_seed=arm.seed,  # same seed → same data order in both arms
         learning_rate=training.learning_rate,
         per_device_train_batch_size=training.batch_size,
         per_device_eval_batch_size=max(training.batch_size, 8),
@@ -438,8 +511,8 @@ def train_arm(
         weight_decay=training.weight_decay,
         # Checkpointing was set up by prepare_for_kbit / build_model (non-reentrant); the
         # Trainer's own call would redo it with other kwargs.
-        **{_CHECKPOINTING_FIELD: False},
-        max_length=max_length,
+        **{_checkpointing_field(): False},
+        max_length=arm.max_length,
         packing=training.packing,
         completion_only_loss=True,  # loss on the completion only (TRL's default for this shape)
         logging_steps=1,  # SFTConfig default 10; the loss gate and the watchdog need every step
@@ -450,7 +523,7 @@ def train_arm(
         save_total_limit=2,
         eval_strategy="no",
         report_to=[],  # tunegate logs to MLflow itself (nested runs, buffered for resume)
-        bf16=device == "cuda" and quant.compute_dtype in ("auto", "bfloat16"),
+        bf16=device == "cuda" and arm.quant.compute_dtype in ("auto", "bfloat16"),
         use_cpu=device == "cpu",
         ddp_backend="gloo"
         if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -461,177 +534,140 @@ def train_arm(
         dataloader_num_workers=0,
     )
 
-    guard: dict[str, Any] = {"buffer": [], "stopped": None, "sigterm": False}
-    watchdog = LossWatchdog(training.divergence_window, training.divergence_factor)
 
-    class _Watch(TrainerCallback):
-        """Holds step metrics back until a checkpoint covers them: after a kill, the resumed run
-        restarts at that checkpoint, so a step logged past it would be logged again with other
-        values. Runs the loss watchdog, adds tokens/s, and checkpoints on SIGTERM."""
+def _dataset(items: list[Item]) -> Any:
+    from datasets import Dataset
 
-        last: tuple[float, int] | None = None
+    return Dataset.from_list([{"prompt": i.prompt, "completion": i.completion} for i in items])
 
-        def on_log(self, args, state, control, logs=None, **kw):  # type: ignore[no-untyped-def]
-            logs = dict(logs or {})
-            if "loss" not in logs:
-                return
-            if guard["stopped"] is None:
-                grad_norm = logs.get("grad_norm")
-                guard["stopped"] = watchdog.check(
-                    state.global_step,
-                    float(logs["loss"]),
-                    None if grad_norm is None else float(grad_norm),
-                )
-                if guard["stopped"]:
-                    control.should_training_stop = True
-            now, seen = time.perf_counter(), int(state.num_input_tokens_seen or 0)
-            if self.last is not None and now > self.last[0]:
-                logs["tokens_per_second"] = (seen - self.last[1]) / (now - self.last[0])
-            self.last = (now, seen)
-            if (peak := cuda_gib("max_memory_allocated")) is not None:
-                logs["peak_memory_gib"] = peak - baseline
-            guard["buffer"].append((_numeric(logs), state.global_step))
-            if on_step is not None and is_main_process():
-                on_step(state.global_step, state.max_steps, _numeric(logs))
-            elif is_main_process():
-                rate = logs.get("tokens_per_second")
-                say(
-                    f"Training steps: {state.global_step}/{state.max_steps}  "
-                    f"loss {float(logs['loss']):.4f}" + (f"  {rate:,.0f} tokens/s" if rate else "")
-                )
 
-        def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
-            if guard["sigterm"]:
-                control.should_save = True
-                control.should_training_stop = True
+def build_trainer(
+    loaded: LoadedArm,
+    arm: ArmSettings,
+    train_items: list[Item],
+    val_items: list[Item],
+    checkpoints: Path,
+    callbacks: list[TrainerCallback],
+) -> Any:
+    """SFTTrainer on the loaded model, its LoRA weights kept in the precision peft made them."""
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
 
-        def on_save(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
-            flush()
-
-    # Metrics go to the tracker on a background thread, in order: training does not wait on an
-    # MLflow round trip at every checkpoint. A kill before the write lands is repaired on resume
-    # from the checkpoint's own history (below), as for a kill before the flush.
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunegate-metrics")
-    pending: list[Future[None]] = []
-
-    def flush() -> None:
-        if metric_sink and guard["buffer"] and is_main_process():
-            pending.append(writer.submit(metric_sink, list(guard["buffer"])))
-        guard["buffer"].clear()
-
-    def drain() -> None:
-        writer.shutdown(wait=True)
-        for future in pending:
-            future.result()  # a tracking error surfaces here, not lost in the thread
-
+    config = sft_config(arm, checkpoints, loaded.device)
+    model = loaded.model
     adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=to_dataset(train_items),
-        eval_dataset=to_dataset(val_items) if val_items else None,
-        processing_class=tokenizer,
-        callbacks=[_Watch()],
+        train_dataset=_dataset(train_items),
+        eval_dataset=_dataset(val_items) if val_items else None,
+        processing_class=loaded.tokenizer,
+        callbacks=callbacks,
     )
-    keep_adapter_precision(trainer.model, adapter)
+    keep_adapter_precision(trainer.model, adapter)  # after TRL's cast, which it undoes
     trainer.remove_callback(PrinterCallback)  # tunegate prints its own summary
-    resume = _last_checkpoint(checkpoints)
+    return trainer
+
+
+def eval_loss_before(trainer: Any, out_dir: Path) -> float:
+    """The validation loss of the untrained model, measured once: a resumed run reads the first
+    run's record (its model is no longer untrained)."""
     before_file = out_dir / "eval_before.json"
-    eval_before: float | None = None
-    if val_items:
-        if before_file.is_file():
-            eval_before = json.loads(before_file.read_text())["eval_loss"]
-        else:
-            eval_before = float(trainer.evaluate()["eval_loss"])
-            if is_main_process():
-                out_dir.mkdir(parents=True, exist_ok=True)
-                before_file.write_text(json.dumps({"eval_loss": eval_before}))
-    if resume and metric_sink and is_main_process():
-        # A kill between writing a checkpoint and logging its steps loses them from tracking;
-        # the checkpoint's own history has them. The sink skips what it already holds.
-        history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
-        metric_sink([(_numeric(h), int(h["step"])) for h in history if "loss" in h])
+    if before_file.is_file():
+        return float(json.loads(before_file.read_text())["eval_loss"])
+    eval_before = float(trainer.evaluate()["eval_loss"])
+    if is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        before_file.write_text(json.dumps({"eval_loss": eval_before}))
+    return eval_before
+
+
+def fit(
+    trainer: Any,
+    arm: ArmSettings,
+    resume: Path | None,
+    metrics: MetricBuffer,
+    sigterm: SigtermCheckpoint,
+    baseline_gib: float,
+) -> float:
+    """Train from scratch or from `resume`, catching SIGTERM; returns the seconds
+    `trainer.train()` took. The held-back step metrics are written whatever happens."""
+    import torch
+    from transformers import set_seed
 
     if resume is None:
-        # The validation pass above may draw random numbers; a run resumed before its first
-        # checkpoint skips it. Both start training from the same stream (a checkpoint restores
-        # its own).
-        set_seed(seed)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: guard.update(sigterm=True))
-    train_started = time.perf_counter()
+        # The validation pass before training may draw random numbers; a run resumed before its
+        # first checkpoint skips it. Both start training from the same stream (a checkpoint
+        # restores its own).
+        set_seed(arm.seed)
     try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        train_seconds = time.perf_counter() - train_started
+        with sigterm.handling_sigterm():
+            train_started = time.perf_counter()
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            return time.perf_counter() - train_started
     except torch.OutOfMemoryError as err:
-        step = int(trainer.state.global_step)
-        message = _oom_message(err, step, model_dir, training, max_length, quant, lora, baseline)
-        del trainer, model
-        torch.cuda.empty_cache()
-        raise TrainingStopped(message) from None
+        raise _out_of_memory(err, int(trainer.state.global_step), arm, baseline_gib) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        flush()
-        drain()
-    if guard["sigterm"]:
-        raise SystemExit(143)  # checkpoint saved by the callback; resume continues from it
-    if guard["stopped"]:
-        raise TrainingStopped(guard["stopped"])
-    peak_memory = _above(cuda_gib("max_memory_allocated"), baseline)
-    eval_after = float(trainer.evaluate()["eval_loss"]) if val_items else None
+        metrics.close()
 
-    adapter_dir = out_dir / "adapter"
-    losses = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
-    train_tokens = int(trainer.state.num_input_tokens_seen or 0) or sum(
-        len(tokenizer(i.prompt + i.completion)["input_ids"]) for i in train_items
-    ) * max(1, math.ceil(training.epochs))
-    merged_dir = out_dir / "merged" if training.merge_adapter and quant.method != "full" else None
-    result = TrainResult(
-        adapter_dir=str(adapter_dir),
+
+def _trained_figures(
+    trainer: Any, loaded: LoadedArm, arm: ArmSettings, out_dir: Path, train_items: list[Item]
+) -> dict[str, Any]:
+    """The TrainResult fields the trained trainer and the loaded model give."""
+    tokens = int(trainer.state.num_input_tokens_seen or 0) or sum(
+        len(loaded.tokenizer(i.prompt + i.completion)["input_ids"]) for i in train_items
+    ) * max(1, math.ceil(arm.training.epochs))
+    merge = arm.training.merge_adapter and arm.quant.method != "full"
+    return dict(
+        adapter_dir=str(out_dir / "adapter"),
         steps=int(trainer.state.global_step),
-        losses=losses,
-        eval_loss_before=eval_before,
-        eval_loss_after=eval_after,
-        linear4bit_layers=n4,
-        trainable_params=int(trainable),
-        train_tokens=train_tokens,
-        seconds=time.perf_counter() - started,
-        resumed_from=resume.name if resume else None,
-        train_seconds=train_seconds,
-        load_memory_gib=load_memory,
-        peak_memory_gib=peak_memory,
-        device=device,
-        merged_dir=str(merged_dir) if merged_dir else None,
+        losses=[
+            (int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h
+        ],
+        linear4bit_layers=loaded.linear4bit_layers,
+        trainable_params=int(loaded.trainable_params),
+        train_tokens=tokens,
+        load_memory_gib=loaded.load_memory_gib,
+        device=loaded.device,
+        merged_dir=str(out_dir / "merged") if merge else None,
         world_size=int(trainer.args.world_size),
         versions=versions(),
         machine=machine_record().to_json(),
     )
-    if not trainer.is_world_process_zero():
-        return result  # rank 0 alone writes the adapter and its record
+
+
+def save_arm(
+    trainer: Any,
+    tokenizer: Any,
+    arm: ArmSettings,
+    result: TrainResult,
+    train_items: list[Item],
+    val_items: list[Item],
+    provenance: dict[str, Any] | None,
+) -> None:
+    """Adapter, tokenizer (and the merged model), then `tunegate.json`: written last, its
+    presence means the adapter is complete."""
+    adapter_dir = Path(result.adapter_dir)
     trainer.save_model(str(adapter_dir))
     tokenizer.save_pretrained(adapter_dir)
-    if merged_dir is not None:
-        save_merged(model_dir, adapter_dir, merged_dir, quant)
+    if result.merged_dir is not None:
+        save_merged(arm.model_dir, adapter_dir, Path(result.merged_dir), arm.quant)
     meta = {
-        "base_model": str(model_dir),
-        "method": quant.method,
-        "seed": seed,
+        "base_model": str(arm.model_dir),
+        "method": arm.quant.method,
+        "seed": arm.seed,
         "train_items": len(train_items),
         "train_data_hash": items_hash(train_items),
         "val_data_hash": items_hash(val_items),
-        "training": training.model_dump(),
-        "quantization": quant.model_dump(),
-        "lora": lora.model_dump(),
+        "training": arm.training.model_dump(),
+        "quantization": arm.quant.model_dump(),
+        "lora": arm.lora.model_dump(),
         "result": {k: v for k, v in result.to_json().items() if k != "losses"},
         "versions": result.versions,
         **(provenance or {}),
     }
     (adapter_dir / "tunegate.json").write_text(json.dumps(meta, indent=2))
-    return result
 
 
 def save_merged(base_dir: Path, adapter_dir: Path, target: Path, quant: QuantizationConfig) -> None:
