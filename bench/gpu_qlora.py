@@ -193,7 +193,7 @@ def measure_train(
 def measure_oom(model_dir: Path, work: Path, model: str, cap_gib: float) -> dict:
     import torch
 
-    from tunegate.train.qlora import TrainingStopped
+    from tunegate.train.watch import TrainingStopped
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA"}

@@ -24,7 +24,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    from tunegate.data.select import SEED_MICRO_SAMPLES
+    from tunegate.data.micro import SEED_MICRO_SAMPLES
     from tunegate.train.tiny import ensure_tiny_llama
 
     model_dir = ensure_tiny_llama()

@@ -439,7 +439,7 @@ def test_cli_derive(tmp_path: Path) -> None:
 
 
 def test_cli_micro(tmp_path: Path) -> None:
-    from tunegate.data.select import SEED_MICRO_SAMPLES
+    from tunegate.data.micro import SEED_MICRO_SAMPLES
 
     result = run_cli("data", "micro", "--out", str(tmp_path / "micro"))
     assert result.returncode == 0, result.stderr

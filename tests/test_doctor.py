@@ -22,7 +22,7 @@ import pytest
 from conftest import TUNEGATE
 
 from tunegate import doctor
-from tunegate.doctor import Check, disk_need, run_checks
+from tunegate.doctor import disk_need, run_checks
 from tunegate.plan import (
     ExecutorConfig,
     HostConfig,
@@ -33,6 +33,7 @@ from tunegate.plan import (
     TrackingConfig,
     load_plan,
 )
+from tunegate.state import Check
 from tunegate.train.memory import shipped_models
 
 UNROUTABLE = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never routed, so a connect just times out

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunegate.doctor import Check
 from tunegate.gates import GateResult
 from tunegate.plan import load_plan
 from tunegate.preflight import checklist
-from tunegate.state import Actual, ArmRecord, Forecast, LadderState, StageRecord
+from tunegate.state import Actual, ArmRecord, Check, Forecast, LadderState, StageRecord
 
 
 def _forecast(hours: float) -> Forecast:

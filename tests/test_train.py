@@ -18,7 +18,7 @@ import pytest
 from conftest import TUNEGATE
 
 from tunegate.gates import loss_trend
-from tunegate.train.qlora import LossWatchdog
+from tunegate.train.watch import LossWatchdog
 
 SEED_MICRO = [
     ("Write a hello function", "def hello(): print('hi')"),

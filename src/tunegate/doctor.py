@@ -22,14 +22,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from tunegate.errors import UserError
-from tunegate.plan import TINY_LLAMA, Plan, redact
+from tunegate.plan import Plan, redact
+from tunegate.state import Check
+from tunegate.train.tiny import TINY_LLAMA
 
 Status = Literal["PASS", "WARN", "FAIL"]
 REQUIRED = (
@@ -85,18 +87,6 @@ DATA_FACTOR = 2
 TRACKING_ALLOWANCE = 64 * MIB
 # tiny-llama's build (fp32 weights + its tokenizer: 1.8 MiB measured), rounded up.
 TINY_LLAMA_BYTES = 4 * MIB
-
-
-@dataclass
-class Check:
-    name: str
-    status: Status
-    value: str
-    fix: str = ""
-    seconds: float = 0.0  # wall time of the check (shared by checks measured together)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from tunegate.state import ArmRecord, ComparisonRecord, EvaluationCost, LadderSt
 from tunegate.train.qlora import TrainResult
 
 if TYPE_CHECKING:
-    from tunegate.doctor import Check
+    from tunegate.state import Check
 
 
 @dataclass

@@ -24,8 +24,7 @@ from pydantic import (
 )
 
 from tunegate.errors import UserError
-
-TINY_LLAMA = "tiny-llama"
+from tunegate.train.tiny import TINY_LLAMA, model_fingerprint
 
 
 class _Strict(BaseModel):
@@ -498,8 +497,6 @@ class Plan(_Strict):
             body["judge"]["endpoint"] = redact(body["judge"]["endpoint"])
         body["stage"] = self.stages[index].model_dump(mode="json")
         body["data"] = {name: _file_digest(arm.data) for name, arm in sorted(self.arms.items())}
-        from tunegate.train.tiny import model_fingerprint  # light: torch loads only to build
-
         body["model_bytes"] = model_fingerprint(self.model.name)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -7,7 +7,8 @@ before the name existed (`tunegate.state/1`, the same shape without it) is migra
 one this version cannot read is refused with one line saying what to do.
 
 Producers live elsewhere and import their record types from here (the forecast's `Actual` and
-`Forecast`, the pre-flight's `Box`), so that this module sits below everything that fills it.
+`Forecast`, the pre-flight's `Box`, the doctor's `Check`), so that this module sits below
+everything that fills it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from tunegate.determinism import MachineRecord
-from tunegate.doctor import Check
 from tunegate.gates import GateResult
 from tunegate.stats import Comparison
 from tunegate.train.qlora import TrainResult
@@ -76,6 +76,20 @@ class Forecast:
     estimate_hours: float
     estimate_usd: float
     same_batch: bool = True  # measured at the target's batch size; else a bracket
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Check:
+    """One environment check of `tunegate doctor` and the environment stage."""
+
+    name: str
+    status: Literal["PASS", "WARN", "FAIL"]
+    value: str
+    fix: str = ""
+    seconds: float = 0.0  # wall time of the check (shared by checks measured together)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

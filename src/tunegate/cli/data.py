@@ -127,7 +127,7 @@ def _check_plan(
         prompt_boundary,
         token_lengths,
     )
-    from tunegate.data.select import micro_items
+    from tunegate.data.micro import micro_items
     from tunegate.ladder import resolve_selection
 
     roles = ("control", "experiment")
@@ -357,7 +357,7 @@ def micro(
 
     The same 5 lines in both, as the seed (val = train).
     """
-    from tunegate.data.select import SEED_MICRO_SAMPLES
+    from tunegate.data.micro import SEED_MICRO_SAMPLES
 
     paths = [out / "train.jsonl", out / "val.jsonl"]
     refuse_overwrite(paths, force)
@@ -372,7 +372,7 @@ def micro(
 
 def _find_item(item_id: str, path: Path) -> Item:
     from tunegate.data.items import load_items
-    from tunegate.data.select import micro_items
+    from tunegate.data.micro import micro_items
 
     items = {i.id: i for i in load_items(path)}
     builtin = {i.id: i for i in micro_items()}

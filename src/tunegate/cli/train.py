@@ -45,7 +45,7 @@ def train(
     checkpoint when run again on the same OUTPUT_DIR/MODEL_NAME.
     """
     from tunegate.train.job import job_from_env, resolve, run_job
-    from tunegate.train.qlora import TrainingStopped
+    from tunegate.train.watch import TrainingStopped
 
     overrides = {
         "data": data,

@@ -9,25 +9,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from tunegate.data.items import Item, derived_id
+from tunegate.data.items import Item
+from tunegate.data.micro import micro_items
 from tunegate.plan import DataSelection
-
-# The seed's Stage 1 micro dataset, verbatim ("Create 5-sample dataset (not 500!)").
-SEED_MICRO_SAMPLES: tuple[tuple[str, str], ...] = (
-    ("Write a hello function", "def hello(): print('hi')"),
-    ("Write a sum function", "def sum(a,b): return a+b"),
-    ("Write a max function", "def max(a,b): return a if a>b else b"),
-    ("Write a min function", "def min(a,b): return a if a<b else b"),
-    ("Write a len function", "def len(x): return len(x)"),
-)
-
-
-def micro_items() -> list[Item]:
-    return [
-        # Ids as the loader derives them for the seed's files (`tunegate data micro`).
-        Item(id=derived_id(c, i), scenario="micro", prompt=p + "\n", completion=c + "\n")
-        for i, (p, c) in enumerate(SEED_MICRO_SAMPLES, start=1)
-    ]
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from tunegate.train.qlora import LossWatchdog, MetricSink, cuda_gib, is_main_process
+from tunegate.train.watch import LossWatchdog, MetricSink, cuda_gib, is_main_process
 
 
 def numeric_logs(logs: dict[str, Any]) -> dict[str, float]:

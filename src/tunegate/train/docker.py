@@ -20,7 +20,7 @@ from tunegate.plan import (
     QuantizationConfig,
     TrainingConfig,
 )
-from tunegate.train.qlora import TrainingStopped
+from tunegate.train.watch import TrainingStopped
 
 WORK, BASE = "/work", "/base"
 

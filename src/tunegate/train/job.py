@@ -22,12 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunegate.determinism import MachineRecord
 from tunegate.errors import UserError
-from tunegate.plan import TINY_LLAMA, LoraSettings, QuantizationConfig, TrainingConfig
+from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig
+from tunegate.train.tiny import TINY_LLAMA
 
 if TYPE_CHECKING:
     from tunegate.data.items import Item
     from tunegate.tracking import Tracker
-    from tunegate.train.qlora import MetricSink, TrainResult
+    from tunegate.train.qlora import TrainResult
+    from tunegate.train.watch import MetricSink
 
 # The seed's variables: name → (TrainJob field, meaning).
 SEED_ENV = {
@@ -228,8 +230,8 @@ def run_job(
     guard stops training."""
     from tunegate.data.items import load_items
     from tunegate.rundir import atomic_write_json
-    from tunegate.train.qlora import is_main_process
     from tunegate.train.tiny import resolve_model
+    from tunegate.train.watch import is_main_process
 
     job = r.job
     train_items = load_items(job.data)
@@ -295,7 +297,8 @@ def train_job(
 ) -> TrainResult:
     """`train_arm` on the job; a stopped or refused training marks the MLflow run FAILED and is
     raised as TrainingStopped."""
-    from tunegate.train.qlora import TrainingStopped, train_arm
+    from tunegate.train.qlora import train_arm
+    from tunegate.train.watch import TrainingStopped
 
     try:
         return train_arm(

@@ -284,7 +284,7 @@ def shipped_models() -> dict[str, Path]:
 def load_shape(model: str) -> ModelShape:
     """A model's shape from a local directory, a config.json path, a shipped hub id, or
     'tiny-llama'."""
-    from tunegate.plan import TINY_LLAMA
+    from tunegate.train.tiny import TINY_LLAMA
 
     if model == TINY_LLAMA:  # its shape is known without building it
         from tunegate.train.tiny import ARCHITECTURE, VOCAB_SIZE

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+TINY_LLAMA = "tiny-llama"  # the embedded model's name in `model.name`
 BUILD_VERSION = 1  # bump when the architecture or the corpus changes: forces a rebuild
 VOCAB_SIZE = 512
 HEAD_INIT_SCALE = 3.0
@@ -37,7 +38,7 @@ def cache_dir() -> Path:
 def _corpus() -> list[str]:
     """A fixed corpus of code and prose so common Python/JS/SQL fragments get their own tokens."""
     from tunegate.data.example import generate
-    from tunegate.data.select import SEED_MICRO_SAMPLES
+    from tunegate.data.micro import SEED_MICRO_SAMPLES
 
     control, experiment = generate(seed=0)
     texts = [i.prompt + i.completion + (i.tests or "") for i in control + experiment]
@@ -127,8 +128,6 @@ def ensure_tiny_llama() -> Path:
 
 def model_fingerprint(name: str) -> str:
     """Identifies the model's bytes cheaply, so a rebuilt or replaced model re-runs stages."""
-    from tunegate.plan import TINY_LLAMA
-
     if name == TINY_LLAMA:
         return f"tiny-llama-{build_key()}"
     path = Path(name)
@@ -145,7 +144,6 @@ def model_fingerprint(name: str) -> str:
 def resolve_model(name: str) -> Path:
     """The plan's model name → a local directory (tiny-llama is built on first use)."""
     from tunegate.errors import UserError
-    from tunegate.plan import TINY_LLAMA
 
     if name == TINY_LLAMA:
         return ensure_tiny_llama()
