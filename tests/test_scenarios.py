@@ -17,8 +17,10 @@ from conftest import REPO, SCENARIO_EXAMPLE, run_cli
 from tunegate.data.items import Item, load_items, write_arms
 from tunegate.data.scenarios import EXAMPLE_FILES, SCENARIOS
 from tunegate.data.select import select
-from tunegate.evaluate.execute_more import execute, run_javascript, run_sql
 from tunegate.plan import DataSelection
+from tunegate.sandbox import run as execute
+from tunegate.sandbox.javascript import run_javascript
+from tunegate.sandbox.sql import run_sql
 
 Arms = tuple[list[Item], list[Item]]
 

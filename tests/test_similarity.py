@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from codebleu import calc_codebleu
 
-from tunegate.evaluate.execute_more import fixture_sql
 from tunegate.evaluate.similarity import (
     CODEBLEU_LANGUAGES,
     Unsupported,
@@ -19,6 +18,7 @@ from tunegate.evaluate.similarity import (
     semantic_similarity,
 )
 from tunegate.evaluate.syntax import syntax_valid
+from tunegate.sandbox.sql import fixture_sql
 
 ADD = "def add(a, b):\n    total = a + b\n    return total\n"
 ADD_RENAMED = "def add(x, y):\n    s = x + y\n    return s\n"

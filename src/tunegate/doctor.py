@@ -273,7 +273,7 @@ def _memory(plan: Plan) -> Check:
 
 def _sandbox() -> Check:
     """The isolation generated code runs under (bubblewrap, uid, rlimits...)."""
-    from tunegate.evaluate.sandbox import detect
+    from tunegate.sandbox.isolation import detect
 
     iso = detect()
     if iso.level == "strong":

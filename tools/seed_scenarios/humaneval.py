@@ -184,7 +184,7 @@ class _Bug:
 
 def _find_bug(problem: dict[str, str], seed: int) -> _Bug | None:
     """The first mutation, in a seeded order, whose program FAILs while the canonical PASSes."""
-    from tunegate.evaluate.execute import run_python
+    from tunegate.sandbox.python import run_python
 
     program = _he_program(problem)
     tests = _he_tests(problem)

@@ -1,6 +1,6 @@
 """`sql`: questions on the `shop` fixture (tunegate/resources/shop.sql). The completion is a
 reference SELECT; the tests name the fixture and hold the reference query (the format is
-described in `tunegate.evaluate.execute_more`)."""
+described in `tunegate.sandbox.sql`)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def _sql_questions(db: sqlite3.Connection, rng: random.Random) -> list[_Question
 
 
 def sql_tasks(rng: random.Random) -> list[Task]:
-    from tunegate.evaluate.execute_more import fixture_sql
+    from tunegate.sandbox.sql import fixture_sql
 
     db = sqlite3.connect(":memory:")
     try:

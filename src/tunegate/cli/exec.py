@@ -32,8 +32,9 @@ def exec_(
     as_json: bool = typer.Option(False, "--json", help="Print the execution as JSON."),
 ) -> None:
     """Run one program through the sandbox and print its verdict (exit 0 on PASS, else 1)."""
-    from tunegate.evaluate.execute_more import LANGUAGES, execute
-    from tunegate.evaluate.sandbox import detect
+    from tunegate.sandbox import LANGUAGES
+    from tunegate.sandbox import run as execute
+    from tunegate.sandbox.isolation import detect
 
     if language not in LANGUAGES:
         raise UserError(f"--language: '{language}' is not one of {', '.join(sorted(LANGUAGES))}")

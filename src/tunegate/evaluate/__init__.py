@@ -1,1 +1,1 @@
-"""Evaluation: metrics over generations, and running generated code."""
+"""Evaluation: metrics over generations (generated code runs in `tunegate.sandbox`)."""

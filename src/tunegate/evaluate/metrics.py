@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tunegate import sandbox
 from tunegate.data.items import Item
-from tunegate.evaluate.execute import Execution
-from tunegate.evaluate.execute_more import LANGUAGES, execute
 from tunegate.evaluate.score import CannotRun, NotApplicable, Score
+from tunegate.sandbox import LANGUAGES, Execution
 
 __all__ = ["Case", "Context", "Metric", "Score", "metric"]
 
@@ -71,7 +71,7 @@ class Context:
 
         def run(item: tuple[str, tuple[str, str, str]]) -> None:
             key, (language, program, tests) = item
-            result = execute(language, program, tests, timeout_s=self.timeout_s)
+            result = sandbox.run(language, program, tests, timeout_s=self.timeout_s)
             with self._lock:
                 self._executions[key] = result
             if self.progress is not None:
@@ -270,7 +270,7 @@ def _pass_at(k: int) -> Callable[[list[Case], Context], list[Score]]:
 
 
 def _syntax_validity(cases: list[Case], ctx: Context) -> list[Score]:
-    from tunegate.evaluate.execute_more import fixture_sql, parse_sql_tests
+    from tunegate.sandbox.sql import fixture_sql, parse_sql_tests
 
     out = []
     for c in cases:

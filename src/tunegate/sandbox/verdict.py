@@ -1,25 +1,23 @@
-"""Run a generated Python program with its tests, in the sandbox, and judge the verdict.
+"""The one verdict rule, and the nonce-and-channel protocol every interpreter's run follows.
 
-The program and its tests run in a child inside `sandbox.spawn`'s layers (bubblewrap, no network,
-unprivileged uid, rlimits, own session, scrubbed environment, fresh work directory). The verdict
-is one that `sys.exit(0)`, `os._exit(0)`, printing "PASSED", monkeypatching or an object whose
-`__eq__` is always True cannot forge. PASS needs three things:
+A program and its tests run in a child inside the isolation layers (`isolation.spawn`). The
+verdict is one that `sys.exit(0)`, `os._exit(0)`, printing "PASSED", monkeypatching or an object
+whose `__eq__` is always True cannot forge. PASS needs three things:
 - a clean exit;
-- the harness's nonce. It reaches the runner on stdin (so it is in neither argv, the environment
+- the harness's nonce. It reaches the child on stdin (so it is in neither argv, the environment
   nor a file) and is written back on a separate channel only after the tests ran to their end;
 - every literal check the tests make holding, judged here by `checks.Instrumented.verify` against
   expected values that never entered the sandbox.
 
-The runner shares the program's interpreter, so a program written to hunt for the nonce could
-find it. What it cannot find are the expected values, which is why those checks carry the verdict.
+The child's harness shares the program's interpreter, so a program written to hunt for the nonce
+could find it. What it cannot find are the expected values, which is why those checks carry the
+verdict.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,36 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tunegate.evaluate.checks import NO_CHECKS, RECORDER, Instrumented, Outcome, instrument
-from tunegate.evaluate.sandbox import spawn, world_executable
+from tunegate.sandbox.checks import NO_CHECKS, Instrumented, Outcome
+from tunegate.sandbox.isolation import spawn
 
 Verdict = Literal["PASS", "FAIL", "TIMEOUT", "ERROR"]
 
-# An interpreter the sandbox's uid (nobody) can run: this one's real path if every directory
-# above it is open to others (a pyenv under /root is not), else the system's. `-I -S` needs only
-# the standard library.
-PYTHON = next(
-    (
-        p
-        for p in (os.path.realpath(sys.executable), "/usr/bin/python3", "/usr/local/bin/python3")
-        if world_executable(p)
-    ),
-    os.path.realpath(sys.executable),
-)
-
-_RUNNER = (
-    RECORDER
-    + """
-import os, sys
-def _run(fd, nonce):
-    record, pair = _tg_recorder(fd)
-    src = open("program.py").read() + "\\n" + open("tests.py").read()
-    scope = {"__name__": "__main__", "__tg_record__": record, "__tg_pair__": pair}
-    exec(compile(src, "program.py", "exec"), scope)
-    os.write(fd, b"E " + nonce + b"\\n")
-_run(int(sys.argv.pop(1)), sys.stdin.buffer.readline().strip())
-"""
-)
 # The most a program's result channel may carry: records are deduplicated per check, so a
 # real test suite writes a few kilobytes; anything past this is not read.
 CHANNEL_LIMIT = 1 << 20
@@ -64,28 +37,13 @@ CHANNEL_LIMIT = 1 << 20
 
 @dataclass
 class Execution:
+    """What running one program with its tests gave."""
+
     verdict: Verdict
     exit_code: int | None
     seconds: float
     output_tail: str
     checks: str = ""  # e.g. "7/7 test checks verified outside the program"
-
-
-def run_python(
-    program: str, tests: str, *, timeout_s: float = 5.0, memory_mb: int = 1024
-) -> Execution:
-    """Execute `program` followed by `tests`; PASS only if the tests ran to the end and held."""
-    checks = instrument(tests)
-    with tempfile.TemporaryDirectory(prefix="tunegate-exec-") as work:
-        Path(work, "program.py").write_text(program, encoding="utf-8")
-        Path(work, "tests.py").write_text(checks.tests, encoding="utf-8")
-        return run_program(
-            [PYTHON, "-I", "-S", "-c", _RUNNER],
-            Path(work),
-            timeout_s=timeout_s,
-            memory_mb=memory_mb,
-            checks=checks,
-        )
 
 
 def run_program(

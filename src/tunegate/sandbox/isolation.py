@@ -1,4 +1,5 @@
-"""Where generated code runs: a child process inside every isolation layer this machine offers.
+"""The isolation layers around generated code: a child process inside every one this machine
+offers. What runs in there, and how its verdict is judged, is the rest of the package's business.
 
 Layers, outermost first, each detected once and reported (`tunegate doctor`, `tunegate exec`):
 
@@ -82,6 +83,8 @@ def seccomp_fd() -> int | None:
 
 @dataclass(frozen=True)
 class Isolation:
+    """What `detect` found: the layers this machine gives the sandbox's children."""
+
     bwrap: str | None  # path of a working bubblewrap, else None
     drop_uid: bool  # running as root: children run as nobody
     problem: str = ""  # why bubblewrap is not used, when it is not
@@ -222,11 +225,15 @@ def _limits(cpu_s: int, memory_mb: int, drop_uid: bool, nproc: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     if drop_uid:
-        # Counted per uid, in tasks (threads too), so this bounds a fork bomb. `nproc` adds the
-        # tasks nobody already has (other sandboxes: idle workers, node's threads, namespaces
-        # still being torn down), which would otherwise make this start fail with EAGAIN.
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        _drop_privileges()
+        _become_nobody(nproc)
+
+
+def _become_nobody(nproc: int) -> None:
+    # Counted per uid, in tasks (threads too), so this bounds a fork bomb. `nproc` adds the tasks
+    # nobody already has (other sandboxes: idle workers, node's threads, namespaces still being
+    # torn down), which would otherwise make the start fail with EAGAIN.
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    _drop_privileges()
 
 
 def scrubbed_env(work: str) -> dict[str, str]:
@@ -323,6 +330,43 @@ def spawn(
     """
     started = start(argv, work, channel_fd=channel_fd, timeout_s=timeout_s, memory_mb=memory_mb)
     return finish(started, stdin, timeout_s)
+
+
+def start_server(argv: list[str], *, processes: int) -> subprocess.Popen[bytes]:
+    """Start a long-lived `argv` (a server that confines its own children: their CPU, memory,
+    files and directories) inside bubblewrap, whose private /tmp is its only writable place.
+
+    It runs in its own session as nobody, with room for `processes` tasks above those nobody
+    already has; jobs go in on its stdin and answers come back on its stdout."""
+    iso = detect()
+    if iso.bwrap is None:
+        # Without a PID namespace a server could not tell its programs' daemons from other
+        # processes of the same uid, nor sweep them.
+        raise RuntimeError("a sandboxed server needs bubblewrap (apt install bubblewrap)")
+    nproc = processes + (nobody_tasks() if iso.drop_uid else 0)
+    filter_fd = seccomp_fd() if iso.seccomp else None
+    try:
+        return subprocess.Popen(
+            [iso.bwrap, *_bwrap_args(None, filter_fd), *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=scrubbed_env("/tmp"),
+            cwd="/",
+            preexec_fn=lambda: _server_limits(iso.drop_uid, nproc),
+            pass_fds=(filter_fd,) if filter_fd is not None else (),
+        )
+    finally:
+        if filter_fd is not None:
+            os.close(filter_fd)
+
+
+def _server_limits(drop_uid: bool, nproc: int) -> None:
+    """Its own session and, as nobody, the process limit (so a child's fork bomb is bounded);
+    the server's children set their CPU, memory, file size and descriptor limits themselves."""
+    os.setsid()
+    if drop_uid:
+        _become_nobody(nproc)
 
 
 def _kill_strays() -> None:

@@ -5,12 +5,12 @@ holds (a nonce, the expected values) the program can find by walking frames, and
 returns can define `__eq__` to answer True. So the expected values never enter the sandbox:
 before a run, `instrument` rewrites each test assertion of the form `assert VALUE == LITERAL` (or
 `!=`, `is None/True/False`, `in [literal, …]`) into `__tg_record__(ID, VALUE)`, and keeps the
-literal here. In the sandbox, the recorder turns VALUE into a canonical code that follows
-Python's `==` on plain data (1 == 1.0 == True, list ≠ tuple, sets and dicts unordered; any other
-type, e.g. an object with its own `__eq__`, codes as unequal to every literal) and writes its
-digest on the result channel; `Instrumented.verify` compares it with the literal's digest. To
-forge a PASS a program must produce values whose digests match literals it cannot see, i.e.
-compute the right answers.
+literal here. In the sandbox, the recorder (`programs/recorder.py`, which also codes the literals
+here) turns VALUE into a canonical code that follows Python's `==` on plain data (1 == 1.0 ==
+True, list ≠ tuple, sets and dicts unordered; any other type, e.g. an object with its own
+`__eq__`, codes as unequal to every literal) and writes its digest on the result channel;
+`Instrumented.verify` compares it with the literal's digest. To forge a PASS a program must
+produce values whose digests match literals it cannot see, i.e. compute the right answers.
 
 Assertions between two computed values (`assert f(x) == reference(x)`) are compared by the same
 canonical codes inside the sandbox (`__tg_pair__`), which defeats always-equal objects but rests
@@ -29,88 +29,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# Runs both in the sandbox (defining the recorder) and here (coding the literals), so the two
-# sides cannot drift apart. Standard library only, and only `_blake2` and `os` inside: every
-# module a pre-warmed worker imports makes each of its forks dearer.
-RECORDER = r"""
-def _tg_encode(v, strict=0, budget=None, depth=0):
-    # Canonical code of plain data; equal codes <=> Python's == (for `is`: strict bools).
-    if budget is None:
-        budget = [200000]
-    budget[0] -= 1
-    if budget[0] < 0 or depth > 100:
-        return "?big"
-    t = type(v)
-    if t is bool:
-        return ("B%d" if strict else "n:%x") % v
-    if t is int:
-        return "n:%x" % v
-    if t is float:
-        if v != v:
-            return "?nan"
-        if v - v == 0 and v.is_integer():
-            return "n:%x" % int(v)
-        return "f:%r" % v
-    if t is str:
-        return "s%d:%s" % (len(v), v)
-    if v is None:
-        return "N"
-    if t is list or t is tuple:
-        inner = ",".join([_tg_encode(x, 0, budget, depth + 1) for x in v])
-        return ("L[" if t is list else "T[") + inner + "]"
-    if t is dict:
-        items = sorted(_tg_encode(k, 0, budget, depth + 1) + "="
-                       + _tg_encode(x, 0, budget, depth + 1) for k, x in v.items())
-        return "D[" + ",".join(items) + "]"
-    if t is set or t is frozenset:
-        return "S[" + ",".join(sorted([_tg_encode(x, 0, budget, depth + 1) for x in v])) + "]"
-    if t is bytes:
-        return "y%d:%s" % (len(v), v.hex())
-    if t is complex:
-        return _tg_encode(v.real) if v.imag == 0 else "c:%r" % v
-    return "?" + t.__name__
-
-def _tg_digest(code):
-    from _blake2 import blake2b
-    return blake2b(code.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
-
-def _tg_recorder(fd):
-    from os import write
-    seen = {}
-    def show(v, code):
-        if code.startswith("?"):
-            return "<%s object>" % type(v).__name__
-        return (repr(v) if len(code) <= 400 else code)[:80].replace("\n", " ")
-    def emit(line):
-        write(fd, line.encode("utf-8", "backslashreplace"))
-    def record(i, v, strict=0):
-        try:
-            code = _tg_encode(v, strict)
-        except BaseException:
-            code = "?error"
-        d = _tg_digest(code)
-        s = seen.setdefault(i, set())
-        if d not in s and len(s) < 4:
-            s.add(d)
-            emit("R %d %s %s\n" % (i, d, show(v, code)))
-    def pair(i, a, b):
-        try:
-            ca, cb = _tg_encode(a), _tg_encode(b)
-        except BaseException:
-            ca, cb = "?error", "?"
-        same = ca == cb and not ca.startswith("?")
-        s = seen.setdefault(i, set())
-        if same not in s:
-            s.add(same)
-            emit("P %d %d %s\n" % (i, same, show(a, ca) if not same else ""))
-        if not same:
-            raise AssertionError("%s != %s" % (show(a, ca), show(b, cb)))
-    return record, pair
-"""
-
-_ns: dict[str, Any] = {}
-exec(RECORDER, _ns)  # our own constant source, see above
-_encode, _digest = _ns["_tg_encode"], _ns["_tg_digest"]
+from tunegate.sandbox.programs.recorder import digest, encode
 
 Op = Literal["eq", "ne", "is", "isnot", "in", "notin", "pair"]
 _OPS: dict[type, Op] = {
@@ -291,13 +210,13 @@ def _rewrite(test: ast.expr, segment: Any) -> tuple[Op, frozenset[str], str] | N
     right_literal, right_value = _literal(right)
     if op in ("eq", "ne") and (left_literal or right_literal):
         value, expected = (right, left_value) if left_literal else (left, right_value)
-        digest = frozenset({_digest(_encode(expected))})
-        return op, digest, f"__tg_record__(@ID@, ({segment(value)}))"
+        expected_digest = frozenset({digest(encode(expected))})
+        return op, expected_digest, f"__tg_record__(@ID@, ({segment(value)}))"
     if op in ("is", "isnot") and right_literal and any(right_value is x for x in _SINGLETONS):
-        digest = frozenset({_digest(_encode(right_value, 1))})
-        return op, digest, f"__tg_record__(@ID@, ({segment(left)}), 1)"
+        expected_digest = frozenset({digest(encode(right_value, 1))})
+        return op, expected_digest, f"__tg_record__(@ID@, ({segment(left)}), 1)"
     if op in ("in", "notin") and right_literal and isinstance(right_value, list | tuple | set):
-        digests = frozenset(_digest(_encode(x)) for x in right_value)
+        digests = frozenset(digest(encode(x)) for x in right_value)
         return op, digests, f"__tg_record__(@ID@, ({segment(left)}))"
     if op == "eq":
         call = f"__tg_pair__(@ID@, ({segment(left)}), ({segment(right)}))"
