@@ -56,9 +56,13 @@ test-cpu: $(STAMP)
 	ATEN_CPU_CAPABILITY=$(CAPABILITY) ONEDNN_MAX_CPU_ISA=$(if $(filter avx2,$(CAPABILITY)),AVX2,$(if $(filter default,$(CAPABILITY)),SSE41,ALL)) \
 	  $(BIN)/python -m pytest -q tests/test_ladder_e2e.py
 
+# Style, types, the import contracts (pyproject's [tool.importlinter]) and no module cycle.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/mypy src/tunegate
+	$(BIN)/lint-imports
+	$(BIN)/python tools/house.py --check
 
 bench: $(STAMP)
 	$(BIN)/python bench/ladder_timing.py

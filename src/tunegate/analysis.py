@@ -187,13 +187,13 @@ def analyze(
     excluded: dict[str, int] = {}
 
     def comparison(name: str, ids: list[str]) -> Comparison:
-        scored = [
-            (pairs[i][0].values[name], pairs[i][1].values[name])
-            for i in ids
-            if pairs[i][0].values[name] is not None and pairs[i][1].values[name] is not None
-        ]
-        c = [float(a) for a, _ in scored]
-        e = [float(b) for _, b in scored]
+        c: list[float] = []
+        e: list[float] = []
+        for i in ids:
+            control, experiment = pairs[i][0].values[name], pairs[i][1].values[name]
+            if control is not None and experiment is not None:
+                c.append(float(control))
+                e.append(float(experiment))
         is_binary = binary.get(name, all(v in (0.0, 1.0) for v in c + e) and bool(c))
         result = compare(name, c, e, binary=is_binary, test=tests.get(name), seed=seed)
         if len(scored) < len(ids):

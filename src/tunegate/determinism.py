@@ -185,7 +185,8 @@ def _libraries() -> tuple[str, str]:
     import torch
 
     config = torch.__config__.show()
-    blas = "BLAS " + (re.search(r"BLAS_INFO=(\w+)", config) or re.search("()", "")).group(1)
+    blas_info = re.search(r"BLAS_INFO=(\w+)", config)
+    blas = "BLAS " + (blas_info.group(1) if blas_info else "")
     onednn = "oneDNN not built" if not torch.backends.mkldnn.is_available() else "oneDNN"
     a = torch.ones(8, 8)
     if torch.backends.mkl.is_available():

@@ -826,7 +826,7 @@ class Ladder:
         sel: Selection,
         stage_dir: Path,
         arm_names: list[str],
-        generations: dict[str, dict[str, str]],
+        generations: dict[str, Generations],
         evidence: StageEvidence,
         record: StageRecord,
     ) -> None:

@@ -717,11 +717,11 @@ def _check_references(plan: Plan, path: Path, lines: dict[tuple[str, ...], int])
         if stage.name in seen:
             raise fail(("stages", str(i), "name"), f"duplicate stage name '{stage.name}'")
         seen.add(stage.name)
-        for j, arm in enumerate(stage.arms or []):
-            if arm not in plan.arms:
+        for j, arm_name in enumerate(stage.arms or []):
+            if arm_name not in plan.arms:
                 raise fail(
                     ("stages", str(i), "arms", str(j)),
-                    f"unknown arm '{arm}' (the plan's arms: {', '.join(plan.arms)})",
+                    f"unknown arm '{arm_name}' (the plan's arms: {', '.join(plan.arms)})",
                 )
         if plan.scenarios is not None:
             for j, scenario in enumerate(stage.data.scenarios or []):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,8 +61,8 @@ def thin(points: Points, limit: int = MAX_POINTS) -> list[tuple[float, float]]:
 
 def loss_curves(
     title: str,
-    curves: dict[str, Sequence[tuple[float, float]]],
-    roles: dict[str, str],
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    roles: Mapping[str, str],
     eval_losses: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> str:
     """Training loss per arm against step; the eval loss before and after as markers."""

@@ -273,7 +273,8 @@ def stage_power(
         t_part = f"d_z ≥ {mde_d_z:.2f} (paired t) or " if mde_d_z is not None else ""
         note = (
             f"n = {n}, {level}: {power:.0%} power only for {t_part}a pass-rate gain "
-            f"≥ {100 * mde_bin:.0f} points (exact McNemar, even if the experiment breaks no item)"
+            f"≥ {'–' if mde_bin is None else f'{100 * mde_bin:.0f}'} points (exact McNemar, even "
+            "if the experiment breaks no item)"
         )
     return Power(
         n=n,

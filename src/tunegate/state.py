@@ -14,7 +14,7 @@ everything that fills it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
@@ -23,7 +23,7 @@ from tunegate.gates import GateResult
 from tunegate.stats import Comparison
 from tunegate.train.qlora import TrainResult
 
-STATE_SCHEMA = "tunegate.state/2"
+STATE_SCHEMA: Final = "tunegate.state/2"
 READABLE_STATE_SCHEMAS = ("tunegate.state/1", STATE_SCHEMA)
 
 Verdict = Literal["PASS", "INVESTIGATE", "FAIL"]

@@ -148,7 +148,7 @@ def _check_plan(
             items: dict[str, Item] = builtin if sel.builtin else exp.arm(role)
             scope = f"{index} {stage.name} / {name}"
             trained = list(dict.fromkeys(sel.train + sel.val))  # val = train in micro
-            source = "builtin" if sel.builtin else role
+            source: str = "builtin" if sel.builtin else role
             stages.append((scope, trained, items, source, stage.checks))
             policy = stage.checks
             if sel.test and policy.leakage != "off":
@@ -166,12 +166,12 @@ def _check_plan(
         "experiment": {e.id: e for e in experiment_codes},
         "builtin": {e.id: e for e in builtin_codes},
     }
-    for role, eos, arm_codes in (
+    for arm_role, eos, arm_codes in (
         ("control", control_eos, control_codes),
         ("experiment", experiment_eos, experiment_codes),
     ):
-        report.add(prompt_boundary(arm_codes), scope=plan.arm_name(role))
-        report.add(eos, scope=plan.arm_name(role))
+        report.add(prompt_boundary(arm_codes), scope=plan.arm_name(arm_role))
+        report.add(eos, scope=plan.arm_name(arm_role))
     for scope, trained, items, source, policy in stages:
         lengths = token_lengths(
             [items[i] for i in trained],
@@ -401,7 +401,7 @@ def preview(
     from tunegate.plan import load_plan
 
     plan = load_plan(plan_path)
-    roles = {a.role: name for name, a in plan.arms.items()}
+    roles: dict[str, str] = {a.role: name for name, a in plan.arms.items()}
     name = arm if arm in plan.arms else roles.get(arm)
     if name is None:
         raise UserError(

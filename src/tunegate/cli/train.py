@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -118,7 +119,7 @@ def memory(
         base = TrainingShape.from_settings(p.training, p.quantization, p.lora, p.model.max_length)
     if method is not None and method not in ("qlora", "lora", "full"):
         raise UserError(f"--method: '{method}' is not one of qlora, lora, full")
-    flags = {
+    flags: dict[str, Any] = {
         "method": method,
         "batch_size": batch_size,
         "max_length": max_length,

@@ -517,7 +517,7 @@ def token_lengths(
     lengths = sorted(e.tokens for e in encoded)
     if not lengths:
         return CheckResult("token_lengths", "ok", "no items", data={"max_length": max_length})
-    stats = {
+    stats: dict[str, Any] = {
         "items": len(lengths),
         "min": lengths[0],
         "median": _nearest_rank(lengths, 0.5),
@@ -891,5 +891,5 @@ def label_mask_preview(item: Item, tokenizer: PreTrainedTokenizerBase, max_lengt
         status: TokenStatus = (
             "cut" if k >= len(kept_ids) else "trained" if labels[k] != -100 else "masked"
         )
-        tokens.append(PreviewToken(k, token_id, tokenizer.decode([token_id]), status))
+        tokens.append(PreviewToken(k, token_id, str(tokenizer.decode([token_id])), status))
     return Preview(item.id, max_length, tokens, dropped=not kept)

@@ -373,14 +373,13 @@ class Judge:
             if hit is not None:
                 with self._lock:
                     self._usage.cache_hits += 1
-                outcome: tuple[int, str] | str = hit
+                outcome: tuple[int, str] = hit
             else:
                 cached = False
-                outcome = self._call(rubric, messages, repeat)
-                if isinstance(outcome, str):
-                    return Judgement(
-                        value=None, raw=None, spread=None, reason=outcome, cached=False
-                    )
+                called = self._call(rubric, messages, repeat)
+                if isinstance(called, str):  # why the judge gave no score
+                    return Judgement(value=None, raw=None, spread=None, reason=called, cached=False)
+                outcome = called
                 self._cache.put(key, rubric.name, *outcome)
             scores.append(outcome[0])
             reasons.append(outcome[1])

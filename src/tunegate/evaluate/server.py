@@ -230,8 +230,9 @@ class ModelServer:
         if self.adapter_dir is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, self.adapter_dir)
-        model.to(device).eval()
+            model = PeftModel.from_pretrained(model, self.adapter_dir)  # type: ignore[assignment]
+        # transformers types `to` through a decorator whose first argument is the model.
+        model.to(device).eval()  # type: ignore[arg-type]
         # The adapter directory holds the tokenizer training saved (special tokens may differ).
         has_tokenizer = self.adapter_dir is not None and any(
             (self.adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")

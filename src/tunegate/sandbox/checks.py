@@ -137,7 +137,7 @@ def instrument(tests: str) -> Instrumented:
     def offset(line: int, col: int) -> int:
         return starts[line - 1] + col
 
-    def segment(node: ast.AST) -> str:
+    def segment(node: ast.expr | ast.stmt) -> str:
         assert node.end_lineno is not None and node.end_col_offset is not None
         return raw[
             offset(node.lineno, node.col_offset) : offset(node.end_lineno, node.end_col_offset)

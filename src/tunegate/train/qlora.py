@@ -105,7 +105,8 @@ def load_base(model_dir: Path, quant: QuantizationConfig) -> Any:
         kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if quant.method != "qlora":
-        model.to(device)
+        # transformers types `to` through a decorator whose first argument is the model.
+        model.to(device)  # type: ignore[arg-type]
     one_cpu_path(model)  # the same 4-bit kernel before and after an evaluation, on every CPU
     return model
 
@@ -422,6 +423,9 @@ def sft_config(arm: ArmSettings, checkpoints: Path, device: str) -> Any:
     from trl import SFTConfig
 
     training = arm.training
+    # Checkpointing was set up by prepare_for_kbit / build_model (non-reentrant); the Trainer's
+    # own call would redo it with other kwargs.
+    checkpointing: dict[str, Any] = {_checkpointing_field(): False}
     return SFTConfig(
         output_dir=str(checkpoints),
         seed=arm.seed,
@@ -435,9 +439,7 @@ def sft_config(arm: ArmSettings, checkpoints: Path, device: str) -> Any:
         lr_scheduler_type=training.lr_scheduler,
         warmup_steps=training.warmup_steps,
         weight_decay=training.weight_decay,
-        # Checkpointing was set up by prepare_for_kbit / build_model (non-reentrant); the
-        # Trainer's own call would redo it with other kwargs.
-        **{_checkpointing_field(): False},
+        **checkpointing,
         max_length=arm.max_length,
         packing=training.packing,
         completion_only_loss=True,  # loss on the completion only (TRL's default for this shape)

@@ -14,12 +14,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 TINY_LLAMA = "tiny-llama"  # the embedded model's name in `model.name`
 BUILD_VERSION = 1  # bump when the architecture or the corpus changes: forces a rebuild
 VOCAB_SIZE = 512
 HEAD_INIT_SCALE = 3.0
-ARCHITECTURE = dict(
+ARCHITECTURE: dict[str, Any] = dict(
     hidden_size=128,
     intermediate_size=256,  # multiples of 64: the bitsandbytes 4-bit block size
     num_hidden_layers=2,

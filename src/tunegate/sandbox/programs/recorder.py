@@ -10,9 +10,10 @@ dearer), and has no `from __future__` import (it is inlined below the host progr
 TYPE_CHECKING = False  # typing itself is not imported: see above
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 
-def encode(v: object, strict: int = 0, budget: list[int] | None = None, depth: int = 0) -> str:
+def encode(v: Any, strict: int = 0, budget: list[int] | None = None, depth: int = 0) -> str:
     """Canonical code of plain data: equal codes <=> Python's == (for `is`: strict bools).
 
     Any other type (an object with its own `__eq__`) codes as "?<type>", unequal to every
