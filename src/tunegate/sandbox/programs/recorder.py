@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def encode(v: Any, strict: int = 0, budget: list[int] | None = None, depth: int = 0) -> str:
+def encode(v: "Any", strict: int = 0, budget: list[int] | None = None, depth: int = 0) -> str:
     """Canonical code of plain data: equal codes <=> Python's == (for `is`: strict bools).
 
     Any other type (an object with its own `__eq__`) codes as "?<type>", unequal to every
