@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
 from tunegate.evaluate.score import READABLE_SCHEMAS, RESULTS_SCHEMA, Status, status_of
 from tunegate.stats import Comparison, clustered_difference, compare, holm
@@ -138,9 +139,9 @@ def pair_rows(rows: list[Row], metrics: list[str]) -> dict[str, tuple[Row, Row]]
     if not control or not experiment:
         missing = "control" if not control else "experiment"
         raise UserError(f"no {missing} rows: give both arms' results")
-    only_c = sorted(set(control) - set(experiment))
-    only_e = sorted(set(experiment) - set(control))
-    if only_c or only_e:
+    pairing = pair_by_id(control.values(), experiment.values(), lambda row: row.id)
+    only_c, only_e = sorted(pairing.only_control), sorted(pairing.only_experiment)
+    if not pairing.complete:
         parts = [f"{len(only_c)} only in control (e.g. {only_c[0]})"] if only_c else []
         parts += [f"{len(only_e)} only in experiment (e.g. {only_e[0]})"] if only_e else []
         raise UserError("the arms' results do not pair by id: " + "; ".join(parts))
@@ -148,7 +149,7 @@ def pair_rows(rows: list[Row], metrics: list[str]) -> dict[str, tuple[Row, Row]]
         for row in (*control.values(), *experiment.values()):
             if name not in row.values:
                 raise UserError(f"{row.where}: metric '{name}' is missing")
-    return {i: (control[i], experiment[i]) for i in control}
+    return {c.id: (c, e) for c, e in pairing.pairs}
 
 
 def left_out(metric: str, pairs: list[tuple[Row, Row]]) -> str:
@@ -196,7 +197,7 @@ def analyze(
                 e.append(float(experiment))
         is_binary = binary.get(name, all(v in (0.0, 1.0) for v in c + e) and bool(c))
         result = compare(name, c, e, binary=is_binary, test=tests.get(name), seed=seed)
-        if len(scored) < len(ids):
+        if len(c) < len(ids):
             result.notes.append(left_out(name, [pairs[i] for i in ids]))
         return result
 

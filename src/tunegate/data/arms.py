@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunegate.data.items import Item, load_items
+from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
 from tunegate.plan import Plan
 
@@ -30,9 +31,9 @@ def load_experiment(plan: Plan) -> Experiment:
     experiment_arm = plan.arms[plan.arm_name("experiment")]
     control = {i.id: i for i in load_items(control_arm.data)}
     experiment = {i.id: i for i in load_items(experiment_arm.data)}
-    only_control = sorted(set(control) - set(experiment))
-    only_experiment = sorted(set(experiment) - set(control))
-    if only_control or only_experiment:
+    pairing = pair_by_id(control.values(), experiment.values(), lambda i: i.id)
+    only_control, only_experiment = sorted(pairing.only_control), sorted(pairing.only_experiment)
+    if not pairing.complete:
         detail = []
         if only_control:
             detail.append(f"only in control: {', '.join(only_control[:5])}")
@@ -43,8 +44,8 @@ def load_experiment(plan: Plan) -> Experiment:
         )
     allowed_fields = set(experiment_arm.may_differ_in)
     differing: dict[str, list[str]] = {}
-    for item_id, c in control.items():
-        e = experiment[item_id]
+    for c, e in pairing.pairs:
+        item_id = c.id
         fields = [
             f
             for f in ("scenario", "language", "group", "completion", "tests")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tunegate.data.items import Item
+from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
 from tunegate.evaluate.metrics import Case, Context, metric
 from tunegate.evaluate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
@@ -109,19 +110,17 @@ def pair(
             )
         control = [i for i in control if i.scenario in scenarios]
         experiment = [i for i in experiment if i.scenario in scenarios]
-    by_id = {i.id: i for i in experiment}
-    only_control = [i.id for i in control if i.id not in by_id]
-    only_experiment = sorted(set(by_id) - {i.id for i in control})
-    if only_control or only_experiment:
+    pairing = pair_by_id(control, experiment, lambda i: i.id)
+    only_control, only_experiment = pairing.only_control, sorted(pairing.only_experiment)
+    if not pairing.complete:
         parts = []
         if only_control:
             parts.append(f"{len(only_control)} only in {where[0]} (e.g. {only_control[0]})")
         if only_experiment:
             parts.append(f"{len(only_experiment)} only in {where[1]} (e.g. {only_experiment[0]})")
         raise UserError("the arms' items do not pair by id: " + "; ".join(parts))
-    if limit is not None:
-        control = control[:limit]
-    return control, [by_id[i.id] for i in control]
+    pairs = pairing.pairs[:limit] if limit is not None else pairing.pairs
+    return [c for c, _ in pairs], [e for _, e in pairs]
 
 
 def generate_arm(
