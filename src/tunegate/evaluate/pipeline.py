@@ -194,6 +194,51 @@ def score_arm(
     return rows
 
 
+@dataclass
+class ArmToScore:
+    """One arm's test items and what its model generated for them."""
+
+    name: str
+    role: str
+    items: list[Item]
+    generations: Generations
+    model: str | None = None  # what generated them, recorded in the summary when given
+
+
+@dataclass
+class Evaluation:
+    rows: list[dict[str, Any]]  # one per item × arm: the results file
+    summary: dict[str, Any]
+    costs: dict[str, Any]
+    files: dict[str, Path]
+    judge_usage: Any | None = None
+
+
+def evaluate_arms(
+    arms: list[ArmToScore],
+    settings: Settings,
+    judge_cfg: Any | None,
+    out_dir: Path,
+    progress: Callable[[str], Callable[[str, int], None] | None] | None = None,
+) -> Evaluation:
+    """Score every arm's generations on every metric, summarize, price and write the results:
+    the one evaluation behind `tunegate evaluate` and every evaluating stage of the ladder."""
+    judge, no_judge = make_judge(judge_cfg)
+    ctx = Context(timeout_s=settings.timeout_s, judge=judge, no_judge_reason=no_judge)
+    rows: list[dict[str, Any]] = []
+    for arm in arms:
+        ctx.progress = progress(arm.name) if progress is not None else None
+        rows += score_arm(arm.name, arm.role, arm.items, arm.generations, settings, ctx)
+    summary = summarize(rows, settings.metrics)
+    for arm in arms:
+        if arm.model is not None:
+            summary["arms"][arm.name]["model"] = arm.model
+    usage = judge.usage if judge is not None else None
+    costs = cost(items=len(arms[0].items), arms=len(arms), settings=settings, judge_usage=usage)
+    files = write_results(out_dir, rows, summary, costs)
+    return Evaluation(rows, summary, costs, files, usage)
+
+
 def metric_gaps(
     rows: list[dict[str, Any]], metrics: list[str], status: Status
 ) -> dict[str, MetricGap]:
