@@ -66,6 +66,20 @@ class StageOutcome:
     seconds: float
 
 
+@dataclass
+class _ArmJob:
+    """One arm of one stage: what it trains, validates and tests on, and where it writes."""
+
+    stage: Stage
+    name: str
+    role: str
+    model_dir: Path
+    arm_dir: Path
+    train_items: list[Item]
+    val_items: list[Item]
+    test_items: list[Item]
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -632,11 +646,18 @@ class Ladder:
         role: str,
         model_dir: Path,
     ) -> tuple[ArmEvidence, Generations]:
-        from tunegate.generate import TransformersBackend, generate, load_for_inference
-        from tunegate.train.qlora import train_arm
-
-        plan = self.plan
-        arm_dir = stage_dir / name
+        """Train one arm (or reuse its complete adapter), reload it from disk, smoke-generate
+        and generate for the evaluation."""
+        arm = _ArmJob(
+            stage=stage,
+            name=name,
+            role=role,
+            model_dir=model_dir,
+            arm_dir=stage_dir / name,
+            train_items=_selection_items(self.exp, role, sel, sel.train),
+            val_items=_selection_items(self.exp, role, sel, sel.val),
+            test_items=_selection_items(self.exp, role, sel, sel.test),
+        )
         arm_state = record.arms.setdefault(name, ArmRecord())
         arm_state.mlflow_run = self.tracker.start(
             f"stage {index}: {stage.name} / {name}",
@@ -651,129 +672,148 @@ class Ladder:
                 "tunegate.role": role,
             },
         )
-        run_id = arm_state.mlflow_run
-        training = plan.stage_training(stage)
-        train_items = _selection_items(self.exp, role, sel, sel.train)
-        val_items = _selection_items(self.exp, role, sel, sel.val)
         ev = ArmEvidence()
         recorded = arm_state.train
-        adapter = Path(recorded.adapter_dir) if recorded else arm_dir / "adapter"
+        adapter = Path(recorded.adapter_dir) if recorded else arm.arm_dir / "adapter"
         # tunegate.json is written last: its presence means the adapter is complete.
         if recorded and arm_state.status == "done" and (adapter / "tunegate.json").is_file():
             self._say(f"  {name}: trained adapter recorded at {adapter} — not re-training")
             result = recorded
         else:
-            arm_state.status = "training"
-            self._save()
-            self.tracker.params(
-                run_id,
-                {
-                    **{f"training.{k}": v for k, v in training.model_dump().items()},
-                    "train_items": len(train_items),
-                    "val_items": len(val_items),
-                    "train_data_hash": items_hash(train_items),
-                    "seed": plan.seed,
-                    "method": plan.quantization.method,
-                    "model": plan.model.name,
-                },
-            )
-            resuming = any((arm_dir / "checkpoints").glob("checkpoint-*"))
-            self._say(
-                f"  {name}: training on {len(train_items)} items"
-                + (" (resuming from its last checkpoint)" if resuming else "")
-            )
-            sink = self.tracker.step_sink(run_id)
-
-            try:
-                if (stage.executor or plan.executor.kind) == "docker":
-                    result = self._train_in_docker(
-                        stage, arm_dir, name, model_dir, training, train_items, val_items, sink
-                    )
-                else:
-                    result = train_arm(
-                        model_dir=model_dir,
-                        train_items=train_items,
-                        val_items=val_items,
-                        out_dir=arm_dir,
-                        training=training,
-                        quant=plan.quantization,
-                        lora=plan.lora,
-                        max_length=plan.model.max_length,
-                        seed=plan.seed,
-                        metric_sink=sink,
-                        on_step=self.bars.training(f"{name}: train"),
-                        allow_truncation=stage.checks.truncation == "warn",
-                        provenance={
-                            "plan_hash": plan_hash(plan),
-                            "stage": stage.name,
-                            "arm": name,
-                        },
-                    )
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as err:  # a crash is a FAIL verdict with its reason, not a traceback
-                arm_state.status, arm_state.error = "failed", f"{type(err).__name__}: {err}"
-                arm_dir.mkdir(parents=True, exist_ok=True)
-                (arm_dir / "error.txt").write_text(traceback.format_exc())
-                self._save()
-                ev.error = arm_state.error
-                self._say(f"  [red]{name}: training failed:[/] {escape(ev.error)}")
+            trained = self._train(arm, arm_state)
+            if isinstance(trained, str):
+                ev.error = trained
                 return ev, Generations()
-            arm_state.status, arm_state.train, arm_state.error = "done", result, None
-            self._save()
-            first, last = result.losses[0][1], result.losses[-1][1]
-            self._say(
-                f"  {name}: {result.steps} steps in {result.seconds:.1f} s, loss "
-                f"{first:.3f} → {last:.3f}, {result.linear4bit_layers} Linear4bit layers"
-            )
-            if result.machine:  # the machine that trained this arm
-                self.tracker.params(run_id, MachineRecord.from_json(result.machine).params())
-            self.tracker.metrics(
-                run_id,
-                {
-                    "train_seconds": result.train_seconds,
-                    "train_tokens": result.train_tokens,
-                    "tokens_per_second": result.tokens_per_second,
-                    **(
-                        {"peak_memory_gib": result.peak_memory_gib}
-                        if result.peak_memory_gib is not None
-                        else {}
-                    ),
-                },
-                result.steps,
-            )
+            result = trained
         ev.trained = True
         ev.steps = result.steps
         ev.losses = [(step, loss) for step, loss in result.losses]
         ev.eval_loss_before = result.eval_loss_before
         ev.eval_loss_after = result.eval_loss_after
         ev.linear4bit_layers = result.linear4bit_layers
-        # Reload from disk: proves the save, and is what every later use of the adapter does.
+        return ev, self._reload_and_generate(arm, Path(result.adapter_dir), ev)
+
+    def _train(self, arm: _ArmJob, arm_state: ArmRecord) -> TrainResult | str:
+        """Train the arm, recording it in the state and MLflow; the error when it crashed."""
+        from tunegate.train.qlora import train_arm
+
+        plan, stage, name = self.plan, arm.stage, arm.name
+        run_id = arm_state.mlflow_run
+        training = plan.stage_training(stage)
+        arm_state.status = "training"
+        self._save()
+        self.tracker.params(
+            run_id,
+            {
+                **{f"training.{k}": v for k, v in training.model_dump().items()},
+                "train_items": len(arm.train_items),
+                "val_items": len(arm.val_items),
+                "train_data_hash": items_hash(arm.train_items),
+                "seed": plan.seed,
+                "method": plan.quantization.method,
+                "model": plan.model.name,
+            },
+        )
+        resuming = any((arm.arm_dir / "checkpoints").glob("checkpoint-*"))
+        self._say(
+            f"  {name}: training on {len(arm.train_items)} items"
+            + (" (resuming from its last checkpoint)" if resuming else "")
+        )
+        sink = self.tracker.step_sink(run_id)
         try:
-            model, tokenizer = load_for_inference(
-                model_dir, Path(result.adapter_dir), plan.quantization
-            )
+            if (stage.executor or plan.executor.kind) == "docker":
+                result = self._train_in_docker(
+                    stage,
+                    arm.arm_dir,
+                    name,
+                    arm.model_dir,
+                    training,
+                    arm.train_items,
+                    arm.val_items,
+                    sink,
+                )
+            else:
+                result = train_arm(
+                    model_dir=arm.model_dir,
+                    train_items=arm.train_items,
+                    val_items=arm.val_items,
+                    out_dir=arm.arm_dir,
+                    training=training,
+                    quant=plan.quantization,
+                    lora=plan.lora,
+                    max_length=plan.model.max_length,
+                    seed=plan.seed,
+                    metric_sink=sink,
+                    on_step=self.bars.training(f"{name}: train"),
+                    allow_truncation=stage.checks.truncation == "warn",
+                    provenance={"plan_hash": plan_hash(plan), "stage": stage.name, "arm": name},
+                )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # a crash is a FAIL verdict with its reason, not a traceback
+            error = f"{type(err).__name__}: {err}"
+            arm_state.status, arm_state.error = "failed", error
+            arm.arm_dir.mkdir(parents=True, exist_ok=True)
+            (arm.arm_dir / "error.txt").write_text(traceback.format_exc())
+            self._save()
+            self._say(f"  [red]{name}: training failed:[/] {escape(error)}")
+            return error
+        arm_state.status, arm_state.train, arm_state.error = "done", result, None
+        self._save()
+        self._log_training(name, run_id, result)
+        return result
+
+    def _log_training(self, name: str, run_id: str | None, result: TrainResult) -> None:
+        first, last = result.losses[0][1], result.losses[-1][1]
+        self._say(
+            f"  {name}: {result.steps} steps in {result.seconds:.1f} s, loss "
+            f"{first:.3f} → {last:.3f}, {result.linear4bit_layers} Linear4bit layers"
+        )
+        if result.machine:  # the machine that trained this arm
+            self.tracker.params(run_id, MachineRecord.from_json(result.machine).params())
+        memory = (
+            {} if result.peak_memory_gib is None else {"peak_memory_gib": result.peak_memory_gib}
+        )
+        self.tracker.metrics(
+            run_id,
+            {
+                "train_seconds": result.train_seconds,
+                "train_tokens": result.train_tokens,
+                "tokens_per_second": result.tokens_per_second,
+                **memory,
+            },
+            result.steps,
+        )
+
+    def _reload_and_generate(self, arm: _ArmJob, adapter: Path, ev: ArmEvidence) -> Generations:
+        """Reload the adapter from disk (proves the save, and is what every later use of it
+        does), smoke-generate, and generate the test items when the stage evaluates."""
+        from tunegate.generate import TransformersBackend, generate, load_for_inference
+
+        stage = arm.stage
+        try:
+            model, tokenizer = load_for_inference(arm.model_dir, adapter, self.plan.quantization)
             ev.saved_and_reloaded = True
         except Exception as err:
             ev.error = f"reload failed: {type(err).__name__}: {err}"
-            return ev, Generations()
-        smoke_prompt = (val_items or train_items)[0].prompt
+            return Generations()
+        smoke_prompt = (arm.val_items or arm.train_items)[0].prompt
         ev.smoke_generation = generate(
             model, tokenizer, [smoke_prompt], max_new_tokens=stage.evaluation.max_new_tokens
         )[0]
-        self._say(f"  {name}: smoke generation {escape(repr(ev.smoke_generation.strip()[:60]))}")
-        gens = Generations()
-        if stage.evaluation.mode == "full":
-            test_items = _selection_items(self.exp, role, sel, sel.test)
-            settings = Settings.from_config(stage.evaluation, plan.seed)
-            total = len(test_items) * (1 + (settings.samples if settings.wants_samples else 0))
-            gens = generate_arm(
-                TransformersBackend(model, tokenizer, name=name),
-                test_items,
-                settings,
-                self.bars.counter(f"{name}: generate", total),
-            )
-        return ev, gens
+        self._say(
+            f"  {arm.name}: smoke generation {escape(repr(ev.smoke_generation.strip()[:60]))}"
+        )
+        if stage.evaluation.mode != "full":
+            return Generations()
+        settings = Settings.from_config(stage.evaluation, self.plan.seed)
+        total = len(arm.test_items) * (1 + (settings.samples if settings.wants_samples else 0))
+        return generate_arm(
+            TransformersBackend(model, tokenizer, name=arm.name),
+            arm.test_items,
+            settings,
+            self.bars.counter(f"{arm.name}: generate", total),
+        )
 
     def _train_in_docker(
         self,
@@ -890,7 +930,17 @@ class Ladder:
             )
         atomic_write_json(stage_dir / "comparison.json", summary)
         record.comparison = ComparisonRecord.model_validate(summary)
-        for name in arm_names:
+        self._log_comparison(ev_cfg.metrics, rows, evidence, record)
+
+    def _log_comparison(
+        self,
+        metrics: list[str],
+        rows: list[dict[str, Any]],
+        evidence: StageEvidence,
+        record: StageRecord,
+    ) -> None:
+        """Each arm's means and the primary comparison to MLflow; the comparisons printed."""
+        for name in evidence.arms:
             # A metric with no value is not logged: a 0 there would be made up.
             got = {
                 m: [
@@ -898,11 +948,12 @@ class Ladder:
                     for r in rows
                     if r["arm"] == name and (v := r["metrics"][m]["value"]) is not None
                 ]
-                for m in ev_cfg.metrics
+                for m in metrics
             }
             means = {m: sum(vs) / len(vs) for m, vs in got.items() if vs}
             self.tracker.metrics(record.arms[name].mlflow_run, means)
         p = evidence.primary
+        assert p is not None, "called once the stage's analysis is in the evidence"
         if p.n:
             self.tracker.metrics(
                 record.mlflow_run,
