@@ -3,8 +3,9 @@
 `python -m tunegate.configdoc > docs/config.md` regenerates `docs/config.md`; a test fails when the
 file and the schema disagree. Everything here is read from `tunegate.plan`: field names, types,
 constraints, defaults and descriptions come from `model_fields`, section order from walking the
-models reachable from `Plan`, and the last section from `default_stages()`. Edit the schema, not
-the generated file.
+models reachable from `Plan`, and the last section from `default_stages()`; the gates' kinds and
+the metrics table come from `tunegate.registry`. Edit the schema and the registry, not the
+generated file.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from tunegate.gates import GATES
 from tunegate.plan import Gates, Plan, TrainingConfig, TrainingOverrides, default_stages
+from tunegate.registry import GATES, MetricSpec, listed_metrics
 
 REGENERATE = "python -m tunegate.configdoc > docs/config.md"
 
@@ -175,7 +176,7 @@ def _description(model: type[BaseModel], name: str, field: FieldInfo) -> str:
     elif not text:
         text = " ".join(f"See [{m.__name__}](#{_anchor(m)})." for m in _models_in(field.annotation))
     if model is Gates and name in GATES:
-        kind = GATES[name][0]
+        kind = GATES[name].kind
         text = f"**{kind}** ({'FAIL' if kind == 'health' else 'INVESTIGATE'}). {text}"
     return _cell(text)
 
@@ -191,6 +192,42 @@ def render_model(model: type[BaseModel], paths: list[str]) -> str:
     for name, field in model.model_fields.items():
         description = _description(model, name, field)
         lines.append(f"| `{name}` | {_type_cell(field)} | {_default_cell(field)} | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- the metrics ---------------------------------------------------------------------------
+
+
+def _metric_row(spec: MetricSpec) -> str:
+    cells = [
+        f"`{spec.name}`",
+        spec.kind,
+        "higher" if spec.higher_is_better else "lower",
+        spec.uses,
+        ", ".join(sorted(spec.applies_to)) if spec.applies_to is not None else "any",
+        ", ".join(sorted(spec.needs)) or "–",
+        spec.description,
+    ]
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def render_metrics() -> str:
+    """One row per metric of `tunegate.registry`; a family (pass@K) as one row."""
+    lines = [
+        "## Metrics",
+        "",
+        "The names `evaluation.metrics`, `primary_metric`, `tests` and `gates.improves` accept, "
+        "from `tunegate.registry`. `binary` metrics get exact McNemar as their primary test by "
+        "default, `continuous` ones the paired t-test; `lower` is better for the vulnerability "
+        "metrics, and the gates and the report read their differences that way. A metric scores "
+        "the one greedy generation or the `samples` drawn per item; on an item in a language it "
+        "does not apply to it is *not applicable*, not failed. Some needs are a language's only "
+        "(bandit for Python, tree-sitter for JavaScript and TypeScript).",
+        "",
+        "| metric | kind | better | scores | languages | needs | description |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [_metric_row(spec) for spec in listed_metrics()]
     return "\n".join(lines) + "\n"
 
 
@@ -281,17 +318,18 @@ General rules (from `tunegate.plan.load_plan`):
 
 
 def render_config_reference() -> str:
-    """The whole reference as Markdown: one section per model reachable from Plan, then the
-    default ladder."""
+    """The whole reference as Markdown: one section per model reachable from Plan, the metrics,
+    then the default ladder."""
     parts = [PREAMBLE]
     models = walk_models(Plan)
     parts.append(
         "Sections: "
         + ", ".join(f"[{m.__name__}](#{_anchor(m)})" for m in models)
-        + ", [the default ladder](#the-default-ladder).\n"
+        + ", [the metrics](#metrics), [the default ladder](#the-default-ladder).\n"
     )
     for model, paths in models.items():
         parts.append(render_model(model, paths))
+    parts.append(render_metrics())
     parts.append(render_default_ladder())
     return "\n".join(parts)
 

@@ -2,6 +2,7 @@
 
 Health gates (the stage ran correctly) FAIL a stage when they fail; effect gates (the experiment
 beat the control) make it INVESTIGATE instead: it ran fine, the effect is too small or uncertain.
+Each gate's kind and description, and the path of its check here, are in `tunegate.registry`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal
 
 from tunegate.evaluate.score import MetricGap
 from tunegate.plan import Gates
+from tunegate.registry import GATES, metric_spec
 from tunegate.stats import Comparison
 
 Verdict = Literal["PASS", "INVESTIGATE", "FAIL"]
@@ -162,9 +164,7 @@ def _evaluation_ran(ev: StageEvidence, _: Any) -> tuple[bool, str]:
 
 def _direction(c: Any) -> float:
     """+1 where higher is better, −1 where lower is (vulnerability)."""
-    from tunegate.evaluate.metrics import metric
-
-    return 1.0 if metric(c.metric).higher_is_better else -1.0
+    return 1.0 if metric_spec(c.metric).higher_is_better else -1.0
 
 
 def _gain(c: Any) -> float:
@@ -244,21 +244,6 @@ def _improves(ev: StageEvidence, metrics: list[str]) -> tuple[bool, str]:
     return ok, "; ".join(parts)
 
 
-GATES: dict[
-    str, tuple[Literal["health", "effect"], Callable[[StageEvidence, Any], tuple[bool, str]]]
-] = {
-    "environment": ("health", _environment),
-    "loaded_in_4bit": ("health", _loaded_in_4bit),
-    "loss_decreased": ("health", _loss_decreased),
-    "model_saved": ("health", _model_saved),
-    "generates": ("health", _generates),
-    "evaluation_ran": ("health", _evaluation_ran),
-    "min_improvement": ("effect", _min_improvement),
-    "max_p_value": ("effect", _max_p_value),
-    "improves": ("effect", _improves),
-}
-
-
 def evaluate_gates(gates: Gates, evidence: StageEvidence) -> tuple[Verdict, list[GateResult]]:
     results = []
     crashed = {name: arm.error for name, arm in evidence.arms.items() if arm.error}
@@ -273,11 +258,11 @@ def evaluate_gates(gates: Gates, evidence: StageEvidence) -> tuple[Verdict, list
     for name, threshold in gates.model_dump(exclude_none=True).items():
         if threshold is False or name == "improvement":
             continue  # `improvement` says how min_improvement reads; it is not a gate
-        kind, check = GATES[name]
+        gate = GATES[name]  # its kind, and its check below by the registry's path
         if name == "min_improvement":
             threshold = (threshold, gates.improvement)
-        passed, detail = check(evidence, threshold)
-        results.append(GateResult(name, bool(passed), kind, detail))
+        passed, detail = gate.load()(evidence, threshold)
+        results.append(GateResult(name, bool(passed), gate.kind, detail))
     if any(not r.passed and r.kind == "health" for r in results):
         return "FAIL", results
     if any(not r.passed for r in results):

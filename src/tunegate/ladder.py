@@ -25,7 +25,6 @@ from tunegate.data.items import Item, items_hash, write_items
 from tunegate.data.select import Selection, select
 from tunegate.determinism import MachineRecord, machine_record, pin
 from tunegate.errors import UserError
-from tunegate.evaluate.metrics import metric as metric_info
 from tunegate.evaluate.pipeline import (
     ArmToScore,
     Generations,
@@ -37,6 +36,7 @@ from tunegate.evaluate.pipeline import (
 from tunegate.gates import ArmEvidence, GateResult, StageEvidence, evaluate_gates
 from tunegate.plan import Plan, Stage, dump_plan, plan_hash, redact
 from tunegate.progress import Bars
+from tunegate.registry import metric_spec
 from tunegate.render import comparison_line
 from tunegate.rundir import RunDir, atomic_write_json
 from tunegate.state import ArmRecord, ComparisonRecord, EvaluationCost, LadderState, StageRecord
@@ -146,7 +146,6 @@ def resolve_selection(plan: Plan, exp: Experiment, stage: Stage) -> Selection:
 def power_notes(plan: Plan, exp: Experiment) -> dict[int, list[str]]:
     """What each evaluating stage can detect at its number of test items (`tunegate.power`),
     with its p-value gate flagged when no exact paired test can meet it at that n."""
-    from tunegate.evaluate.metrics import metric
     from tunegate.power import stage_power
 
     notes: dict[int, list[str]] = {}
@@ -157,7 +156,7 @@ def power_notes(plan: Plan, exp: Experiment) -> dict[int, list[str]]:
         alpha = stage.gates.max_p_value or 0.05
         power = stage_power(n, alpha=alpha)
         stage_notes = [power.note]
-        binary = metric(stage.evaluation.primary_metric).kind == "binary"
+        binary = metric_spec(stage.evaluation.primary_metric).kind == "binary"
         gain = stage.gates.min_improvement
         testable = stage.gates.max_p_value is not None and stage.gates.improvement == "absolute"
         if binary and gain and testable and 0 < gain < 1:
@@ -906,7 +905,7 @@ class Ladder:
             rows_from_results(rows),
             primary=ev_cfg.primary_metric,
             metrics=ev_cfg.metrics,
-            binary={m: metric_info(m).kind == "binary" for m in ev_cfg.metrics},
+            binary={m: metric_spec(m).kind == "binary" for m in ev_cfg.metrics},
             tests=dict(ev_cfg.tests),
             seed=self.plan.seed,
         )

@@ -24,6 +24,16 @@ from pydantic import (
 )
 
 from tunegate.errors import UserError
+from tunegate.registry import (
+    ALL_METRICS,
+    DEFAULT_METRICS,
+    GATES,
+    METRICS,
+    PASS_AT,
+    known,
+    listed_metrics,
+    metric_spec,
+)
 from tunegate.train.tiny import TINY_LLAMA, model_fingerprint
 
 
@@ -196,8 +206,6 @@ class DataSelection(_Strict):
 
 
 def _check_metric(name: str) -> str:
-    from tunegate.evaluate.metrics import METRICS, known
-
     if not known(name):
         raise ValueError(f"unknown metric '{name}' (known: {', '.join(METRICS)}, pass@K)")
     return name
@@ -208,10 +216,9 @@ class EvaluationConfig(_Strict):
         "full", description="smoke: generate once per arm (stage 1); full: score the test items."
     )
     metrics: list[str] = Field(
-        ["functional_correctness", "code_accuracy", "syntax_validity"],
-        description="Scored per test item in both arms (docs/metrics: code_accuracy, "
-        "functional_correctness, syntax_validity, semantic_similarity, codebleu, pass@K, "
-        "vulnerability, vulnerable, coherence); the primary must be among them.",
+        list(DEFAULT_METRICS),
+        description=f"Scored per test item in both arms ([the metrics](#metrics): "
+        f"{', '.join(m.name for m in listed_metrics())}); the primary must be among them.",
     )
     primary_metric: str = Field(
         "functional_correctness",
@@ -249,8 +256,6 @@ class EvaluationConfig(_Strict):
 
     @model_validator(mode="after")
     def _k_within_n(self) -> EvaluationConfig:
-        from tunegate.evaluate.metrics import PASS_AT
-
         for name in self.metrics:
             if (m := PASS_AT.fullmatch(name)) and int(m.group(1)) > self.samples:
                 raise ValueError(
@@ -288,30 +293,23 @@ class JudgeConfig(_Strict):
 class Gates(_Strict):
     """A gate left unset is not checked. Health gates FAIL a stage; effect gates INVESTIGATE it."""
 
-    environment: bool | None = Field(None, description="Every environment check passes.")
-    loaded_in_4bit: bool | None = Field(None, description="bitsandbytes Linear4bit layers present.")
-    loss_decreased: bool | None = Field(
-        None, description="Train loss falls across windows and validation loss falls."
-    )
-    model_saved: bool | None = Field(None, description="Adapter saved and reloaded from disk.")
-    generates: bool | None = Field(None, description="The reloaded model generates text.")
-    evaluation_ran: bool | None = Field(None, description="Every test item was scored.")
-    min_improvement: float | None = Field(
-        None,
-        description="Primary metric, experiment − control: absolute (0.10 = 10 points) or "
-        "relative to the control's mean, as `improvement` says.",
-    )
+    # Each gate's kind and description are its `tunegate.registry.GATES` entry's.
+    environment: bool | None = Field(None, description=GATES["environment"].description)
+    loaded_in_4bit: bool | None = Field(None, description=GATES["loaded_in_4bit"].description)
+    loss_decreased: bool | None = Field(None, description=GATES["loss_decreased"].description)
+    model_saved: bool | None = Field(None, description=GATES["model_saved"].description)
+    generates: bool | None = Field(None, description=GATES["generates"].description)
+    evaluation_ran: bool | None = Field(None, description=GATES["evaluation_ran"].description)
+    min_improvement: float | None = Field(None, description=GATES["min_improvement"].description)
     improvement: Literal["absolute", "relative"] = Field(
         "absolute",
         description="How min_improvement reads: absolute points (the default: on a pass rate "
         "near 0 a relative gain is huge and meaningless) or relative, as the seed's '+15%'.",
     )
-    max_p_value: float | None = Field(None, gt=0, le=1, description="Primary metric, paired test.")
-    improves: list[str] | None = Field(
-        None,
-        description="Secondary metrics that must improve in the experiment arm (in their "
-        "better direction: lower for vulnerability).",
+    max_p_value: float | None = Field(
+        None, gt=0, le=1, description=GATES["max_p_value"].description
     )
+    improves: list[str] | None = Field(None, description=GATES["improves"].description)
 
 
 class DataChecks(_Strict):
@@ -540,10 +538,6 @@ SEED_RECOVERY: dict[str, list[str]] = {
 
 def default_stages() -> list[Stage]:
     """The seed's ladder (DESIGN.md): 0 environment, 1 micro, 2 small, 3 pilot, 4 production."""
-    # The seed's "all metrics" (its evaluators and pass@k), as `--all-metrics`; coherence is
-    # reported as not run until a judge is configured.
-    from tunegate.evaluate.metrics import ALL_METRICS as SEED_METRICS
-
     return [
         Stage(
             name="environment",
@@ -568,7 +562,7 @@ def default_stages() -> list[Stage]:
             name="small",
             description="performance signal: first 20 per arm, 3 epochs, 5 held-out items",
             data=DataSelection(selection="head", n=20, val_n=5, test_n=5),
-            evaluation=EvaluationConfig(mode="full", metrics=SEED_METRICS),
+            evaluation=EvaluationConfig(mode="full", metrics=ALL_METRICS),
             # n = 5 cannot reach p < 0.05 with any exact paired test: the gate is descriptive.
             gates=Gates(
                 model_saved=True, evaluation_ran=True, min_improvement=0.05, loss_decreased=True
@@ -580,7 +574,7 @@ def default_stages() -> list[Stage]:
             name="pilot",
             description="full pipeline on one scenario: 70/15/15, 3 epochs, 15 test items",
             data=DataSelection(selection="split", test_per_scenario=15),
-            evaluation=EvaluationConfig(mode="full", metrics=SEED_METRICS),
+            evaluation=EvaluationConfig(mode="full", metrics=ALL_METRICS),
             gates=Gates(
                 model_saved=True,
                 evaluation_ran=True,
@@ -596,7 +590,7 @@ def default_stages() -> list[Stage]:
             name="production",
             description="the real thing: every scenario, 3 epochs, 15 test items per scenario",
             data=DataSelection(selection="all", test_per_scenario=15),
-            evaluation=EvaluationConfig(mode="full", metrics=SEED_METRICS),
+            evaluation=EvaluationConfig(mode="full", metrics=ALL_METRICS),
             gates=Gates(
                 model_saved=True, evaluation_ran=True, min_improvement=0.10, max_p_value=0.05
             ),
@@ -737,14 +731,12 @@ def _check_references(plan: Plan, path: Path, lines: dict[tuple[str, ...], int])
                 f"'{ev.primary_metric}' is not among the stage's metrics",
             )
         for name, test in ev.tests.items():
-            from tunegate.evaluate.metrics import metric
-
             if name not in ev.metrics:
                 raise fail(
                     ("stages", str(i), "evaluation", "tests", name),
                     f"'{name}' is not among the stage's metrics",
                 )
-            if test == "mcnemar" and metric(name).kind != "binary":
+            if test == "mcnemar" and metric_spec(name).kind != "binary":
                 raise fail(
                     ("stages", str(i), "evaluation", "tests", name),
                     f"McNemar's test needs a binary metric; '{name}' is continuous",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from tunegate.plan import Plan, Stage
+from tunegate.registry import metric_spec
 
 if TYPE_CHECKING:
     from tunegate.state import LadderState
@@ -180,12 +181,10 @@ def final_answer(plan: Plan, state: LadderState) -> str:
 def format_value(metric_name: str, value: float, *, signed: bool = False) -> str:
     """A metric's value in its own units: rates and pass@k as percentages, the 0–10
     vulnerability score out of 10, other continuous scores as numbers."""
-    from tunegate.evaluate.metrics import metric
-
     sign = "+" if signed else ""
     if metric_name == "vulnerability":
         return f"{value:{sign}.2f}" + ("" if signed else "/10")
-    if metric(metric_name).kind == "binary" or metric_name.startswith("pass@"):
+    if metric_spec(metric_name).kind == "binary" or metric_name.startswith("pass@"):
         return f"{value:{sign}.1%}"
     return f"{value:{sign}.3f}"
 

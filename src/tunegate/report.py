@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tunegate.determinism import MachineRecord
 from tunegate.plan import Plan, dump_plan
 from tunegate.plots import ForestRow
+from tunegate.registry import metric_spec
 from tunegate.render import final_answer
 from tunegate.rundir import RunDir, atomic_write_text
 
@@ -353,7 +354,6 @@ def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
 
 
 def _forest_row(label: str, c: Comparison, alpha: float, primary: bool) -> ForestRow | None:
-    from tunegate.evaluate.metrics import metric
     from tunegate.plots import relative_or_none
 
     rel = relative_or_none(c.relative)
@@ -362,7 +362,7 @@ def _forest_row(label: str, c: Comparison, alpha: float, primary: bool) -> Fores
     ci = c.relative_ci95 or (None, None)
     low, high = relative_or_none(ci[0]), relative_or_none(ci[1])
     try:
-        higher_is_better = metric(c.metric).higher_is_better
+        higher_is_better = metric_spec(c.metric).higher_is_better
     except Exception:  # a metric this version does not know: draw it as measured
         higher_is_better = True
     if not higher_is_better:  # vulnerability: a fall is the improvement; flip to read alike

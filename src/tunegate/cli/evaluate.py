@@ -181,7 +181,7 @@ def _test_items(files: list[str], exp_files: list[str]) -> tuple[list[Any], list
 
 def _metric_names(all_metrics: bool, metrics: str | None, planned: list[str] | None) -> list[str]:
     """--all-metrics, else --metrics, else the plan's last stage's, else the fast set."""
-    from tunegate.evaluate.metrics import ALL_METRICS, DEFAULT_METRICS, METRICS, known
+    from tunegate.registry import ALL_METRICS, DEFAULT_METRICS, METRICS, known
 
     if all_metrics:
         names = list(ALL_METRICS)

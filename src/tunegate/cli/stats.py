@@ -62,11 +62,11 @@ def stats(
         if not which or which not in TESTS:
             raise UserError(f"--test: '{spec}' is not METRIC=TEST (TEST: {', '.join(TESTS)})")
         tests[name] = which
-    from tunegate.evaluate.metrics import known, metric
+    from tunegate.registry import known, metric_spec
 
     # A registered metric's kind comes from the registry (a 0–10 score whose items all scored 0
     # is still not binary); an unknown one is binary if every value is 0 or 1.
-    binary = {m: metric(m).kind == "binary" for m in available if known(m)}
+    binary = {m: metric_spec(m).kind == "binary" for m in available if known(m)}
     try:
         analysis = analyze(
             rows, primary=chosen, metrics=names, binary=binary, tests=tests, seed=seed

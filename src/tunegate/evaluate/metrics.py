@@ -9,22 +9,15 @@ expensive ones are batched underneath: every program of a batch goes through the
 worker pool at once, every text through the embedding model once, every judge call through a
 bounded pool.
 
-| metric | value | better | runs on |
-|---|---|---|---|
-| code_accuracy | 1 if the code equals the reference after normalization | higher | greedy |
-| functional_correctness | 1 if the item's tests pass in the sandbox | higher | greedy |
-| pass@k | unbiased estimate (Chen et al. 2021) from n samples | higher | samples |
-| syntax_validity | 1 if the code parses / compiles | higher | greedy |
-| semantic_similarity | cosine of all-MiniLM-L6-v2 embeddings with the reference | higher | greedy |
-| codebleu | CodeBLEU against the reference (Python, JavaScript) | higher | greedy |
-| vulnerability | 0–10 score of static findings (docs/vulnerability.md) | lower | greedy |
-| vulnerable | 1 if any MEDIUM/HIGH finding (CyberSecEval's rate) | lower | greedy |
-| coherence | LLM judge, pinned rubric, scaled to [0, 1] | higher | greedy |
+Which metrics exist, what each measures, its kind, direction and languages: `tunegate.registry`,
+which names each scorer below by its path. Code that only needs that metadata (the plan, the
+gates, the renderers) reads the registry and never imports this module or what it imports.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import io
 import re
@@ -33,16 +26,30 @@ import tokenize
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, cast
 
 import numpy as np
 
 from tunegate import sandbox
 from tunegate.data.items import Item
 from tunegate.evaluate.score import CannotRun, NotApplicable, Score
+from tunegate.registry import ALL_METRICS, DEFAULT_METRICS, PASS_AT, MetricSpec, known, metric_spec
+from tunegate.registry import LANGUAGES as LANGUAGE_INFO
+from tunegate.registry import METRICS as REGISTERED
 from tunegate.sandbox import LANGUAGES, Execution
 
-__all__ = ["Case", "Context", "Metric", "Score", "metric"]
+# The registry's names are re-exported so that code which scores imports one module.
+__all__ = [
+    "ALL_METRICS",
+    "DEFAULT_METRICS",
+    "PASS_AT",
+    "Case",
+    "Context",
+    "Metric",
+    "Score",
+    "known",
+    "metric",
+]
 
 
 @dataclass(frozen=True)
@@ -84,17 +91,14 @@ class Context:
         return [self._executions[k] for k in keys]
 
 
-Kind = Literal["binary", "continuous"]
+ScoreFn = Callable[[list[Case], Context], list[Score]]
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    kind: Kind
-    higher_is_better: bool
-    uses: Literal["greedy", "samples", "judge"]
-    description: str
-    score: Callable[[list[Case], Context], list[Score]]
+@dataclass(frozen=True, kw_only=True)
+class Metric(MetricSpec):
+    """A registered metric with its scorer; the scorer imports its implementation on first call."""
+
+    score: ScoreFn
 
 
 # --- code helpers ------------------------------------------------------------------------------
@@ -114,7 +118,8 @@ def normalize_code(code: str, language: str) -> str:
         except (SyntaxError, ValueError):
             code = _python_tokens(code)
     else:
-        code = _strip_comments(code, LINE_COMMENT.get(language, "//"))
+        info = LANGUAGE_INFO.get(language)
+        code = _strip_comments(code, info.line_comment if info else "//")
     return " ".join(code.split())
 
 
@@ -146,9 +151,6 @@ def _python_tokens(code: str) -> str:
         rest = "".join(lines[row - 1 :])[col:] if row <= len(lines) else ""
         parts.append(rest)
     return " ".join(parts)
-
-
-LINE_COMMENT = {"javascript": "//", "typescript": "//", "sql": "--"}
 
 
 def _strip_comments(code: str, line_comment: str) -> str:
@@ -368,95 +370,21 @@ def _coherence(cases: list[Case], ctx: Context) -> list[Score]:
     ]
 
 
-_FIXED = [
-    Metric(
-        "code_accuracy",
-        "binary",
-        True,
-        "greedy",
-        "exact match with the reference after normalization",
-        _code_accuracy,
-    ),
-    Metric(
-        "functional_correctness",
-        "binary",
-        True,
-        "greedy",
-        "the item's tests pass in the sandbox",
-        _functional_correctness,
-    ),
-    Metric(
-        "syntax_validity", "binary", True, "greedy", "the code parses / compiles", _syntax_validity
-    ),
-    Metric(
-        "semantic_similarity",
-        "continuous",
-        True,
-        "greedy",
-        "cosine similarity of all-MiniLM-L6-v2 embeddings with the reference",
-        _semantic_similarity,
-    ),
-    Metric("codebleu", "continuous", True, "greedy", "CodeBLEU against the reference", _codebleu),
-    Metric(
-        "vulnerability",
-        "continuous",
-        False,
-        "greedy",
-        "0–10 score of static findings (bandit, offline rules); lower is better",
-        _vulnerability,
-    ),
-    Metric(
-        "vulnerable",
-        "binary",
-        False,
-        "greedy",
-        "any MEDIUM or HIGH static finding; lower is better",
-        _vulnerable,
-    ),
-    Metric(
-        "coherence",
-        "continuous",
-        True,
-        "judge",
-        "LLM judge, pinned coherence rubric, scaled to [0, 1]",
-        _coherence,
-    ),
-]
-METRICS: dict[str, Metric] = {m.name: m for m in _FIXED}
-PASS_AT = re.compile(r"pass@([1-9][0-9]*)")
+@functools.cache
+def _scorer(spec: MetricSpec) -> ScoreFn:
+    return cast(ScoreFn, spec.load())
+
+
+def _with_scorer(spec: MetricSpec) -> Metric:
+    def score(cases: list[Case], ctx: Context) -> list[Score]:
+        return _scorer(spec)(cases, ctx)
+
+    return Metric(**vars(spec), score=score)
+
+
+METRICS: dict[str, Metric] = {name: _with_scorer(spec) for name, spec in REGISTERED.items()}
 
 
 def metric(name: str) -> Metric:
     """A metric by name; `pass@K` for any K. Raises KeyError for an unknown name."""
-    if name in METRICS:
-        return METRICS[name]
-    if match := PASS_AT.fullmatch(name):
-        k = int(match.group(1))
-        return Metric(
-            name,
-            "continuous",
-            True,
-            "samples",
-            f"unbiased pass@{k} from n samples per item",
-            _pass_at(k),
-        )
-    raise KeyError(name)
-
-
-def known(name: str) -> bool:
-    return name in METRICS or PASS_AT.fullmatch(name) is not None
-
-
-DEFAULT_METRICS = ["functional_correctness", "code_accuracy", "syntax_validity"]
-ALL_METRICS = [
-    "functional_correctness",
-    "code_accuracy",
-    "syntax_validity",
-    "semantic_similarity",
-    "codebleu",
-    "pass@1",
-    "pass@10",
-    "vulnerability",
-    "vulnerable",
-    "coherence",
-]
+    return METRICS[name] if name in METRICS else _with_scorer(metric_spec(name))

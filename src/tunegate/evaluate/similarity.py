@@ -36,6 +36,7 @@ import threading
 from typing import Any
 
 from tunegate.evaluate.score import CannotRun, NotApplicable
+from tunegate.registry import CODEBLEU
 
 
 class Unsupported(NotApplicable):
@@ -127,10 +128,10 @@ def _utf8(text: str) -> str:
 
 # --- CodeBLEU --------------------------------------------------------------------------------
 
-# The languages whose tree-sitter grammar tunegate installs (pyproject.toml pins them). codebleu
-# 0.7 also knows java, c, c++, c#, go, php, ruby and rust, but their grammars are not installed;
-# it has no SQL at all.
-CODEBLEU_LANGUAGES = frozenset({"python", "javascript"})
+# The languages whose tree-sitter grammar tunegate installs (`tunegate.registry.CODEBLEU`).
+# codebleu 0.7 also knows java, c, c++, c#, go, php, ruby and rust, but their grammars are not
+# installed; it has no SQL at all.
+CODEBLEU_LANGUAGES = CODEBLEU
 _CODEBLEU_INSTALL = "pip install codebleu==0.7.0 'tree-sitter>=0.22,<0.23'"
 
 

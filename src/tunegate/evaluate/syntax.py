@@ -28,8 +28,9 @@ from typing import Any
 
 from tunegate.evaluate.score import CannotRun
 from tunegate.evaluate.similarity import Unsupported
+from tunegate.registry import SYNTAX_CHECKED
 
-LANGUAGES = frozenset({"python", "javascript", "typescript", "sql"})  # typescript if installed
+LANGUAGES = SYNTAX_CHECKED  # declared in the registry; typescript only if its grammar is installed
 
 _VALID = "ok"
 
