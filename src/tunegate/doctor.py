@@ -29,7 +29,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from tunegate.errors import UserError
-from tunegate.plan import Plan, redact
+from tunegate.plan import ExecutorConfig, Plan, redact
 from tunegate.state import Check
 from tunegate.train.tiny import TINY_LLAMA
 
@@ -625,6 +625,9 @@ def _hosts(plan: Plan) -> list[tuple[str, Callable[[], Check | list[Check]]]]:
 
 
 # --- docker ------------------------------------------------------------------------------------
+_DockerCall = Callable[..., tuple[int | None, str, str]]
+
+
 def _docker(plan: Plan) -> list[Check]:
     """Client, daemon, GPU runtime, image: in that order, since each needs the one before; the
     first missing piece is reported with its fix and the rest are not guessed at."""
@@ -641,14 +644,29 @@ def _docker(plan: Plan) -> list[Check]:
                 "Container Toolkit, or set executor.kind: local",
             )
         ]
+    docker = _docker_caller(ex)
+    engine = ex.docker_host or os.environ.get("DOCKER_HOST") or "the local engine"
+    checks = _docker_daemon(docker, engine)
+    if checks[-1].status == "FAIL":
+        return checks
+    return [*checks, _docker_gpu_runtime(docker, ex), _docker_image(docker, ex, engine)]
+
+
+def _docker_caller(ex: ExecutorConfig) -> _DockerCall:
+    """`docker ARGS…` against the plan's engine; all calls together stay within
+    DOCKER_TIMEOUT_S, so a hung engine cannot stretch the doctor call by call."""
     deadline = time.monotonic() + DOCKER_TIMEOUT_S
     base = ["docker", *(["--host", ex.docker_host] if ex.docker_host else [])]
-    engine = ex.docker_host or os.environ.get("DOCKER_HOST") or "the local engine"
 
     def docker(*args: str) -> tuple[int | None, str, str]:
         left = min(DOCKER_CALL_TIMEOUT_S, deadline - time.monotonic())
         return _run([*base, *args], max(0.5, left)) if left > 0 else (None, "", "")
 
+    return docker
+
+
+def _docker_daemon(docker: _DockerCall, engine: str) -> list[Check]:
+    """The client's and the daemon's checks; the last one FAILs when the daemon is unreachable."""
     code, out, err = docker("version", "--format", "{{json .}}")
     if code is None:
         return [
@@ -664,7 +682,7 @@ def _docker(plan: Plan) -> list[Check]:
     except json.JSONDecodeError:
         info = {}
     client = (info.get("Client") or {}).get("Version", "?")
-    checks = [Check("docker client", "PASS", f"docker {client}")]
+    client_check = Check("docker client", "PASS", f"docker {client}")
     server = info.get("Server")
     if code != 0 or not server:
         line = _last_line(err)
@@ -674,50 +692,47 @@ def _docker(plan: Plan) -> list[Check]:
             else "start the daemon (sudo systemctl start docker) or fix executor.docker_host / "
             "$DOCKER_HOST"
         )
-        return [*checks, Check("docker daemon", "FAIL", f"{engine}: {line}", fix)]
-    checks.append(Check("docker daemon", "PASS", f"Engine {server.get('Version', '?')} ({engine})"))
+        return [client_check, Check("docker daemon", "FAIL", f"{engine}: {line}", fix)]
+    return [
+        client_check,
+        Check("docker daemon", "PASS", f"Engine {server.get('Version', '?')} ({engine})"),
+    ]
 
+
+def _docker_gpu_runtime(docker: _DockerCall, ex: ExecutorConfig) -> Check:
     if not ex.gpus:
-        checks.append(Check("docker gpu runtime", "PASS", "not needed (executor.gpus: null)"))
-    else:
-        code, out, err = docker("info", "--format", "{{json .Runtimes}}")
-        try:
-            runtimes = sorted(json.loads(out)) if code == 0 else []
-        except (json.JSONDecodeError, TypeError):
-            runtimes = []
-        if "nvidia" in runtimes:
-            checks.append(Check("docker gpu runtime", "PASS", "runtimes: " + ", ".join(runtimes)))
-        else:
-            # WARN, not FAIL: `--gpus` can also work through the toolkit's hook or CDI without a
-            # runtime named nvidia, which `docker info` does not show.
-            shown = (", ".join(runtimes) or _last_line(err)) if code is not None else "no answer"
-            checks.append(
-                Check(
-                    "docker gpu runtime",
-                    "WARN",
-                    f"no nvidia runtime ({shown}): `--gpus {ex.gpus}` may fail",
-                    "install nvidia-container-toolkit, then sudo nvidia-ctk runtime configure "
-                    "--runtime=docker && sudo systemctl restart docker",
-                )
-            )
+        return Check("docker gpu runtime", "PASS", "not needed (executor.gpus: null)")
+    code, out, err = docker("info", "--format", "{{json .Runtimes}}")
+    try:
+        runtimes = sorted(json.loads(out)) if code == 0 else []
+    except (json.JSONDecodeError, TypeError):
+        runtimes = []
+    if "nvidia" in runtimes:
+        return Check("docker gpu runtime", "PASS", "runtimes: " + ", ".join(runtimes))
+    # WARN, not FAIL: `--gpus` can also work through the toolkit's hook or CDI without a
+    # runtime named nvidia, which `docker info` does not show.
+    shown = (", ".join(runtimes) or _last_line(err)) if code is not None else "no answer"
+    return Check(
+        "docker gpu runtime",
+        "WARN",
+        f"no nvidia runtime ({shown}): `--gpus {ex.gpus}` may fail",
+        "install nvidia-container-toolkit, then sudo nvidia-ctk runtime configure "
+        "--runtime=docker && sudo systemctl restart docker",
+    )
 
+
+def _docker_image(docker: _DockerCall, ex: ExecutorConfig, engine: str) -> Check:
     code, out, err = docker("image", "inspect", "--format", "{{.Id}} {{.Created}}", ex.image)
     if code == 0 and out.strip():
         image_id, _, created = out.strip().partition(" ")
-        checks.append(
-            Check("docker image", "PASS", f"{ex.image} {image_id[:19]} (created {created[:10]})")
-        )
-    else:
-        line = _last_line(err) if code is not None else "no answer"
-        checks.append(
-            Check(
-                "docker image",
-                "FAIL",
-                f"{ex.image} not on {engine}: {line}",
-                f"docker build -f docker/Dockerfile.training -t {ex.image} .",
-            )
-        )
-    return checks
+        return Check("docker image", "PASS", f"{ex.image} {image_id[:19]} (created {created[:10]})")
+    line = _last_line(err) if code is not None else "no answer"
+    return Check(
+        "docker image",
+        "FAIL",
+        f"{ex.image} not on {engine}: {line}",
+        f"docker build -f docker/Dockerfile.training -t {ex.image} .",
+    )
 
 
 # --- entry point -------------------------------------------------------------------------------

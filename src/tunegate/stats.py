@@ -236,12 +236,7 @@ def compare(
     """Every paired test, interval and effect size for one metric; `test` picks the primary.
     `intervals=False` skips the bootstrap and noncentral-t intervals (about 10 ms of a call):
     for simulations that only need the p-value and the difference."""
-    c = np.asarray(control, dtype=float)
-    e = np.asarray(experiment, dtype=float)
-    if c.shape != e.shape:
-        raise ValueError(f"{metric}: {len(c)} control vs {len(e)} experiment values")
-    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(e))):
-        raise ValueError(f"{metric}: a value is NaN or infinite")
+    c, e = _paired_values(metric, control, experiment)
     primary = test or ("mcnemar" if binary else "t")
     if primary not in TESTS:
         raise ValueError(f"{metric}: unknown test '{primary}' (known: {', '.join(TESTS)})")
@@ -253,32 +248,15 @@ def compare(
         )  # fmt: skip
     d = e - c
     cm, em, md = float(c.mean()), float(e.mean()), float(d.mean())
-    notes: list[str] = []
     sd = _sd(d)
-    if n == 1:
-        notes.append("n = 1: one pair cannot be tested; the difference is descriptive")
-    elif sd == 0:
-        notes.append(
-            "every pair differs by the same amount: d_z and the t-test are undefined"
-            if md != 0
-            else "no pair differs: nothing to test"
-        )
-    ps: dict[str, float | None] = {
-        "t": paired_t(d) if sd > 0 else (1.0 if n > 1 and md == 0 else None),
-        "wilcoxon": wilcoxon(d) if n > 1 else None,
-        "sign": sign_test(d) if n > 1 else None,
-        "permutation": permutation(d, seed) if n > 1 else None,
-    }
+    notes = _degenerate_notes(n, sd, md)
+    ps = _p_values(d, sd, md, seed)
     if binary:
         ps["mcnemar"] = ps["sign"]  # the exact McNemar test is the sign test on 0/1 pairs
     elif primary == "mcnemar":
         raise ValueError(f"{metric}: McNemar's test needs a binary (0/1) metric")
-    label = _label(primary, c, e)
     d_z = md / sd if sd > 0 else None
-    ci = None
-    if n > 1 and sd > 0:
-        half = float(sps.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        ci = (md - half, md + half)
+    ci = _t_interval(md, sd, n)
     varies = intervals and bool(np.any(d != 0))
     boot = _bootstrap(c, e, _mean_difference, seed) if varies else None
     rel_ci = _bootstrap(c, e, _relative, seed) if varies and cm != 0 else None
@@ -294,7 +272,7 @@ def compare(
         experiment_mean=em,
         difference=md,
         relative=md / cm if cm != 0 else None,
-        test=label,
+        test=_label(primary, c, e),
         p_value=ps.get(primary),
         ci95=ci if not binary else (boot or ci),
         d_z=d_z,
@@ -310,6 +288,50 @@ def compare(
         control_rate_ci95=wilson(int(c.sum()), n) if binary else None,
         experiment_rate_ci95=wilson(int(e.sum()), n) if binary else None,
     )
+
+
+def _paired_values(
+    metric: str, control: list[float], experiment: list[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    c = np.asarray(control, dtype=float)
+    e = np.asarray(experiment, dtype=float)
+    if c.shape != e.shape:
+        raise ValueError(f"{metric}: {len(c)} control vs {len(e)} experiment values")
+    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(e))):
+        raise ValueError(f"{metric}: a value is NaN or infinite")
+    return c, e
+
+
+def _degenerate_notes(n: int, sd: float, md: float) -> list[str]:
+    """Why n pair differences (spread sd, mean md) cannot be tested, if they cannot."""
+    if n == 1:
+        return ["n = 1: one pair cannot be tested; the difference is descriptive"]
+    if sd == 0:
+        return [
+            "every pair differs by the same amount: d_z and the t-test are undefined"
+            if md != 0
+            else "no pair differs: nothing to test"
+        ]
+    return []
+
+
+def _p_values(d: np.ndarray, sd: float, md: float, seed: int) -> dict[str, float | None]:
+    """Every paired test's p-value on the differences `d`; None where a test is undefined."""
+    n = d.size
+    return {
+        "t": paired_t(d) if sd > 0 else (1.0 if n > 1 and md == 0 else None),
+        "wilcoxon": wilcoxon(d) if n > 1 else None,
+        "sign": sign_test(d) if n > 1 else None,
+        "permutation": permutation(d, seed) if n > 1 else None,
+    }
+
+
+def _t_interval(md: float, sd: float, n: int) -> tuple[float, float] | None:
+    """The t-based 95 % interval of the mean difference; None where it is undefined."""
+    if n > 1 and sd > 0:
+        half = float(sps.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        return (md - half, md + half)
+    return None
 
 
 def _label(test: str, c: np.ndarray, e: np.ndarray) -> str:

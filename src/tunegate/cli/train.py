@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,17 @@ from rich.table import Table
 
 from tunegate.cli.common import EXIT_FAILED, console, quiet_libraries
 from tunegate.errors import UserError
+from tunegate.plan import load_plan
 from tunegate.train.job import env_help
+from tunegate.train.memory import (
+    MemoryEstimate,
+    ModelShape,
+    TrainingShape,
+    advice,
+    estimate,
+    gib,
+    load_shape,
+)
 
 
 def train(
@@ -108,15 +119,7 @@ def memory(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Estimate the GPU memory a fine-tuning run needs; exit 1 when it does not fit --vram."""
-    from tunegate.train.memory import TrainingShape, advice, estimate, gib, load_shape
-
-    base = TrainingShape()
-    if model.endswith((".yaml", ".yml")):
-        from tunegate.plan import load_plan
-
-        p = load_plan(Path(model))
-        model = p.model.name
-        base = TrainingShape.from_settings(p.training, p.quantization, p.lora, p.model.max_length)
+    model, base = _memory_baseline(model)
     if method is not None and method not in ("qlora", "lora", "full"):
         raise UserError(f"--method: '{method}' is not one of qlora, lora, full")
     flags: dict[str, Any] = {
@@ -128,43 +131,55 @@ def memory(
         "gradient_checkpointing": checkpointing,
         "upcast_frozen": upcast_frozen,
     }
-    from dataclasses import replace
-
     shape = load_shape(model)
     chosen = replace(base, **{k: v for k, v in flags.items() if v is not None})
     est = estimate(shape, chosen, vram_gib=vram)
     if as_json:
         print(json.dumps(est.to_json(), indent=2))
     else:
-        t = est.training
-        console.print(
-            f"[bold]{model}[/]: {shape.total_params / 1e9:.2f} B parameters "
-            f"({shape.linear_params / 1e9:.2f} B in linear layers), {t.method}, "
-            f"batch {t.batch_size} × {t.max_length} tokens, LoRA r={t.lora_r}, "
-            f"checkpointing {'on' if t.gradient_checkpointing else 'off'}",
-            highlight=False,
-        )
-        table = Table(show_header=True, header_style="bold")
-        table.add_column("component")
-        table.add_column("memory", justify="right")
-        for name, value in est.components.items():
-            if name != "weights at load":
-                table.add_row(name, gib(value))
-        table.add_row(
-            "allocator slack", gib(est.total - est.allocated_peak - est.components["cuda context"])
-        )
-        table.add_row("[bold]total[/]", f"[bold]{gib(est.total)}[/]")
-        console.print(table)
-        if t.method == "qlora":
-            console.print(
-                f"Loaded in 4-bit: {gib(est.load)} (before k-bit preparation)", highlight=False
-            )
-        if est.fits:
-            console.print(f"[green]fits[/] in {vram:g} GiB", highlight=False)
-        else:
-            console.print(
-                f"[red]does not fit[/] in {vram:g} GiB; try: " + "; ".join(advice(est)),
-                highlight=False,
-            )
+        _print_memory(model, shape, est, vram)
     if not est.fits:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _memory_baseline(model: str) -> tuple[str, TrainingShape]:
+    """The model to estimate and the settings the flags override: a plan's, or the defaults."""
+    if not model.endswith((".yaml", ".yml")):
+        return model, TrainingShape()
+    p = load_plan(Path(model))
+    return p.model.name, TrainingShape.from_settings(
+        p.training, p.quantization, p.lora, p.model.max_length
+    )
+
+
+def _print_memory(model: str, shape: ModelShape, est: MemoryEstimate, vram: float) -> None:
+    t = est.training
+    console.print(
+        f"[bold]{model}[/]: {shape.total_params / 1e9:.2f} B parameters "
+        f"({shape.linear_params / 1e9:.2f} B in linear layers), {t.method}, "
+        f"batch {t.batch_size} × {t.max_length} tokens, LoRA r={t.lora_r}, "
+        f"checkpointing {'on' if t.gradient_checkpointing else 'off'}",
+        highlight=False,
+    )
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("component")
+    table.add_column("memory", justify="right")
+    for name, value in est.components.items():
+        if name != "weights at load":
+            table.add_row(name, gib(value))
+    table.add_row(
+        "allocator slack", gib(est.total - est.allocated_peak - est.components["cuda context"])
+    )
+    table.add_row("[bold]total[/]", f"[bold]{gib(est.total)}[/]")
+    console.print(table)
+    if t.method == "qlora":
+        console.print(
+            f"Loaded in 4-bit: {gib(est.load)} (before k-bit preparation)", highlight=False
+        )
+    if est.fits:
+        console.print(f"[green]fits[/] in {vram:g} GiB", highlight=False)
+    else:
+        console.print(
+            f"[red]does not fit[/] in {vram:g} GiB; try: " + "; ".join(advice(est)),
+            highlight=False,
+        )
