@@ -185,7 +185,6 @@ def analyze(
     pairs = pair_rows(rows, names)
     tests = tests or {}
     binary = binary or {}
-    excluded: dict[str, int] = {}
 
     def comparison(name: str, ids: list[str]) -> Comparison:
         c: list[float] = []
@@ -202,13 +201,7 @@ def analyze(
         return result
 
     ids = sorted(pairs)
-    for name in names:
-        missing = sum(
-            1 for i in ids if pairs[i][0].values[name] is None or pairs[i][1].values[name] is None
-        )
-        if missing:
-            excluded[name] = missing
-    analysis = Analysis(primary=comparison(primary, ids), excluded=excluded)
+    analysis = Analysis(primary=comparison(primary, ids), excluded=_excluded(pairs, ids, names))
     # The pre-registered primary is a family of one: its corrected p is its p.
     analysis.primary.p_adjusted = analysis.primary.p_value
     analysis.secondary = {m: comparison(m, ids) for m in names if m != primary}
@@ -220,25 +213,52 @@ def analyze(
             s: comparison(primary, [i for i in ids if scenario_of[i] == s]) for s in scenarios
         }
         holm(list(analysis.per_scenario.values()))
-        scored = [
-            i
-            for i in ids
-            if pairs[i][0].values[primary] is not None and pairs[i][1].values[primary] is not None
-        ]
-        pooled = clustered_difference(
-            [pairs[i][1].values[primary] - pairs[i][0].values[primary] for i in scored],  # type: ignore[operator]
-            [scenario_of[i] for i in scored],
-        )
-        if pooled is not None:
-            mean, se, p = pooled
-            analysis.clustered = {
-                "difference": mean,
-                "se": se,
-                "p_value": None if math.isnan(p) else p,
-                "clusters": len(scenarios),
-            }
-            analysis.primary.notes.append(
-                f"pooled over {len(scenarios)} scenarios: cluster-robust SE {se:.3g}, "
-                f"p = {p:.3g} (G − 1 = {len(scenarios) - 1} df)"
-            )
+        _add_clustered(analysis, pairs, ids, primary, scenario_of)
     return analysis
+
+
+def _excluded(
+    pairs: dict[str, tuple[Row, Row]], ids: list[str], names: list[str]
+) -> dict[str, int]:
+    """Per metric, the pairs left out because an arm has no value: only metrics that lost any."""
+    excluded: dict[str, int] = {}
+    for name in names:
+        missing = sum(
+            1 for i in ids if pairs[i][0].values[name] is None or pairs[i][1].values[name] is None
+        )
+        if missing:
+            excluded[name] = missing
+    return excluded
+
+
+def _add_clustered(
+    analysis: Analysis,
+    pairs: dict[str, tuple[Row, Row]],
+    ids: list[str],
+    primary: str,
+    scenario_of: dict[str, str],
+) -> None:
+    """The primary metric pooled over the scenarios with cluster-robust errors, noted on the
+    primary comparison."""
+    clusters = len(set(scenario_of.values()))
+    scored = [
+        i
+        for i in ids
+        if pairs[i][0].values[primary] is not None and pairs[i][1].values[primary] is not None
+    ]
+    pooled = clustered_difference(
+        [pairs[i][1].values[primary] - pairs[i][0].values[primary] for i in scored],  # type: ignore[operator]
+        [scenario_of[i] for i in scored],
+    )
+    if pooled is not None:
+        mean, se, p = pooled
+        analysis.clustered = {
+            "difference": mean,
+            "se": se,
+            "p_value": None if math.isnan(p) else p,
+            "clusters": clusters,
+        }
+        analysis.primary.notes.append(
+            f"pooled over {clusters} scenarios: cluster-robust SE {se:.3g}, "
+            f"p = {p:.3g} (G − 1 = {clusters - 1} df)"
+        )

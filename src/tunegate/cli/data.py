@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import typer
 from rich.table import Table
@@ -121,43 +121,15 @@ def _check_plan(
     """Per arm: prompt boundaries and EOS; per training stage and arm: the token lengths of what
     it trains on (train + val) and leakage of its test items into its training items, under the
     stage's `checks:` policy, as the ladder applies it before training."""
-    from tunegate.data.checks import (
-        ShingleCache,
-        leakage,
-        prompt_boundary,
-        token_lengths,
-    )
+    from tunegate.data.checks import prompt_boundary, token_lengths
     from tunegate.data.micro import micro_items
-    from tunegate.ladder import resolve_selection
 
     roles = ("control", "experiment")
     arms = {role: list(exp.arm(role).values()) for role in roles}
     builtin = {i.id: i for i in micro_items()}
     worker.submit([arms["control"], arms["experiment"], list(builtin.values())])
     # Meanwhile, what needs no tokenizer: selections and leakage.
-    # (scope, ids it trains on, where they are, whose tokenization, the stage's checks policy)
-    stages: list[tuple[str, list[str], dict[str, Item], str, DataChecks]] = []
-    leaks: dict[str, CheckResult] = {}
-    shingle_cache: ShingleCache = {}  # the stages' selections overlap
-    for index, stage in enumerate(plan.stages):
-        if stage.kind != "train":
-            continue
-        sel = resolve_selection(plan, exp, stage)
-        for name in stage.arms or list(plan.arms):
-            role = plan.arms[name].role
-            items: dict[str, Item] = builtin if sel.builtin else exp.arm(role)
-            scope = f"{index} {stage.name} / {name}"
-            trained = list(dict.fromkeys(sel.train + sel.val))  # val = train in micro
-            source: str = "builtin" if sel.builtin else role
-            stages.append((scope, trained, items, source, stage.checks))
-            policy = stage.checks
-            if sel.test and policy.leakage != "off":
-                train, test = [items[i] for i in sel.train], [items[i] for i in sel.test]
-                limit = policy.leakage_threshold if threshold is None else threshold
-                leak = leakage(train, test, limit, cache=shingle_cache)
-                if leak.verdict == "fail" and policy.leakage == "warn":
-                    leak.verdict = "warn"
-                leaks[scope] = leak
+    stages, leaks = _stage_selections(plan, exp, builtin, threshold)
     (control_codes, control_eos), (experiment_codes, experiment_eos), (builtin_codes, _) = (
         worker.result()
     )
@@ -183,6 +155,49 @@ def _check_plan(
         report.add(lengths, scope=scope)
         if scope in leaks:
             report.add(leaks[scope], scope=scope)
+
+
+class _TrainedSelection(NamedTuple):
+    """What one arm trains on in one training stage."""
+
+    scope: str  # "index stage / arm", as the report names it
+    ids: list[str]  # train + val
+    items: dict[str, Item]  # where those ids are
+    source: str  # whose tokenization: the arm's role, or "builtin"
+    policy: DataChecks  # the stage's `checks:`
+
+
+def _stage_selections(
+    plan: Plan, exp: Experiment, builtin: dict[str, Item], threshold: float | None
+) -> tuple[list[_TrainedSelection], dict[str, CheckResult]]:
+    """Per training stage and arm: what it trains on, and the leakage of its test items into
+    its training items (by scope), under the stage's `checks:` policy."""
+    from tunegate.data.checks import ShingleCache, leakage
+    from tunegate.ladder import resolve_selection
+
+    stages: list[_TrainedSelection] = []
+    leaks: dict[str, CheckResult] = {}
+    shingle_cache: ShingleCache = {}  # the stages' selections overlap
+    for index, stage in enumerate(plan.stages):
+        if stage.kind != "train":
+            continue
+        sel = resolve_selection(plan, exp, stage)
+        for name in stage.arms or list(plan.arms):
+            role = plan.arms[name].role
+            items: dict[str, Item] = builtin if sel.builtin else exp.arm(role)
+            scope = f"{index} {stage.name} / {name}"
+            trained = list(dict.fromkeys(sel.train + sel.val))  # val = train in micro
+            source: str = "builtin" if sel.builtin else role
+            stages.append(_TrainedSelection(scope, trained, items, source, stage.checks))
+            policy = stage.checks
+            if sel.test and policy.leakage != "off":
+                train, test = [items[i] for i in sel.train], [items[i] for i in sel.test]
+                limit = policy.leakage_threshold if threshold is None else threshold
+                leak = leakage(train, test, limit, cache=shingle_cache)
+                if leak.verdict == "fail" and policy.leakage == "warn":
+                    leak.verdict = "warn"
+                leaks[scope] = leak
+    return stages, leaks
 
 
 @data_app.command()

@@ -266,14 +266,7 @@ def similar_pairs(
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     self_join = right is None
     probes = left if right is None else right
-    frequency: Counter[str] = Counter()
-    for s in left:
-        frequency.update(s)
-    if not self_join:
-        for s in probes:
-            frequency.update(s)
-    # Rarest first; the stable sort breaks ties by first appearance: deterministic.
-    rank = {tok: r for r, (tok, _) in enumerate(sorted(frequency.items(), key=itemgetter(1)))}
+    rank = _rarest_first(left, right)
 
     def prefix(s: frozenset[str]) -> list[int]:
         return sorted(map(rank.__getitem__, s))[: _prefix_len(len(s), threshold)]
@@ -306,20 +299,48 @@ def similar_pairs(
                 needed = math.ceil(ratio * (size + n) - 1e-9)
                 reachable = seen + 1 + min(left_in_x, n - py - 1)
                 overlap[i] = seen + 1 if reachable >= needed else -1
-        best_i, best = -1, threshold
-        for i, seen in overlap.items():
-            if seen <= 0:
-                continue
-            common = len(s & left[i])
-            score = common / (size + sizes[i] - common)
-            if score > best or (score == best and (best_i < 0 or i < best_i)):
-                best_i, best = i, score
+        best_i, best = _best_candidate(s, overlap, left, sizes, threshold)
         if best_i >= 0:
             found.append((j, best_i, best))
         if self_join:
             for position, tok in enumerate(probe):
                 index[tok].append((j, position))
     return found
+
+
+def _rarest_first(
+    left: Sequence[frozenset[str]], right: Sequence[frozenset[str]] | None
+) -> dict[str, int]:
+    """Each token's rank, rarest first, over both sides (`left` alone for a self-join)."""
+    frequency: Counter[str] = Counter()
+    for s in left:
+        frequency.update(s)
+    if right is not None:
+        for s in right:
+            frequency.update(s)
+    # The stable sort breaks ties by first appearance: deterministic.
+    return {tok: r for r, (tok, _) in enumerate(sorted(frequency.items(), key=itemgetter(1)))}
+
+
+def _best_candidate(
+    s: frozenset[str],
+    overlap: dict[int, int],
+    left: Sequence[frozenset[str]],
+    sizes: list[int],
+    threshold: float,
+) -> tuple[int, float]:
+    """(left index, Jaccard) of the surviving candidate most similar to `s`, ties to the lower
+    index; (-1, threshold) when none reaches the threshold."""
+    size = len(s)
+    best_i, best = -1, threshold
+    for i, seen in overlap.items():
+        if seen <= 0:
+            continue
+        common = len(s & left[i])
+        score = common / (size + sizes[i] - common)
+        if score > best or (score == best and (best_i < 0 or i < best_i)):
+            best_i, best = i, score
+    return best_i, best
 
 
 ShingleCache = dict[tuple[str, str, str, int], tuple[str, frozenset[str]]]

@@ -122,32 +122,40 @@ def post_json(
                     f"POST {url}: HTTP {status} {tried}: {_one_line(response.text, api_key)}",
                     status=status,
                 )
-            server_wait = _retry_after(response)
-            wait = (
-                min(MAX_WAIT_S, server_wait)
-                if server_wait is not None
-                else _backoff(attempt, backoff_s)
-            )
+            wait = _retry_wait(response, attempt, backoff_s)
             log.debug("POST %s: HTTP %d; retrying in %.2f s", url, status, wait)
             time.sleep(wait)
             continue
-        if status >= 400:
-            raise EndpointError(
-                f"POST {url}: HTTP {status}: {_one_line(response.text, api_key)}", status=status
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            raise EndpointError(
-                f"POST {url}: HTTP {status} but the body is not JSON: "
-                f"{_one_line(response.text, api_key)!r}",
-                status=status,
-            ) from None
-        if not isinstance(body, dict):
-            raise EndpointError(
-                f"POST {url}: HTTP {status} but the JSON body is a {type(body).__name__}, "
-                "not an object",
-                status=status,
-            )
-        return body
+        return _json_object(url, response, api_key)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _retry_wait(response: requests.Response, attempt: int, backoff_s: float) -> float:
+    """The server's `Retry-After` (capped) when it gives one, else the computed backoff."""
+    server_wait = _retry_after(response)
+    return min(MAX_WAIT_S, server_wait) if server_wait is not None else _backoff(attempt, backoff_s)
+
+
+def _json_object(url: str, response: requests.Response, api_key: str | None) -> dict[str, Any]:
+    """The JSON object of an answer that is not retried; EndpointError for a client error or a
+    body that is not a JSON object."""
+    status = response.status_code
+    if status >= 400:
+        raise EndpointError(
+            f"POST {url}: HTTP {status}: {_one_line(response.text, api_key)}", status=status
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        raise EndpointError(
+            f"POST {url}: HTTP {status} but the body is not JSON: "
+            f"{_one_line(response.text, api_key)!r}",
+            status=status,
+        ) from None
+    if not isinstance(body, dict):
+        raise EndpointError(
+            f"POST {url}: HTTP {status} but the JSON body is a {type(body).__name__}, "
+            "not an object",
+            status=status,
+        )
+    return body
