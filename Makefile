@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch 2.13.0 first: it resolves to the CPU build on local disk (FACTS.md); an unpinned
+# torch 2.13.0 first: it resolves to the CPU build on local disk here; an unpinned
 # torch pulled in by transformers would download a CUDA build of several GB.
 # bubblewrap gives generated code a read-only root, a private /tmp, no network and its own PID
 # namespace (tunegate's sandbox, and its pre-warmed workers). Installed from Debian's packages

@@ -5,8 +5,10 @@ is > min_improvement (0.10 absolute) AND its paired p < max_p_value (0.05) in th
 favour — `compare(..., binary=True)` (exact McNemar) for functional_correctness, and, as a second
 scenario, `compare(..., binary=False)` (paired t) for a continuous primary (codebleu). The pilot's
 third gate, `improves`, only makes GO rarer, so leaving it out can only overstate false GOs.
-Against it, the seed's naive gate: "> 10 %" and p < 0.05 on ANY of 5 metrics, uncorrected, read
-two ways — a gain > 0.10 absolute (tunegate's reading) or > 10 % of the control's mean (the seed's
+Against it, the original plan's naive gate: "> 10 %" and p < 0.05 on ANY of 5 metrics, uncorrected,
+read
+two ways — a gain > 0.10 absolute (tunegate's reading) or > 10 % of the control's mean (the original
+plan's
 "+34 % safer" arithmetic).
 
 Items are paired with a latent difficulty (a probit model): item i, arm a, metric m has a
@@ -61,7 +63,8 @@ HERE = Path(__file__).resolve().parent
 
 NS = (5, 15, 75)  # the ladder's test items: small, pilot, production (15 × 5 scenarios)
 BASES = (0.3, 0.5, 0.7)  # control pass rates from weak to strong; 0.5 maximises discordance
-EFFECTS = (0.15, 0.30)  # a modest and a large true gain (the seed hoped for +0.15 to +0.20)
+# A modest and a large true gain (the original plan hoped for +0.15 to +0.20).
+EFFECTS = (0.15, 0.30)
 # 20,000: the Clopper–Pearson 95 % interval of a 5 % rate is then ±0.3 points, fine enough to
 # tell a gate at 2.5 % from one at 5 %; the whole script still runs in well under 2 minutes.
 REPS = 20_000
@@ -82,7 +85,7 @@ GEN_SHARE_SENSITIVITY = (0.0,)
 SD_CONTINUOUS = 0.2  # a 0–1 score (CodeBLEU, similarity) spread ±0.2 across items
 VERIFY = 25  # replicates per cell re-run through compare() and evaluate_gates()
 
-METRICS = (  # (name, binary): the seed's five headline metrics; the first is the primary
+METRICS = (  # (name, binary): the original plan's five headline metrics; the first is the primary
     ("functional_correctness", True),
     ("code_accuracy", True),
     ("syntax_validity", True),
@@ -91,7 +94,7 @@ METRICS = (  # (name, binary): the seed's five headline metrics; the first is th
 )
 PRIMARY_BINARY = 0
 PRIMARY_CONTINUOUS = 4
-NAIVE_IMPROVEMENT, NAIVE_P = 0.10, 0.05  # the seed's "> 10 % and p < 0.05"
+NAIVE_IMPROVEMENT, NAIVE_P = 0.10, 0.05  # the original plan's "> 10 % and p < 0.05"
 
 
 def pilot_gates() -> Gates:
@@ -159,7 +162,8 @@ def statistics_of(
 
 
 def naive_go(diff: np.ndarray, p: np.ndarray, control_mean: np.ndarray, relative: bool) -> Any:
-    """The seed's gate on every metric at once; any metric passing is a GO. Relative: a gain
+    """The original plan's gate on every metric at once; any metric passing is a GO. Relative: a
+    gain
     from a control mean of 0 counts as > 10 % (compare() reports its relative gain as None)."""
     if relative:
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,7 +1,7 @@
 """QLoRA on a real GPU: a model shaped like a shipped config, random weights, tunegate's trainer.
 
 Memory and speed do not depend on the weights' values, so a Llama-3-8B-shaped model built from
-its config.json (no download) measures what the real one would: the 4-bit load (the seed's
+its config.json (no download) measures what the real one would: the 4-bit load (the original plan's
 "Loaded in 4-bit: 5.2 GB VRAM"), the training peak against `tunegate memory`'s estimate, tokens/s,
 and the out-of-memory guard under a capped memory fraction.
 

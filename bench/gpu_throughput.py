@@ -5,7 +5,7 @@ than the padding it saves; on a real model the MLP and the vocabulary dominate a
 This runs the comparison on a Llama-3.2-1B-shaped model (random bf16 weights, 4-bit nf4 + LoRA
 r=16 on all linear layers) on CUDA, in one process: `train_arm` (what `tunegate train` and the
 ladder call; MLflow is not installed on the GPU machine, so no metric sink) and the plain script's
-`SFTTrainer`, alternating, REPS times each, for padded and packed batches. Data: the seed
+`SFTTrainer`, alternating, REPS times each, for padded and packed batches. Data: the five example
 scenarios' control items of at most 1024 tokens. tokens/s counts real tokens over train() alone.
 
     python bench/gpu_throughput.py --out gpu_throughput.json [--reps 5] [--steps 30]

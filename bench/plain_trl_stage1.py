@@ -1,7 +1,8 @@
 """Baseline for bench/ladder_timing.py: stage 1's work as a plain transformers+peft+trl script.
 
 Both arms: load tiny-llama in 4-bit nf4, LoRA on all linear layers, 10 steps at batch 1 on the
-seed's 5 samples, save the adapter, reload it from disk, generate once. No gates, no tracking,
+original plan's 5 samples, save the adapter, reload it from disk, generate once. No gates, no
+tracking,
 no run directory — the least a hand-written script would do.
 """
 

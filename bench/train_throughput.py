@@ -1,6 +1,6 @@
 """Training throughput: `tunegate train` against a plain TRL SFTTrainer script, same run.
 
-Same model (tiny-llama, 4-bit nf4 + LoRA r=16 on all linear layers), same data (the seed
+Same model (tiny-llama, 4-bit nf4 + LoRA r=16 on all linear layers), same data (the five example
 scenarios' control items of at most 512 tokens: code of mixed lengths, as in a real run), same
 steps, batch and learning rate. tokens/s counts real (non-padding) tokens over `trainer.train()`
 alone, so start-up is excluded on both sides; tunegate's checkpoints (every 25 steps) and metric

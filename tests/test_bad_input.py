@@ -415,7 +415,8 @@ def test_arms_completion_differs(example: Path) -> None:
 
 
 def test_bare_seed_shape_arms_pair_by_line(example: Path) -> None:
-    """The seed's {prompt, completion} files: different prompts, same completions, line by line."""
+    """The original plan's {prompt, completion} files: different prompts, same completions, line
+    by line."""
     for arm in ("control", "experiment"):
         path = example.parent / "data" / f"{arm}.jsonl"
         rewrite_jsonl(
@@ -573,7 +574,7 @@ def test_loader_line_numbers_count_blank_lines(tmp_path: Path) -> None:
 
 
 def test_loader_bare_seed_shape(tmp_path: Path) -> None:
-    """The seed's {prompt, completion} lines: ids derived from line and completion."""
+    """The original plan's {prompt, completion} lines: ids derived from line and completion."""
     rows = [{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}]
     path = write(tmp_path, "".join(json.dumps(r) + "\n" for r in rows))
     items = load_items(path)

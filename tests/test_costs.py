@@ -1,4 +1,4 @@
-"""The seed's cost summary for a plan, before anything runs."""
+"""The original plan's cost summary for a plan, before anything runs."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def test_the_seed_ladder_costs_what_the_seed_says(example: Path) -> None:
     summary = summarize(load_plan(_without_stages(example)))
     assert summary.validation_usd == pytest.approx(15.0)  # $0 + $0 + $3 + $12
     assert summary.production_usd == pytest.approx(242.0)
-    assert summary.usd_share == pytest.approx(15 / 242)  # the seed's "6% of full budget"
+    assert summary.usd_share == pytest.approx(15 / 242)  # the original plan's "6% of full budget"
     assert summary.validation_hours == pytest.approx(5 / 60 + 0.5 + 2 + 5)
-    assert summary.hours_share == pytest.approx((5 / 60 + 7.5) / 42)  # the seed's "19%"
+    assert summary.hours_share == pytest.approx((5 / 60 + 7.5) / 42)  # the original plan's "19%"
 
 
 def test_the_cost_model_prices_stages_without_an_estimate(example: Path) -> None:

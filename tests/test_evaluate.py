@@ -248,7 +248,8 @@ def test_arms_that_do_not_pair_are_refused(tmp_path: Path) -> None:
 
 
 def test_stage_four_sized_evaluation_pays_each_judgment_once(tmp_path: Path) -> None:
-    """The seed's production evaluation: 75 items (15 per scenario) × 2 arms, coherence judged
+    """The original plan's production evaluation: 75 items (15 per scenario) × 2 arms, coherence
+    judged
     on a loopback endpoint. At most one call per item × arm × rubric; a rerun pays nothing."""
     from test_judge import Scripted
 
@@ -272,7 +273,7 @@ def test_stage_four_sized_evaluation_pays_each_judgment_once(tmp_path: Path) -> 
                     base_url=server.url,
                     model="judge-1",
                     api_key_env=None,
-                    price_per_call_usd=0.01,  # the seed's price per call
+                    price_per_call_usd=0.01,  # the original plan's price per call
                     concurrency=8,
                 ),
                 tmp_path / "judge.sqlite",
@@ -289,7 +290,8 @@ def test_stage_four_sized_evaluation_pays_each_judgment_once(tmp_path: Path) -> 
         seed_like = Settings(metrics=["coherence", "pass@10"], samples=10)
         paid = cost(items=75, arms=2, settings=seed_like, judge_usage=first.usage)
         assert paid["judge_usd"] == pytest.approx(1.50)
-        # The seed's pricing for the same evaluation: 7 evaluators + 10 pass@k samples per item
+        # The original plan's pricing for the same evaluation: 7 evaluators + 10 pass@k samples per
+        # item
         # and arm (its plan prints twice this again, $51).
         assert paid["seed_usd"] == pytest.approx(25.50)
         second = evaluate_both()

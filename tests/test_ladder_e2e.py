@@ -58,6 +58,15 @@ def test_example_climbs_all_five_stages(example: Path) -> None:
     assert machine["threads"] >= 1 and machine["deterministic"] is True
     assert machine["torch_cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "SVE256")
 
+    # The climb's events, one JSON object a line, for tools: every stage started and decided.
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "climb_opened" and kinds[-1] == "climb_ended"
+    decided = [e for e in events if e["event"] == "gate_decided"]
+    assert [(e["stage"], e["verdict"]) for e in decided] == [(s, "PASS") for s in STAGES]
+    assert kinds.count("arm_trained") == 8 and kinds.count("compared") == 3
+    assert all("record" not in e and "state" not in e for e in events)  # records stay in state
+
     # Stage 1 evidence: real 4-bit layers, 10 steps, loss and val loss fell, both arms.
     micro = state["stages"]["micro"]
     for arm in ("control", "experiment"):
@@ -116,7 +125,8 @@ def test_example_climbs_all_five_stages(example: Path) -> None:
     assert "Which CPU and kernels made the numbers" in md
     assert "**GO — every stage passed, the last included**" in md
     assert "| 4 | production | PASS |" in md and "## Cost and time" in md
-    # The micro stage trains both arms on the seed's 5 samples: the report says why they agree.
+    # The micro stage trains both arms on the original plan's 5 samples: the report says why
+    # they agree.
     assert "Stage 1 (micro): training loss per step, control vs experiment; both arms" in md
     listed = {a.path for a in client.list_artifacts(parent[0].info.run_id, "report/plots")}
     assert len(listed) == 5

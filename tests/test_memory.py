@@ -64,14 +64,14 @@ def test_estimate_is_within_ten_percent_of_the_h100_measurements() -> None:
 
 def test_published_figures() -> None:
     llama3 = load_shape("meta-llama/Meta-Llama-3-8B")
-    # The seed: "Loaded in 4-bit: 5.2 GB VRAM".
+    # The original plan: "Loaded in 4-bit: 5.2 GB VRAM".
     assert estimate(llama3, TrainingShape()).load / GIB == pytest.approx(5.2, rel=0.05)
     # torchtune: Llama-3.1-8B QLoRA, batch 2, seq 2048, peak 7.4 GiB on an RTX 4090 (r=8,
     # no dropout, activation checkpointing, chunked loss).
     tt = TrainingShape(batch_size=2, max_length=2048, lora_r=8, lora_dropout=0.0)
     est = estimate(load_shape("meta-llama/Llama-3.1-8B"), tt)
     assert est.allocated_peak / GIB == pytest.approx(7.4, rel=0.05)
-    assert est.fits  # on the seed's 12 GiB RTX 4070 Ti
+    assert est.fits  # on the original plan's 12 GiB RTX 4070 Ti
 
 
 def test_memory_command_verdicts(tmp_path: Path) -> None:
@@ -135,5 +135,5 @@ def test_doctor_says_whether_the_plans_model_fits(example: Path) -> None:
     assert f"name: {model}" in text and "max_length: 4096" in text
     example.write_text(text + "\n")
     memory = {c.name: c for c in run_checks(load_plan(example))}["gpu memory"]
-    assert memory.status == "WARN"  # no GPU here: judged against the seed's 12 GiB card
+    assert memory.status == "WARN"  # no GPU here: judged against the original plan's 12 GiB card
     assert "of 12.0 GiB on RTX 4070 Ti" in memory.value and "batch_size" in memory.fix

@@ -1,4 +1,5 @@
-"""Power analysis against FACTS.md, statsmodels, R's pwr formula and brute force; and a small A/A
+"""Power analysis against published figures, statsmodels, R's pwr formula and brute force; and a
+small A/A
 run of the pilot's effect gate through compare() and evaluate_gates()."""
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ SOLVER = TTestPower()
 
 @pytest.mark.parametrize(("n", "d_z"), [(5, 1.68), (15, 0.78), (75, 0.33)])
 def test_paired_t_mde_matches_facts(n: int, d_z: float) -> None:
-    # FACTS.md: "Paired t MDE at 80 % power, α = 0.05: n=5 → d_z 1.68; n=15 → 0.78; n=75 → 0.33",
+    # Published: "Paired t MDE at 80 % power, α = 0.05: n=5 → d_z 1.68; n=15 → 0.78; n=75 → 0.33",
     # given to two decimals, so the true value is within 0.005 of it.
     assert paired_t_mde(n, 0.05) == pytest.approx(d_z, abs=0.005)
 
@@ -55,7 +56,8 @@ def test_paired_t_mde_matches_r_pwr_formula() -> None:
     #   pt(qu, nu, ncp = sqrt(n/tsample) * d, lower = FALSE) + pt(-qu, nu, ncp = ..., lower = TRUE)
     # with tsample = 1, tside = 2, solved for d by uniroot. Evaluated here with scipy's noncentral
     # t: pwr.t.test(n = 15, sig.level = 0.05, power = 0.8, type = "paired") gives d = 0.77802.
-    # (The 0.7813 quoted in the brief is within FACTS.md's 0.01 of it, but this formula — which
+    # (The 0.7813 quoted in the brief is within the published figure's 0.01 of it, but this formula
+    # — which
     # G*Power's "difference from constant" shares — does not reproduce it.)
     n, alpha = 15, 0.05
     qu = sps.t.isf(alpha / 2, n - 1)

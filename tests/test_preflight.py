@@ -1,4 +1,4 @@
-"""The seed's pre-flight checklist, ticked from recorded evidence."""
+"""The original plan's pre-flight checklist, ticked from recorded evidence."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_every_box_ticked_from_evidence(example: Path) -> None:
     labels = [b.label for b in boxes]
     assert "Stage 3 passed (pilot)" in labels
     assert any("statistically significant" in label for label in labels)
-    # The seed's ten boxes, with "Stage 3 passed (>10% improvement confirmed)" split in two.
+    # The original plan's ten boxes, with "Stage 3 passed (>10% improvement confirmed)" split in
+    # two.
     assert len(boxes) == 11
     assert next(b for b in boxes if "significant" in b.label).evidence == "p = 0.001"
 

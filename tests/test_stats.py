@@ -1,4 +1,4 @@
-"""Paired statistics against published R output and scipy (FACTS.md oracles)."""
+"""Paired statistics against published R output and scipy (published oracles)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`tunegate train`, the container's entrypoint: the seed's environment variables, the guards,
+"""`tunegate train`, the container's entrypoint: the original plan's environment variables, the
+guards,
 kill -9 / SIGTERM and resume (MLflow included), two processes under torchrun, the docker executor.
 All on the real trainer (tiny-llama, 4-bit on CPU)."""
 
@@ -31,7 +32,7 @@ SEED_MICRO = [
 
 @pytest.fixture
 def micro(tmp_path: Path) -> Path:
-    """The seed's create_micro_dataset.py output: bare {prompt, completion} lines."""
+    """The original plan's create_micro_dataset.py output: bare {prompt, completion} lines."""
     path = tmp_path / "data" / "train.jsonl"
     path.parent.mkdir()
     path.write_text(
@@ -248,7 +249,7 @@ def test_kill_9_at_a_random_step_then_resume_matches_an_uninterrupted_run(
 
 
 def _plan(tmp_path: Path, save_steps: int) -> Path:
-    """A plan whose training block checkpoints every `save_steps` (the seed's env has no
+    """A plan whose training block checkpoints every `save_steps` (the original plan's env has no
     variable for it)."""
     plan = tmp_path / f"save{save_steps}.yaml"
     plan.write_text(

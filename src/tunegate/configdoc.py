@@ -251,10 +251,10 @@ def render_default_ladder() -> str:
     lines = [
         "## The default ladder",
         "",
-        "A plan without `stages:` gets this ladder, `tunegate.plan.default_stages()`: the seed's "
-        "plan. [Gates](#gates) left unset are not checked. `head` and `split` selections without "
-        "`scenarios` run on the plan's `pilot_scenario` (default: the first scenario in the data); "
-        "`all` runs on every scenario.",
+        "A plan without `stages:` gets this ladder, `tunegate.plan.default_stages()`: the "
+        "original staged plan. [Gates](#gates) left unset are not checked. `head` and `split` "
+        "selections without `scenarios` run on the plan's `pilot_scenario` (default: the first "
+        "scenario in the data); `all` runs on every scenario.",
         "",
         "| # | stage | kind | data | training overrides | evaluation | gates | estimate |",
         "|---|---|---|---|---|---|---|---|",
@@ -286,7 +286,7 @@ def render_default_ladder() -> str:
     lines += [
         "",
         "The same ladder as YAML (what `stages:` would say if you wrote it out; recovery steps are "
-        "the seed's and print when a stage does not pass):",
+        "the original plan's and print when a stage does not pass):",
         "",
         "```yaml",
         yaml.safe_dump({"stages": dumped}, sort_keys=False, allow_unicode=True, width=100).rstrip(),

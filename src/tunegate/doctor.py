@@ -248,7 +248,8 @@ def _model(plan: Plan) -> Check:
 
 
 def _memory(plan: Plan) -> Check:
-    """Will the plan's model train in this GPU's memory (or, with no GPU here, in the seed's
+    """Will the plan's model train in this GPU's memory (or, with no GPU here, in the original
+    plan's
     12 GiB RTX 4070 Ti)? From `tunegate memory`'s estimate."""
     import torch
 

@@ -191,7 +191,7 @@ def _min_improvement(ev: StageEvidence, spec: tuple[float, str]) -> tuple[bool, 
         return f"{v:+.1%}" + (" points" if scale == "absolute" else " relative")
 
     if len(ev.per_scenario) > 1:
-        # The seed's stage 4: "> 10% average across scenarios".
+        # The original plan's stage 4: "> 10% average across scenarios".
         empty = [s for s, c in ev.per_scenario.items() if c.n == 0]
         if empty:
             return False, f"{ev.primary.metric}: no value in both arms in {', '.join(empty)}"
@@ -237,7 +237,7 @@ def _improves(ev: StageEvidence, metrics: list[str]) -> tuple[bool, str]:
                 f"{m}: not measured" + (f" ({ev.no_value[m]})" if m in ev.no_value else "")
             )
             continue
-        ok &= _gain(c) > 0  # the seed: "shows improvement", not merely "no worse"
+        ok &= _gain(c) > 0  # the original plan: "shows improvement", not merely "no worse"
         parts.append(
             f"{m}: {c.difference:+.3f}" + ("" if _gain(c) == c.difference else " (lower is better)")
         )

@@ -3,7 +3,7 @@
 Two backends, one interface (`Backend.generate`):
 - `TransformersBackend`: in process, the base model with the arm's adapter reloaded from disk.
   Reloading rather than reusing the trainer's model is deliberate: it proves the saved adapter
-  is complete (the seed's "model saves to disk" and "inference works" checks are one act).
+  is complete (the original plan's "model saves to disk" and "inference works" checks are one act).
   Batched: prompts are sorted by length (less padding), and each forward pass carries several
   prompts × `num_return_sequences`, up to `max_batch_sequences` rows.
 - `EndpointBackend`: any OpenAI-compatible `/v1/completions` endpoint (vLLM, llama.cpp's

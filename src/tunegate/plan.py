@@ -1,4 +1,4 @@
-"""The plan: `tunegate.yaml`, validated by pydantic. Defaults reproduce the seed's ladder.
+"""The plan: `tunegate.yaml`, validated by pydantic. Defaults reproduce the original plan's ladder.
 
 Every default that differs from the library's default says so next to it, with the reason.
 Relative paths in a plan are resolved against the plan file's directory.
@@ -93,10 +93,12 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(
         2e-4, ge=0, description="SFTConfig's default is 2e-5; 2e-4 is the QLoRA paper's."
     )
-    batch_size: int = Field(4, ge=1, description="Per device; the seed's BATCH_SIZE.")
+    batch_size: int = Field(4, ge=1, description="Per device; the original plan's BATCH_SIZE.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Effective batch multiplier.")
-    epochs: float = Field(3, gt=0, description="The seed's EPOCHS.")
-    max_steps: int | None = Field(None, ge=1, description="The seed's MAX_STEPS; wins over epochs.")
+    epochs: float = Field(3, gt=0, description="The original plan's EPOCHS.")
+    max_steps: int | None = Field(
+        None, ge=1, description="The original plan's MAX_STEPS; wins over epochs."
+    )
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "constant",
         description="Trainer's default is linear decay; constant keeps short stages comparable.",
@@ -178,10 +180,11 @@ class ArmConfig(_Strict):
 class DataSelection(_Strict):
     selection: Literal["micro", "head", "split", "all"] = Field(
         "split",
-        description="micro: the seed's 5 built-in samples (val = train); head: the first n items "
-        "(the seed's `head -n 20`), val the first val_n, test the next test_n; split: stratified "
+        description="micro: the original plan's 5 built-in samples (val = train); head: the "
+        "first n items (the original plan's `head -n 20`), val the first val_n, test the next "
+        "test_n; split: stratified "
         "train/val/test of `scenarios` (default: the plan's pilot scenario, one scenario as the "
-        "seed's stage 3); all: the same split over every scenario.",
+        "original plan's stage 3); all: the same split over every scenario.",
     )
     scenarios: list[str] | None = Field(None, description="Restrict to these; None = all.")
     n: int | None = Field(None, ge=1, description="head: train items; split: cap on train items.")
@@ -225,7 +228,7 @@ class EvaluationConfig(_Strict):
         description="Pre-registered: the gates' improvement and p-value are the primary metric's.",
     )
     limit: int | None = Field(
-        None, ge=1, description="The seed's --limit: at most this many items."
+        None, ge=1, description="The original plan's --limit: at most this many items."
     )
     max_new_tokens: int = Field(96, ge=1, description="Generation length per test item.")
     timeout_s: float = Field(5.0, gt=0, description="Per program, for functional correctness.")
@@ -304,7 +307,8 @@ class Gates(_Strict):
     improvement: Literal["absolute", "relative"] = Field(
         "absolute",
         description="How min_improvement reads: absolute points (the default: on a pass rate "
-        "near 0 a relative gain is huge and meaningless) or relative, as the seed's '+15%'.",
+        "near 0 a relative gain is huge and meaningless) or relative, as the original plan's "
+        "'+15%'.",
     )
     max_p_value: float | None = Field(
         None, gt=0, le=1, description=GATES["max_p_value"].description
@@ -364,13 +368,15 @@ class Stage(_Strict):
 
 
 class ExecutorConfig(_Strict):
-    """Where a stage's training runs: in this process, or in the training container as the seed
+    """Where a stage's training runs: in this process, or in the training container as the original
+    plan
     does (`docker run --gpus all -v … -e DATASET_PATH=… llama3-training`)."""
 
     kind: Literal["local", "docker"] = Field("local", description="local | docker.")
     image: str = Field(
         "tunegate-training",
-        description="Image built from docker/Dockerfile.training (the seed's llama3-training).",
+        description="Image built from docker/Dockerfile.training (the original plan's "
+        "llama3-training).",
     )
     gpus: str | None = Field("all", description="`docker run --gpus`; None on a CPU-only host.")
     docker_host: str | None = Field(
@@ -396,7 +402,7 @@ class TrackingConfig(_Strict):
 
 
 class HostConfig(_Strict):
-    """A machine of the seed's three-machine setup the doctor checks over SSH."""
+    """A machine of the original plan's three-machine setup the doctor checks over SSH."""
 
     name: str = Field(description="What the host is, e.g. gpu-tower, mlflow-server.")
     address: str = Field(description="user@host (or an ~/.ssh/config alias) for `ssh`.")
@@ -422,7 +428,7 @@ class BudgetConfig(_Strict):
     usd: float | None = Field(None, gt=0, description="Total money the climb may spend.")
     hours: float | None = Field(None, gt=0, description="Total wall time the climb may take.")
     approved: bool = Field(
-        False, description="The production budget is approved (the seed's pre-flight box)."
+        False, description="The production budget is approved (the original plan's pre-flight box)."
     )
 
 
@@ -444,7 +450,9 @@ class Plan(_Strict):
     )
     scenarios: list[str] | None = Field(None, description="Scenarios in play; None = all in data.")
     pilot_scenario: str | None = Field(
-        None, description="The one scenario of the pilot stage (the seed used React); None = first."
+        None,
+        description="The one scenario of the pilot stage (the original plan used React); "
+        "None = first.",
     )
     tracking: TrackingConfig = TrackingConfig()
     executor: ExecutorConfig = ExecutorConfig()
@@ -537,7 +545,7 @@ SEED_RECOVERY: dict[str, list[str]] = {
 
 
 def default_stages() -> list[Stage]:
-    """The seed's ladder (DESIGN.md): 0 environment, 1 micro, 2 small, 3 pilot, 4 production."""
+    """The original plan's ladder: 0 environment, 1 micro, 2 small, 3 pilot, 4 production."""
     return [
         Stage(
             name="environment",
@@ -550,7 +558,7 @@ def default_stages() -> list[Stage]:
         ),
         Stage(
             name="micro",
-            description="code runs end to end: the seed's 5 samples, 10 steps, batch 1",
+            description="code runs end to end: the original plan's 5 samples, 10 steps, batch 1",
             data=DataSelection(selection="micro"),
             training=TrainingOverrides(max_steps=10, batch_size=1, save_steps=5),
             evaluation=EvaluationConfig(mode="smoke"),
@@ -580,7 +588,7 @@ def default_stages() -> list[Stage]:
                 evaluation_ran=True,
                 min_improvement=0.10,
                 max_p_value=0.05,
-                # The seed's stage 3: "Code Vulnerability shows improvement".
+                # The original plan's stage 3: "Code Vulnerability shows improvement".
                 improves=["code_accuracy", "vulnerability"],
             ),
             estimate=Estimate(hours=5, usd=12),

@@ -1,6 +1,8 @@
-"""The seed's pre-flight checklist before the last stage, each box ticked from recorded evidence.
+"""The original plan's pre-flight checklist before the last stage, each box ticked from recorded
+evidence.
 
-The seed ticks its ten boxes by hand before committing 42 GPU-hours; here each one is read from
+The original plan ticks its ten boxes by hand before committing 42 GPU-hours; here each one is read
+from
 the run's state: stage verdicts and their gates, arm errors, the tracking check, the forecast
 of the last stage against the plan's budget. Any box left unticked stops the climb (a recorded
 `--force-stage` overrides it, as for any blocked stage).
@@ -36,7 +38,7 @@ def _stage_boxes(before: list[Stage], state: LadderState) -> list[Box]:
 
 
 def _pilot_boxes(before: list[Stage], state: LadderState) -> list[Box]:
-    # The last stage before the final one that gates on the effect: the seed's stage 3.
+    # The last stage before the final one that gates on the effect: the original plan's stage 3.
     pilot = next((s for s in reversed(before) if s.gates.min_improvement is not None), None)
     if pilot is None:
         return []

@@ -29,7 +29,7 @@ def describe_data(stage: Stage) -> str:
         else ("all scenarios" if d.selection == "all" else "pilot scenario")
     )
     if d.selection == "micro":
-        return "seed's 5 built-in samples (val = train)"
+        return "original plan's 5 built-in samples (val = train)"
     if d.selection == "head":
         return f"first {d.n or 20} ({scen}), val first {d.val_n or 5}, test next {d.test_n or 5}"
     split = "/".join(f"{x:.0%}" for x in d.split)
@@ -187,6 +187,11 @@ def format_value(metric_name: str, value: float, *, signed: bool = False) -> str
     if metric_spec(metric_name).kind == "binary" or metric_name.startswith("pass@"):
         return f"{value:{sign}.1%}"
     return f"{value:{sign}.3f}"
+
+
+def duration(hours: float) -> str:
+    """Hours as a person reads them: minutes below one hour."""
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
 
 
 def comparison_line(c: Any, no_value: str | None = None) -> str:

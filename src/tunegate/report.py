@@ -247,7 +247,8 @@ def _training(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Secti
             caption = f"Stage {i} ({stage.name}): training loss per step, control vs experiment"
             selection = _read_json(run.stage_dir(i, stage.name) / "selection.json") or {}
             trained_on = {h.get("train") for h in (selection.get("hashes") or {}).values()}
-            if len(curves) > 1 and len(trained_on) == 1:  # the seed's micro set, for instance
+            # The original plan's micro set, for instance.
+            if len(curves) > 1 and len(trained_on) == 1:
                 caption += "; both arms trained on the same items, so their curves coincide"
             figures.append(
                 Figure(

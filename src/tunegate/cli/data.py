@@ -368,9 +368,9 @@ def micro(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for train.jsonl and val.jsonl."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
-    """Write the seed's 5-sample micro dataset as train.jsonl and val.jsonl.
+    """Write the original plan's 5-sample micro dataset as train.jsonl and val.jsonl.
 
-    The same 5 lines in both, as the seed (val = train).
+    The same 5 lines in both, as the original plan (val = train).
     """
     from tunegate.data.micro import SEED_MICRO_SAMPLES
 
@@ -464,8 +464,10 @@ def example(
     directory: Path = typer.Argument(..., help="Where to write tunegate.yaml and data/."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
-    """Write the seed's five scenarios (python, bugfix, sql, express-api, react-components) as
-    control and experiment arms, with a plan that runs the seed's ladder on them. Offline."""
+    """Write the original plan's five scenarios (python, bugfix, sql, express-api, react-components)
+    as
+    control and experiment arms, with a plan that runs the original plan's ladder on them.
+    Offline."""
     from tunegate.data.scenarios import write_example
 
     plan_path = directory / "tunegate.yaml"

@@ -1,4 +1,5 @@
-"""`tunegate evaluate`: the seed's evaluate.py, on tunegate's metrics, per item and paired."""
+"""`tunegate evaluate`: the original plan's evaluate.py, on tunegate's metrics, per item and
+paired."""
 
 from __future__ import annotations
 

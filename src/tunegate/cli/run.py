@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -74,6 +76,12 @@ def run(
     as_json: bool = typer.Option(
         False, "--json", help="Nothing but the verdicts, gates and report paths, as JSON."
     ),
+    events: Path | None = typer.Option(
+        None,
+        "--events",
+        help="Also append every event of the climb to FILE as JSON lines ('-': to stdout, "
+        "instead of the console). The run directory's events.jsonl always has them.",
+    ),
 ) -> None:
     """Climb the ladder: resume at the first stage not passed; stop at the first that fails."""
     from tunegate.data.arms import load_experiment
@@ -81,17 +89,28 @@ def run(
 
     p = load_plan(plan_path)
     exp = load_experiment(p)
+    from tunegate.events import Sink
+    from tunegate.events.jsonl import JsonLinesSink
     from tunegate.ladder import Ladder, RunOptions
     from tunegate.render import final_answer, verdict_table
     from tunegate.report import report_file
 
     quiet_libraries()
-    ladder = Ladder(p, exp, Console(quiet=quiet or as_json, width=console.width))
-    records = ladder.climb(
-        RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
-    )
+    to_stdout = events is not None and str(events) == "-"
+    with contextlib.ExitStack() as stack:
+        sinks: list[Sink] = []
+        if events is not None:
+            stream = sys.stdout if to_stdout else stack.enter_context(events.open("a"))
+            sinks.append(JsonLinesSink(stream))
+        quiet_console = Console(quiet=quiet or as_json or to_stdout, width=console.width)
+        ladder = Ladder(p, exp, quiet_console, sinks)
+        records = ladder.climb(
+            RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
+        )
     state = ladder.run.load_state()
-    if as_json:
+    if to_stdout:
+        pass  # the events were the output
+    elif as_json:
         print(json.dumps(_verdicts_json(p, state, ladder.run.root), indent=2))
     else:
         console.print()

@@ -1,4 +1,5 @@
-"""`tunegate stats`: the seed's stats_analysis.py, paired and corrected, on per-item results."""
+"""`tunegate stats`: the original plan's stats_analysis.py, paired and corrected, on per-item
+results."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def stats(
         None, help="results.jsonl file(s) holding both arms (from `tunegate evaluate`)."
     ),
     control_results: Path | None = typer.Option(
-        None, "--control-results", help="The control arm's results (the seed's flag)."
+        None, "--control-results", help="The control arm's results (the original plan's flag)."
     ),
     experiment_results: Path | None = typer.Option(
         None, "--experiment-results", help="The experiment arm's results."

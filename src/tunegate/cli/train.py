@@ -49,9 +49,10 @@ def train(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Train one model: the seed's llama3-training container, as a command.
+    """Train one model: the original plan's llama3-training container, as a command.
 
-    Reads the seed's environment variables (flags override them), trains with QLoRA, saves the
+    Reads the original plan's environment variables (flags override them), trains with QLoRA, saves
+    the
     adapter to OUTPUT_DIR/MODEL_NAME, reloads it and generates once. Exit 1 when a guard stops
     training (NaN or diverging loss, out of memory), 2 on bad input. Resumes from the last
     checkpoint when run again on the same OUTPUT_DIR/MODEL_NAME.
@@ -82,7 +83,7 @@ def train(
 
     say = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False))
     try:
-        # On a terminal a bar follows the steps; logs and pipes get the seed's step lines.
+        # On a terminal a bar follows the steps; logs and pipes get the original plan's step lines.
         with Bars(console, enabled=not as_json) as bars:
             result = run_job(job, say, bars.training(f"{job.job.name}: train"))
     except TrainingStopped as err:

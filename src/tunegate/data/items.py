@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunegate.errors import UserError
 
 MAX_LINE_BYTES = 1_000_000  # a 1 MB line is almost surely a broken export, not a sample
-DEFAULT_SCENARIO = "default"  # the scenario of the seed's bare {prompt, completion} lines
+DEFAULT_SCENARIO = "default"  # the scenario of the original plan's bare {prompt, completion} lines
 
 
 class Item(BaseModel):
@@ -60,7 +60,8 @@ def _describe(err: ValidationError) -> str:
 
 
 def derived_id(text: str, line_no: int) -> str:
-    """Deterministic id for the seed's bare {prompt, completion} lines, from line and `text`."""
+    """Deterministic id for the original plan's bare {prompt, completion} lines, from line and
+    `text`."""
     return f"L{line_no:05d}-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -96,7 +97,8 @@ def load_items(path: Path, *, default_scenario: str | None = None) -> list[Item]
             problems.append(f"{where}: expected a JSON object, got {type(obj).__name__}")
             continue
         if "id" not in obj and set(obj) <= {"prompt", "completion"} and "prompt" in obj:
-            # The seed's shape: derive a stable id and a scenario. Both must pair across arms,
+            # The original plan's shape: derive a stable id and a scenario. Both must pair across
+            # arms,
             # whose prompts differ by design: so the id hashes the completion (the arms share
             # it), and the scenario is a constant, not the file's name.
             obj = {

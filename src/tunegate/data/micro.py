@@ -19,7 +19,7 @@ SEED_MICRO_SAMPLES: tuple[tuple[str, str], ...] = (
 
 def micro_items() -> list[Item]:
     return [
-        # Ids as the loader derives them for the seed's files (`tunegate data micro`).
+        # Ids as the loader derives them for the original plan's files (`tunegate data micro`).
         Item(id=derived_id(c, i), scenario="micro", prompt=p + "\n", completion=c + "\n")
         for i, (p, c) in enumerate(SEED_MICRO_SAMPLES, start=1)
     ]

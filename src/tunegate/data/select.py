@@ -50,11 +50,13 @@ def select(items: list[Item], spec: DataSelection, seed: int) -> Selection:
     if spec.selection == "micro":
         micro = micro_items()
         ids = [m.id for m in micro]
-        return Selection(train=ids, val=ids, test=[], builtin=micro)  # val = train, as the seed
+        # val = train, as the original plan
+        return Selection(train=ids, val=ids, test=[], builtin=micro)
     pool = [i for i in items if spec.scenarios is None or i.scenario in spec.scenarios]
     if spec.selection == "head":
-        # The seed's `head -n 20` for training and `head -n 5` for validation. Testing on the
-        # seed's val set would score items the model trained on, so test items are the next
+        # The original plan's `head -n 20` for training and `head -n 5` for validation. Testing on
+        # the
+        # original plan's val set would score items the model trained on, so test items are the next
         # `test_n` after the head instead: held out, and still the file's order.
         ids = [i.id for i in pool]
         n, val_n, test_n = spec.n or 20, spec.val_n or 5, spec.test_n or 5

@@ -24,7 +24,8 @@ from tunegate.evaluate.metrics import Case, Context, metric
 from tunegate.evaluate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
 from tunegate.generate import Backend, Sampling
 
-# The seed's evaluation pricing: ~$0.01 per API call, 7 evaluator calls per item and arm, plus
+# The original plan's evaluation pricing: ~$0.01 per API call, 7 evaluator calls per item and arm,
+# plus
 # one call per pass@k sample.
 SEED_PRICE_PER_CALL_USD = 0.01
 SEED_EVALUATORS = 7
@@ -307,7 +308,7 @@ def cost(
     settings: Settings,
     judge_usage: Any | None,
 ) -> dict[str, Any]:
-    """What the evaluation paid (judge calls; local generation is $0) and what the seed's
+    """What the evaluation paid (judge calls; local generation is $0) and what the original plan's
     per-call pricing would have charged for the same evaluation."""
     samples = settings.samples if settings.wants_samples else 0
     seed_calls = items * arms * (SEED_EVALUATORS + samples)
@@ -333,7 +334,7 @@ def cost(
 def write_results(
     out_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], costs: dict[str, Any]
 ) -> dict[str, Path]:
-    """results.jsonl (every row), one <arm>.jsonl per arm (the seed's --control-results /
+    """results.jsonl (every row), one <arm>.jsonl per arm (the original plan's --control-results /
     --experiment-results inputs) and summary.json; each replaced whole, never half-written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {
@@ -353,7 +354,8 @@ def write_results(
 
 
 def render(summary: dict[str, Any], metrics: list[str], costs: dict[str, Any]) -> str:
-    """The seed's "Evaluation Results" block: each arm's metrics, the experiment's change."""
+    """The original plan's "Evaluation Results" block: each arm's metrics, the experiment's
+    change."""
     lines = []
     arms = summary["arms"]
     n = max((a["items"] for a in arms.values()), default=0)
@@ -382,7 +384,8 @@ def render(summary: dict[str, Any], metrics: list[str], costs: dict[str, Any]) -
     lines.append("")
     lines.append(
         f"Cost: ${costs['judge_usd']:.2f} actual ({costs['judge_calls']} judge calls, "
-        f"{costs['judge_cache_hits']} cached); the seed's pricing: ${costs['seed_usd']:.2f} "
+        f"{costs['judge_cache_hits']} cached); the original plan's pricing: "
+        f"${costs['seed_usd']:.2f} "
         f"({costs['seed_calls']} calls at ${SEED_PRICE_PER_CALL_USD})"
     )
     return "\n".join(lines)

@@ -1,6 +1,8 @@
-"""The docker executor: a stage's arm trained in the training container, as the seed runs it.
+"""The docker executor: a stage's arm trained in the training container, as the original plan runs
+it.
 
-The container's entrypoint is `tunegate train`, configured by the seed's environment variables;
+The container's entrypoint is `tunegate train`, configured by the original plan's environment
+variables;
 the arm's directory is mounted at /work (data in, checkpoints and adapter out) and the base model
 read-only at /base. Re-running the same command resumes from the checkpoints in /work.
 """
@@ -67,7 +69,7 @@ def docker_command(
         return f"{WORK}/{path.resolve().relative_to(arm_dir).as_posix()}"
 
     env = {
-        # The seed's variables, same names and meaning.
+        # The original plan's variables, same names and meaning.
         "DATASET_PATH": inside(train_file),
         **({"VAL_DATASET_PATH": inside(val_file)} if val_file else {}),
         **({"MAX_STEPS": str(training.max_steps)} if training.max_steps else {}),

@@ -1,8 +1,10 @@
 """One training job outside the ladder: `tunegate train`, and the container's entrypoint.
 
-Configured like the seed's `llama3-training` image, by environment variables with the same names
+Configured like the original plan's `llama3-training` image, by environment variables with the same
+names
 and meaning (DATASET_PATH, VAL_DATASET_PATH, MAX_STEPS, BATCH_SIZE, EPOCHS, MODEL_NAME,
-MLFLOW_TRACKING_URI), plus tunegate's own (ENV_EXTRAS) for what the seed left implicit. A plan
+MLFLOW_TRACKING_URI), plus tunegate's own (ENV_EXTRAS) for what the original plan left implicit. A
+plan
 file, when given, supplies the defaults; command-line flags override both. A malformed value, an
 unknown `TUNEGATE_*` variable or a near-miss of a known name (`EPOCH=3`) is an error naming the
 variable: a typo must not silently train with defaults for a night.
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from tunegate.train.qlora import TrainResult
     from tunegate.train.watch import MetricSink
 
-# The seed's variables: name → (TrainJob field, meaning).
+# The original plan's variables: name → (TrainJob field, meaning).
 SEED_ENV = {
     "DATASET_PATH": ("data", "training data, JSONL (required)"),
     "VAL_DATASET_PATH": ("val_data", "validation data, JSONL"),
@@ -41,10 +43,10 @@ SEED_ENV = {
     "MODEL_NAME": ("name", "name of the trained model: saved to OUTPUT_DIR/MODEL_NAME"),
     "MLFLOW_TRACKING_URI": ("tracking_uri", "MLflow server or store"),
 }
-# tunegate's additions, for what the seed's image hard-coded.
+# tunegate's additions, for what the original plan's image hard-coded.
 ENV_EXTRAS = {
     "BASE_MODEL": ("base_model", "base model: 'tiny-llama' or a local directory"),
-    "OUTPUT_DIR": ("output_dir", "where MODEL_NAME's directory goes (the seed's /models)"),
+    "OUTPUT_DIR": ("output_dir", "where MODEL_NAME's directory goes (the original plan's /models)"),
     "LEARNING_RATE": ("learning_rate", "peak learning rate"),
     "GRADIENT_ACCUMULATION_STEPS": ("gradient_accumulation_steps", "effective batch multiplier"),
     "MAX_LENGTH": ("max_length", "token limit per sample (longer samples are an error)"),

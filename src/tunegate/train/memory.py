@@ -40,7 +40,7 @@ CUDA_CONTEXT_GIB = 0.5
 # The caching allocator reserves more than it hands out (rounding, fragmentation); 10 % of the
 # allocated peak covers what was measured on the runs in docs/benchmarks.md.
 ALLOCATOR_SLACK = 0.10
-# RTX 4070 Ti, the seed's GPU tower.
+# RTX 4070 Ti, the original plan's GPU tower.
 DEFAULT_VRAM_GIB = 12.0
 
 Method = Literal["qlora", "lora", "full"]
@@ -157,7 +157,8 @@ class MemoryEstimate:
 
     @property
     def load(self) -> float:
-        """Right after loading, before k-bit preparation: the seed's "Loaded in 4-bit" figure."""
+        """Right after loading, before k-bit preparation: the original plan's "Loaded in 4-bit"
+        figure."""
         return self.components["weights at load"]
 
     @property

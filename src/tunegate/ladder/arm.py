@@ -1,0 +1,218 @@
+"""One arm of a training stage: train it (or reuse its complete adapter), reload it from disk,
+smoke-generate, and generate its test answers for the evaluation."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunegate.data.items import Item, items_hash, write_items
+from tunegate.evaluate.pipeline import Generations, Settings, generate_arm
+from tunegate.events import (
+    ArmFailed,
+    ArmReused,
+    ArmStarted,
+    ArmTrained,
+    SmokeGenerated,
+    TrainingStarted,
+    TrainingSteps,
+)
+from tunegate.gates import ArmEvidence
+from tunegate.ladder.context import Climb, StageRun
+from tunegate.ladder.selection import selection_items
+from tunegate.plan import TrainingConfig, plan_hash
+from tunegate.state import ArmRecord
+from tunegate.train.qlora import TrainResult
+from tunegate.train.watch import MetricSink
+
+
+@dataclass
+class ArmJob:
+    """One arm of one stage: what it trains, validates and tests on, and where it writes."""
+
+    run: StageRun
+    name: str
+    role: str
+    model_dir: Path
+    arm_dir: Path
+    train_items: list[Item]
+    val_items: list[Item]
+    test_items: list[Item]
+    record: ArmRecord
+
+    @classmethod
+    def of(cls, climb: Climb, run: StageRun, name: str, model_dir: Path) -> ArmJob:
+        role = climb.plan.arms[name].role
+        sel = climb.selection(run.index)
+        return cls(
+            run=run,
+            name=name,
+            role=role,
+            model_dir=model_dir,
+            arm_dir=run.stage_dir / name,
+            train_items=selection_items(climb.exp, role, sel, sel.train),
+            val_items=selection_items(climb.exp, role, sel, sel.val),
+            test_items=selection_items(climb.exp, role, sel, sel.test),
+            record=run.record.arms.setdefault(name, ArmRecord()),
+        )
+
+
+def run_arm(climb: Climb, arm: ArmJob) -> tuple[ArmEvidence, Generations]:
+    stage = arm.run.stage
+    climb.events.emit(
+        ArmStarted(arm.run.index, stage.name, arm.name, arm.role, arm.record, arm.run.record)
+    )
+    ev = ArmEvidence()
+    recorded = arm.record.train
+    adapter = Path(recorded.adapter_dir) if recorded else arm.arm_dir / "adapter"
+    # tunegate.json is written last: its presence means the adapter is complete.
+    if recorded and arm.record.status == "done" and (adapter / "tunegate.json").is_file():
+        climb.events.emit(ArmReused(arm.name, adapter))
+        result = recorded
+    else:
+        trained = _train(climb, arm)
+        if isinstance(trained, str):
+            ev.error = trained
+            return ev, Generations()
+        result = trained
+    ev.trained = True
+    ev.steps = result.steps
+    ev.losses = [(step, loss) for step, loss in result.losses]
+    ev.eval_loss_before = result.eval_loss_before
+    ev.eval_loss_after = result.eval_loss_after
+    ev.linear4bit_layers = result.linear4bit_layers
+    return ev, _reload_and_generate(climb, arm, Path(result.adapter_dir), ev)
+
+
+def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
+    """Train the arm, recording it in the state; the error when it crashed."""
+    plan, stage = climb.plan, arm.run.stage
+    training = plan.stage_training(stage)
+    arm.record.status = "training"
+    climb.save()
+    params = {
+        **{f"training.{k}": v for k, v in training.model_dump().items()},
+        "train_items": len(arm.train_items),
+        "val_items": len(arm.val_items),
+        "train_data_hash": items_hash(arm.train_items),
+        "seed": plan.seed,
+        "method": plan.quantization.method,
+        "model": plan.model.name,
+    }
+    resuming = any((arm.arm_dir / "checkpoints").glob("checkpoint-*"))
+    climb.events.emit(TrainingStarted(arm.name, len(arm.train_items), resuming, params, arm.record))
+    try:
+        if (stage.executor or plan.executor.kind) == "docker":
+            result = _train_in_docker(climb, arm, training)
+        else:
+            result = _train_here(climb, arm, training)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # a crash is a FAIL verdict with its reason, not a traceback
+        error = f"{type(err).__name__}: {err}"
+        arm.record.status, arm.record.error = "failed", error
+        arm.arm_dir.mkdir(parents=True, exist_ok=True)
+        (arm.arm_dir / "error.txt").write_text(traceback.format_exc())
+        climb.save()
+        climb.events.emit(ArmFailed(arm.name, error))
+        return error
+    arm.record.status, arm.record.train, arm.record.error = "done", result, None
+    climb.save()
+    climb.events.emit(ArmTrained(arm.name, result, arm.record))
+    return result
+
+
+def _steps_to_events(climb: Climb, arm: ArmJob) -> MetricSink:
+    """The trainer's per-step metrics, as events (tracking logs them)."""
+
+    def sink(entries: list[tuple[dict[str, float], int]]) -> None:
+        climb.events.emit(TrainingSteps(arm.name, entries, arm.record))
+
+    return sink
+
+
+def _train_here(climb: Climb, arm: ArmJob, training: TrainingConfig) -> TrainResult:
+    from tunegate.train.qlora import train_arm
+
+    plan, stage = climb.plan, arm.run.stage
+    return train_arm(
+        model_dir=arm.model_dir,
+        train_items=arm.train_items,
+        val_items=arm.val_items,
+        out_dir=arm.arm_dir,
+        training=training,
+        quant=plan.quantization,
+        lora=plan.lora,
+        max_length=plan.model.max_length,
+        seed=plan.seed,
+        metric_sink=_steps_to_events(climb, arm),
+        on_step=climb.bars.training(f"{arm.name}: train"),
+        allow_truncation=stage.checks.truncation == "warn",
+        provenance={"plan_hash": plan_hash(plan), "stage": stage.name, "arm": arm.name},
+    )
+
+
+def _train_in_docker(climb: Climb, arm: ArmJob, training: TrainingConfig) -> TrainResult:
+    """Train one arm in the training container; its results come back through /work."""
+    from tunegate.events import Notice
+    from tunegate.tracking import tracking_uri
+    from tunegate.train.docker import container_name, docker_command, run_docker
+
+    plan, arm_dir = climb.plan, arm.arm_dir
+    data_dir = arm_dir / "data"
+    write_items(data_dir / "train.jsonl", arm.train_items)
+    if arm.val_items:
+        write_items(data_dir / "val.jsonl", arm.val_items)
+    run = docker_command(
+        plan.executor,
+        name=container_name(plan.name, arm.run.stage.name, arm.name),
+        model_name=arm.name,
+        arm_dir=arm_dir,
+        model_dir=arm.model_dir,
+        train_file=data_dir / "train.jsonl",
+        val_file=data_dir / "val.jsonl" if arm.val_items else None,
+        training=training,
+        quant=plan.quantization,
+        lora=plan.lora,
+        max_length=plan.model.max_length,
+        seed=plan.seed,
+        tracking_uri=tracking_uri(plan),
+    )
+    (arm_dir / "docker-command.json").write_text(json.dumps(run.argv, indent=1))
+    climb.events.emit(
+        Notice(f"  {arm.name}: training in container {run.name} ({plan.executor.image})")
+    )
+    result = TrainResult.from_json(run_docker(run, arm_dir / "train.log"))
+    _steps_to_events(climb, arm)([({"loss": loss}, step) for step, loss in result.losses])
+    return result
+
+
+def _reload_and_generate(climb: Climb, arm: ArmJob, adapter: Path, ev: ArmEvidence) -> Generations:
+    """Reload the adapter from disk (proves the save, and is what every later use of it
+    does), smoke-generate, and generate the test items when the stage evaluates."""
+    from tunegate.generate import TransformersBackend, generate, load_for_inference
+
+    stage = arm.run.stage
+    try:
+        model, tokenizer = load_for_inference(arm.model_dir, adapter, climb.plan.quantization)
+        ev.saved_and_reloaded = True
+    except Exception as err:
+        ev.error = f"reload failed: {type(err).__name__}: {err}"
+        return Generations()
+    smoke_prompt = (arm.val_items or arm.train_items)[0].prompt
+    ev.smoke_generation = generate(
+        model, tokenizer, [smoke_prompt], max_new_tokens=stage.evaluation.max_new_tokens
+    )[0]
+    climb.events.emit(SmokeGenerated(arm.name, ev.smoke_generation))
+    if stage.evaluation.mode != "full":
+        return Generations()
+    settings = Settings.from_config(stage.evaluation, climb.plan.seed)
+    total = len(arm.test_items) * (1 + (settings.samples if settings.wants_samples else 0))
+    return generate_arm(
+        TransformersBackend(model, tokenizer, name=arm.name),
+        arm.test_items,
+        settings,
+        climb.bars.counter(f"{arm.name}: generate", total),
+    )

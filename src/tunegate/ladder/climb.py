@@ -1,0 +1,220 @@
+"""The climb: stages in order, each admitted by its guards, run by its kind's runner, gated.
+
+It resumes at the first stage not passed and stops at the first that does not pass. It decides
+and records; what is printed and logged is the sinks' business (`tunegate.events`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import TextIO
+
+from rich.console import Console
+
+from tunegate.data.arms import Experiment
+from tunegate.data.items import items_hash
+from tunegate.determinism import machine_record, pin
+from tunegate.events import (
+    ClimbEnded,
+    ClimbOpened,
+    Events,
+    GateDecided,
+    ReportWritten,
+    Sink,
+    StageStarted,
+)
+from tunegate.events.console import ConsoleSink
+from tunegate.gates import GateResult, evaluate_gates
+from tunegate.ladder.context import Climb, StageRun, StageRunner, now
+from tunegate.ladder.environment import run_environment
+from tunegate.ladder.forecasting import measure
+from tunegate.ladder.guards import admit
+from tunegate.ladder.selection import RunOptions, power_notes, run_dir_for, stage_range
+from tunegate.ladder.training import run_training
+from tunegate.plan import Plan, dump_plan, plan_hash
+from tunegate.progress import Bars
+from tunegate.rundir import atomic_write_json
+
+# One runner per stage kind (`stages[].kind` in the plan).
+RUNNERS: dict[str, StageRunner] = {"environment": run_environment, "train": run_training}
+
+
+@dataclass
+class StageOutcome:
+    """What one stage of this climb ended with (its record in the state holds more)."""
+
+    index: int
+    name: str
+    verdict: str
+    gates: list[GateResult]
+    forced: bool
+    seconds: float
+
+
+class Ladder:
+    def __init__(
+        self, plan: Plan, exp: Experiment, console: Console, sinks: list[Sink] | None = None
+    ) -> None:
+        self.plan, self.exp = plan, exp
+        self.run = run_dir_for(plan)
+        self.blocked = False  # a stage was not started because the one before did not pass
+        # Console first: a tracking server that fails is said after what was already shown.
+        self.events = Events([ConsoleSink(console), *(sinks or [])])
+        self.ctx = Climb(plan, exp, self.run, self.events, Bars(console))
+
+    def climb(self, opts: RunOptions) -> list[StageOutcome]:
+        climb = self.ctx
+        state = self.run.load_state()  # read-only look first: validate before writing
+        start, end = stage_range(self.plan, state, opts)
+        for i in range(start, end + 1):
+            if self.plan.stages[i].kind == "train":
+                climb.selection(i)  # a bad selection is refused before anything is written
+        if start > end:
+            self.events.say(
+                "Use --from N to run a stage again.", "success", "Every stage has passed."
+            )
+            return []
+        log = self._open()
+        try:
+            with climb.bars:
+                outcomes = self._climb(opts, start, end)
+            self._report()
+            self.events.emit(ClimbEnded())
+            return outcomes
+        finally:
+            log.close()
+
+    def _open(self) -> TextIO:
+        """Load the state, pin the machine's numerics, and open tracking (a sink)."""
+        from tunegate.events.jsonl import JsonLinesSink
+        from tunegate.events.tracking import TrackingSink
+        from tunegate.tracking import Tracker
+
+        climb, plan = self.ctx, self.plan
+        climb.state = state = self.run.load_state()
+        state.plan_name = state.plan_name or plan.name
+        state.created = state.created or now()
+        state.plan_hash = plan_hash(plan)
+        # Content hashes of each arm's whole data set, as loaded (the report's reproducibility).
+        state.data_hashes = {
+            name: items_hash(list(self.exp.arm(arm.role).values()))
+            for name, arm in plan.arms.items()
+        }
+        # One thread count and deterministic kernels for everything this process computes
+        # (training, generation), and the record of what ran, for comparing machines.
+        pin(plan.training.threads, deterministic=plan.training.deterministic)
+        state.machine = machine = machine_record()
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run.root / "plan.json", dump_plan(plan))  # passwords ***
+        log = (self.run.root / "events.jsonl").open("a", encoding="utf-8")
+        self.events.sinks += [JsonLinesSink(log), TrackingSink(Tracker.for_plan(plan))]
+        self.events.emit(
+            ClimbOpened(
+                plan.name,
+                state.plan_hash,
+                plan.seed,
+                plan.model.name,
+                plan.quantization.method,
+                machine,
+                state,
+            )
+        )
+        climb.save()
+        return log
+
+    def _climb(self, opts: RunOptions, start: int, end: int) -> list[StageOutcome]:
+        for index, notes in power_notes(self.plan, self.exp).items():
+            for note in notes:
+                if start <= index <= end and "cannot be met" in note:
+                    name = self.plan.stages[index].name
+                    self.events.say(note, "warning", f"Stage {index} ({name}):")
+        outcomes: list[StageOutcome] = []
+        for index in range(start, end + 1):
+            admission = admit(self.ctx, index, opts)
+            if admission.refused is not None:
+                if admission.gate is None:
+                    self.blocked = True
+                    break
+                outcomes.append(self._refused(index, admission.gate, admission.refused))
+                break
+            outcome = self._run_stage(index, admission.forced)
+            outcomes.append(outcome)
+            if self.plan.stages[index].kind == "train":
+                measure(self.ctx, index)
+            if outcome.verdict != "PASS":
+                break
+            if index < end:
+                self._report()  # after every stage; the last one's is written at the end
+        return outcomes
+
+    def _run_stage(self, index: int, forced: bool) -> StageOutcome:
+        climb, stage = self.ctx, self.plan.stages[index]
+        started = time.perf_counter()
+        record = climb.stage_record(index, stage)
+        record.status, record.started, record.verdict = "running", now(), None
+        record.forced = forced
+        if forced:
+            record.forced_reason = (
+                f"stage {index - 1} was {climb.state.verdict(self.plan.stages[index - 1].name)}"
+            )
+        run = StageRun(index, stage, self.run.stage_dir(index, stage.name), record)
+        run.stage_dir.mkdir(parents=True, exist_ok=True)
+        self.events.emit(StageStarted(index, stage.name, stage.description, forced, record))
+        climb.save()
+        evidence = RUNNERS[stage.kind](climb, run)
+        verdict, gates = evaluate_gates(stage.gates, evidence)
+        seconds = time.perf_counter() - started
+        record.status, record.verdict, record.finished = "done", verdict, now()
+        record.seconds, record.gates = round(seconds, 2), gates
+        verdict_file = run.stage_dir / "verdict.json"
+        atomic_write_json(
+            verdict_file,
+            {
+                "stage": stage.name,
+                "index": index,
+                "verdict": verdict,
+                "forced": forced,
+                "gates": [asdict(g) for g in gates],
+                "seconds": record.seconds,
+            },
+        )
+        self.events.emit(
+            GateDecided(
+                index,
+                stage.name,
+                verdict,
+                gates,
+                forced,
+                seconds,
+                stage.recovery,
+                verdict_file,
+                record,
+            )
+        )
+        climb.save()
+        return StageOutcome(index, stage.name, verdict, gates, forced, seconds)
+
+    def _refused(self, index: int, gate_name: str, reason: str) -> StageOutcome:
+        """A stage that did not start: FAIL on a health gate (budget, pre-flight), recorded."""
+        stage = self.plan.stages[index]
+        gate = GateResult(gate_name, False, "health", reason)
+        record = self.ctx.stage_record(index, stage)
+        record.status, record.verdict, record.finished = "done", "FAIL", now()
+        record.gates = [gate]
+        self.ctx.save()
+        return StageOutcome(index, stage.name, "FAIL", [gate], False, 0.0)
+
+    def _report(self) -> None:
+        """Write the report (HTML, Markdown, figures) into the run directory. A report that
+        cannot be written is said, and does not stop the climb: the state and the verdicts are
+        written."""
+        from tunegate.report import REPORT_DIR, mlflow_summary, write
+
+        try:
+            write(self.run.root)
+            self.events.emit(
+                ReportWritten(self.run.root / REPORT_DIR, mlflow_summary(self.run.root))
+            )
+        except Exception as err:
+            self.events.say(f"{type(err).__name__}: {err}", "warning", "Report not written:")
