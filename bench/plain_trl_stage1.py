@@ -25,7 +25,7 @@ def main() -> None:
     from trl import SFTConfig, SFTTrainer
 
     from tunegate.data.micro import SEED_MICRO_SAMPLES
-    from tunegate.train.tiny import ensure_tiny_llama
+    from tunegate.models import ensure_tiny_llama
 
     model_dir = ensure_tiny_llama()
     quant = BitsAndBytesConfig(

@@ -306,8 +306,8 @@ def test_an_arm_can_be_generated_through_an_openai_compatible_endpoint(tmp_path:
     from tunegate.evaluate.pipeline import generate_arm, score_arm
     from tunegate.evaluate.server import ModelServer
     from tunegate.generate import load_backend
+    from tunegate.models import ensure_tiny_llama
     from tunegate.plan import QuantizationConfig
-    from tunegate.train.tiny import ensure_tiny_llama
 
     items = load_items(CONTROL)[:3]
     settings = Settings(metrics=["functional_correctness", "pass@2"], samples=2, max_new_tokens=8)

@@ -29,9 +29,9 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from tunegate.errors import UserError
+from tunegate.models import TINY_LLAMA
 from tunegate.plan import ExecutorConfig, Plan, redact
 from tunegate.state import Check
-from tunegate.train.tiny import TINY_LLAMA
 
 Status = Literal["PASS", "WARN", "FAIL"]
 REQUIRED = (
@@ -377,13 +377,13 @@ def disk_need(plan: Plan) -> DiskNeed:
 
 
 def _tiny_llama_cache() -> Path:
-    from tunegate.train.tiny import cache_dir
+    from tunegate.models import cache_dir
 
     return cache_dir() / "models"
 
 
 def _tiny_llama_built() -> bool:
-    from tunegate.train.tiny import build_key
+    from tunegate.models.tiny import build_key
 
     return (_tiny_llama_cache() / f"tiny-llama-{build_key()}" / "config.json").is_file()
 

@@ -194,7 +194,7 @@ def load_backend(
         return EndpointBackend(
             endpoint, spec.removeprefix(ENDPOINT_PREFIX), api_key=os.environ.get(api_key_env)
         )
-    from tunegate.train.tiny import resolve_model
+    from tunegate.models import resolve_model
 
     path = Path(spec)
     if spec == "tiny-llama" or (path / "config.json").is_file():

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from tunegate.errors import UserError
+from tunegate.models import TINY_LLAMA, model_fingerprint
 from tunegate.registry import (
     ALL_METRICS,
     DEFAULT_METRICS,
@@ -34,7 +35,6 @@ from tunegate.registry import (
     listed_metrics,
     metric_spec,
 )
-from tunegate.train.tiny import TINY_LLAMA, model_fingerprint
 
 
 class _Strict(BaseModel):

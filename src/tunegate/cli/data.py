@@ -40,7 +40,7 @@ _VERDICT_STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
 
 
 def _model_dir(model_name: str) -> Path:
-    from tunegate.train.tiny import resolve_model
+    from tunegate.models import resolve_model
 
     return resolve_model(model_name)
 

@@ -64,7 +64,7 @@ def make_judge(cfg: Any) -> tuple[Any, str]:
     if cfg is None:
         return None, "no judge configured (plan `judge:` or --judge-endpoint)"
     from tunegate.evaluate.judge import Judge, JudgeSettings
-    from tunegate.train.tiny import cache_dir
+    from tunegate.models import cache_dir
 
     settings = JudgeSettings(
         base_url=cfg.endpoint,

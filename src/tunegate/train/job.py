@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunegate.determinism import MachineRecord
 from tunegate.errors import UserError
+from tunegate.models import TINY_LLAMA
 from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig
-from tunegate.train.tiny import TINY_LLAMA
 
 if TYPE_CHECKING:
     from tunegate.data.items import Item
@@ -229,8 +229,8 @@ def run_job(
     record also written to OUTPUT_DIR/MODEL_NAME/result.json. Raises TrainingStopped when a
     guard stops training."""
     from tunegate.data.items import load_items
+    from tunegate.models import resolve_model
     from tunegate.rundir import atomic_write_json
-    from tunegate.train.tiny import resolve_model
     from tunegate.train.watch import is_main_process
 
     job = r.job

@@ -284,10 +284,10 @@ def shipped_models() -> dict[str, Path]:
 def load_shape(model: str) -> ModelShape:
     """A model's shape from a local directory, a config.json path, a shipped hub id, or
     'tiny-llama'."""
-    from tunegate.train.tiny import TINY_LLAMA
+    from tunegate.models import TINY_LLAMA
 
     if model == TINY_LLAMA:  # its shape is known without building it
-        from tunegate.train.tiny import ARCHITECTURE, VOCAB_SIZE
+        from tunegate.models.tiny import ARCHITECTURE, VOCAB_SIZE
 
         return ModelShape.from_config({**ARCHITECTURE, "vocab_size": VOCAB_SIZE}, model)
     path = Path(model)
