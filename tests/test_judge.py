@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import requests
 
+from tunegate.endpoint import EndpointError, post_json
 from tunegate.errors import UserError
-from tunegate.evaluate.http import EndpointError, post_json
 from tunegate.evaluate.judge import (
     COHERENCE,
     RUBRICS,

@@ -521,7 +521,7 @@ def _judge(plan: Plan) -> Check:
     """One cheap call: GET /models, or a 1-token chat completion where /models is not served."""
     import requests
 
-    from tunegate.evaluate.http import EndpointError, post_json
+    from tunegate.endpoint import EndpointError, post_json
 
     judge = plan.judge
     if judge is None:

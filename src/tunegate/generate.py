@@ -120,7 +120,7 @@ class EndpointBackend:
     def generate(
         self, prompts: list[str], sampling: Sampling, progress: Progress | None = None
     ) -> list[list[str]]:
-        from tunegate.evaluate.http import post_json
+        from tunegate.endpoint import post_json
 
         def one(i: int) -> list[str]:
             payload = {

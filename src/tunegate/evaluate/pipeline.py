@@ -21,8 +21,8 @@ from tunegate.data.items import Item
 from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
 from tunegate.evaluate.metrics import Case, Context, metric
-from tunegate.evaluate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
 from tunegate.generate import Backend, Sampling
+from tunegate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
 
 # The seed's evaluation pricing: ~$0.01 per API call, 7 evaluator calls per item and arm, plus
 # one call per pass@k sample.
