@@ -14,8 +14,8 @@ from rich.table import Table
 
 from tunegate.cli.common import EXIT_FAILED, console, quiet_libraries
 from tunegate.errors import UserError
+from tunegate.job import env_help
 from tunegate.plan import load_plan
-from tunegate.train.job import env_help
 from tunegate.train.memory import (
     MemoryEstimate,
     ModelShape,
@@ -56,7 +56,7 @@ def train(
     training (NaN or diverging loss, out of memory), 2 on bad input. Resumes from the last
     checkpoint when run again on the same OUTPUT_DIR/MODEL_NAME.
     """
-    from tunegate.train.job import job_from_env, resolve, run_job
+    from tunegate.job import job_from_env, resolve, run_job
     from tunegate.train.watch import TrainingStopped
 
     overrides = {
