@@ -29,9 +29,21 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from tunegate.errors import UserError
-from tunegate.models import TINY_LLAMA
+from tunegate.models import TINY_LLAMA, cache_dir
+from tunegate.models.tiny import build_key
 from tunegate.plan import ExecutorConfig, Plan, redact
 from tunegate.state import Check
+from tunegate.tracking import tracking_uri
+from tunegate.train.memory import (
+    DEFAULT_VRAM_GIB,
+    DTYPE_BYTES,
+    TrainingShape,
+    advice,
+    estimate,
+    for_plan,
+    gib,
+    load_shape,
+)
 
 Status = Literal["PASS", "WARN", "FAIL"]
 REQUIRED = (
@@ -252,8 +264,6 @@ def _memory(plan: Plan) -> Check:
     12 GiB RTX 4070 Ti)? From `tunegate memory`'s estimate."""
     import torch
 
-    from tunegate.train.memory import DEFAULT_VRAM_GIB, advice, for_plan, gib
-
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         vram, where = props.total_memory / GIB, props.name
@@ -292,8 +302,6 @@ class DiskNeed:
     arms: int
 
     def describe(self) -> str:
-        from tunegate.train.memory import gib
-
         parts = ", ".join(f"{k} {gib(v) if v else 0}" for k, v in self.parts.items())
         return f"{self.stages} train stages × {self.arms} arms: {parts}"
 
@@ -334,8 +342,6 @@ def disk_need(plan: Plan) -> DiskNeed:
     - the data: DATA_FACTOR × the arm's file; plus the MLflow store once.
     Parameter counts come from the memory estimate's components, so they match `tunegate memory`.
     """
-    from tunegate.train.memory import DTYPE_BYTES, TrainingShape, estimate, load_shape
-
     shape = load_shape(plan.model.name)
     dtype = _save_dtype(plan)
     tokenizer = _tokenizer_bytes(plan.model.name)
@@ -377,20 +383,14 @@ def disk_need(plan: Plan) -> DiskNeed:
 
 
 def _tiny_llama_cache() -> Path:
-    from tunegate.models import cache_dir
-
     return cache_dir() / "models"
 
 
 def _tiny_llama_built() -> bool:
-    from tunegate.models.tiny import build_key
-
     return (_tiny_llama_cache() / f"tiny-llama-{build_key()}" / "config.json").is_file()
 
 
 def _disk(plan: Plan) -> Check:
-    from tunegate.train.memory import gib
-
     target = plan.output_dir
     problem = _writable(target)
     if problem:
@@ -450,8 +450,6 @@ def _disk(plan: Plan) -> Check:
 
 # --- services ----------------------------------------------------------------------------------
 def _tracking(plan: Plan) -> Check:
-    from tunegate.tracking import tracking_uri
-
     uri = tracking_uri(plan)
     shown = redact(uri)
     scheme = urlsplit(uri).scheme

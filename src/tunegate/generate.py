@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tunegate.errors import UserError
+from tunegate.models import resolve_model
 from tunegate.plan import QuantizationConfig
 
 Progress = Callable[[int], None]  # called with the number of sequences just produced
@@ -194,7 +195,6 @@ def load_backend(
         return EndpointBackend(
             endpoint, spec.removeprefix(ENDPOINT_PREFIX), api_key=os.environ.get(api_key_env)
         )
-    from tunegate.models import resolve_model
 
     path = Path(spec)
     if spec == "tiny-llama" or (path / "config.json").is_file():

@@ -22,6 +22,7 @@ from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
 from tunegate.evaluate.metrics import Case, Context, metric
 from tunegate.generate import Backend, Sampling
+from tunegate.models import cache_dir
 from tunegate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
 
 # The seed's evaluation pricing: ~$0.01 per API call, 7 evaluator calls per item and arm, plus
@@ -64,7 +65,6 @@ def make_judge(cfg: Any) -> tuple[Any, str]:
     if cfg is None:
         return None, "no judge configured (plan `judge:` or --judge-endpoint)"
     from tunegate.evaluate.judge import Judge, JudgeSettings
-    from tunegate.models import cache_dir
 
     settings = JudgeSettings(
         base_url=cfg.endpoint,
