@@ -261,7 +261,7 @@ def main() -> None:
 
     from tunegate.data.derive import derive_experiment
     from tunegate.data.items import load_items
-    from tunegate.train.tiny import resolve_model
+    from tunegate.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny-llama"))
     max_length = 512

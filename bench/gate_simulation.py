@@ -4,12 +4,10 @@ The gate as the plan configures it (`default_stages()`'s pilot): GO when the pri
 is > min_improvement (0.10 absolute) AND its paired p < max_p_value (0.05) in the experiment's
 favour — `compare(..., binary=True)` (exact McNemar) for functional_correctness, and, as a second
 scenario, `compare(..., binary=False)` (paired t) for a continuous primary (codebleu). The pilot's
-third gate, `improves`, only makes GO rarer, so leaving it out can only overstate false GOs.
-Against it, the original plan's naive gate: "> 10 %" and p < 0.05 on ANY of 5 metrics, uncorrected,
-read
-two ways — a gain > 0.10 absolute (tunegate's reading) or > 10 % of the control's mean (the original
-plan's
-"+34 % safer" arithmetic).
+third gate, `improves`, only makes GO rarer, so leaving it out can only overstate false GOs. Against
+it, the original plan's naive gate: "> 10 %" and p < 0.05 on ANY of 5 metrics, uncorrected, read two
+ways — a gain > 0.10 absolute (tunegate's reading) or > 10 % of the control's mean (the original
+plan's "+34 % safer" arithmetic).
 
 Items are paired with a latent difficulty (a probit model): item i, arm a, metric m has a
 standard-normal score
@@ -163,8 +161,7 @@ def statistics_of(
 
 def naive_go(diff: np.ndarray, p: np.ndarray, control_mean: np.ndarray, relative: bool) -> Any:
     """The original plan's gate on every metric at once; any metric passing is a GO. Relative: a
-    gain
-    from a control mean of 0 counts as > 10 % (compare() reports its relative gain as None)."""
+    gain from a control mean of 0 counts as > 10 % (compare() reports its relative gain as None)."""
     if relative:
         with np.errstate(divide="ignore", invalid="ignore"):
             big = np.where(control_mean > 0, diff / control_mean > NAIVE_IMPROVEMENT, diff > 0)

@@ -32,8 +32,8 @@ def build_random_model(model: str, target: Path, shrink: bool) -> dict:
     import torch
     from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoTokenizer
 
+    from tunegate.models import ensure_tiny_llama
     from tunegate.train.memory import shipped_models
-    from tunegate.train.tiny import ensure_tiny_llama
 
     config = json.loads(shipped_models()[model].read_text())
     if shrink:  # CPU smoke test: same code path, a model that fits in seconds

@@ -53,7 +53,7 @@ def main() -> None:
             [
                 str(BIN / "python"),
                 "-c",
-                "from tunegate.train.tiny import ensure_tiny_llama; ensure_tiny_llama()",
+                "from tunegate.models import ensure_tiny_llama; ensure_tiny_llama()",
             ],
             check=True,
             env=env,

@@ -41,8 +41,8 @@ def main() -> None:
 
     from tunegate.data.items import load_items
     from tunegate.generate import Sampling, TransformersBackend, load_for_inference
+    from tunegate.models import ensure_tiny_llama
     from tunegate.plan import QuantizationConfig
-    from tunegate.train.tiny import ensure_tiny_llama
 
     model_dir = ensure_tiny_llama()
     quant = QuantizationConfig()

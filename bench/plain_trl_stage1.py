@@ -2,8 +2,7 @@
 
 Both arms: load tiny-llama in 4-bit nf4, LoRA on all linear layers, 10 steps at batch 1 on the
 original plan's 5 samples, save the adapter, reload it from disk, generate once. No gates, no
-tracking,
-no run directory — the least a hand-written script would do.
+tracking, no run directory — the least a hand-written script would do.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ def main() -> None:
     from trl import SFTConfig, SFTTrainer
 
     from tunegate.data.micro import SEED_MICRO_SAMPLES
-    from tunegate.train.tiny import ensure_tiny_llama
+    from tunegate.models import ensure_tiny_llama
 
     model_dir = ensure_tiny_llama()
     quant = BitsAndBytesConfig(

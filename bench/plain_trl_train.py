@@ -83,7 +83,7 @@ def train_plain(
 
 def main() -> None:
     data_file, steps, batch, packing = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    from tunegate.train.tiny import ensure_tiny_llama
+    from tunegate.models import ensure_tiny_llama
 
     with open(data_file) as f:
         rows = [json.loads(line) for line in f if line.strip()]

@@ -71,7 +71,7 @@ def main() -> None:
 
     from tunegate.data.items import load_items, write_items
     from tunegate.data.scenarios import write_example
-    from tunegate.train.tiny import ensure_tiny_llama
+    from tunegate.models import ensure_tiny_llama
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_llama())
     report: dict = {

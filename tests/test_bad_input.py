@@ -415,8 +415,8 @@ def test_arms_completion_differs(example: Path) -> None:
 
 
 def test_bare_seed_shape_arms_pair_by_line(example: Path) -> None:
-    """The original plan's {prompt, completion} files: different prompts, same completions, line
-    by line."""
+    """The original plan's {prompt, completion} files: different prompts, same completions, line by
+    line."""
     for arm in ("control", "experiment"):
         path = example.parent / "data" / f"{arm}.jsonl"
         rewrite_jsonl(

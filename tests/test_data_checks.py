@@ -46,7 +46,7 @@ def _serial_tokenizers(monkeypatch: pytest.MonkeyPatch) -> None:
 def tokenizer(_isolated_cache: None) -> Any:
     from transformers import AutoTokenizer
 
-    from tunegate.train.tiny import resolve_model
+    from tunegate.models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("tiny-llama"))
 
@@ -171,7 +171,7 @@ def test_token_counts_are_trls(tokenizer: Any, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from tunegate.train.tiny import resolve_model
+    from tunegate.models import resolve_model
 
     control, experiment = generate(seed=0)
     items = control[:40] + experiment[-40:]
@@ -259,7 +259,7 @@ def test_preview_masks_the_prompt_and_trains_completion_and_eos(tokenizer: Any) 
 
 def test_token_worker_matches_in_process(tokenizer: Any, tmp_path: Path) -> None:
     """The worker processes compute what the same functions compute here."""
-    from tunegate.train.tiny import resolve_model
+    from tunegate.models import resolve_model
 
     control, experiment = generate(seed=0)
     with TokenWorker(resolve_model("tiny-llama")) as worker:

@@ -73,9 +73,9 @@ def test_the_record_names_the_kernels_and_their_caps(monkeypatch: pytest.MonkeyP
 def test_every_4bit_layer_keeps_one_cpu_path_through_an_evaluation() -> None:
     import torch
 
+    from tunegate.models import ensure_tiny_llama
     from tunegate.plan import QuantizationConfig
     from tunegate.train.qlora import load_base
-    from tunegate.train.tiny import ensure_tiny_llama
 
     pin()
     model = load_base(ensure_tiny_llama(), QuantizationConfig(method="qlora"))

@@ -249,8 +249,8 @@ def test_arms_that_do_not_pair_are_refused(tmp_path: Path) -> None:
 
 def test_stage_four_sized_evaluation_pays_each_judgment_once(tmp_path: Path) -> None:
     """The original plan's production evaluation: 75 items (15 per scenario) × 2 arms, coherence
-    judged
-    on a loopback endpoint. At most one call per item × arm × rubric; a rerun pays nothing."""
+    judged on a loopback endpoint. At most one call per item × arm × rubric; a rerun pays
+    nothing."""
     from test_judge import Scripted
 
     from tunegate.data.items import load_items
@@ -291,8 +291,7 @@ def test_stage_four_sized_evaluation_pays_each_judgment_once(tmp_path: Path) -> 
         paid = cost(items=75, arms=2, settings=seed_like, judge_usage=first.usage)
         assert paid["judge_usd"] == pytest.approx(1.50)
         # The original plan's pricing for the same evaluation: 7 evaluators + 10 pass@k samples per
-        # item
-        # and arm (its plan prints twice this again, $51).
+        # item and arm (its plan prints twice this again, $51).
         assert paid["seed_usd"] == pytest.approx(25.50)
         second = evaluate_both()
         assert server.requests == 150  # every verdict came from the cache
@@ -308,8 +307,8 @@ def test_an_arm_can_be_generated_through_an_openai_compatible_endpoint(tmp_path:
     from tunegate.evaluate.pipeline import generate_arm, score_arm
     from tunegate.evaluate.server import ModelServer
     from tunegate.generate import load_backend
+    from tunegate.models import ensure_tiny_llama
     from tunegate.plan import QuantizationConfig
-    from tunegate.train.tiny import ensure_tiny_llama
 
     items = load_items(CONTROL)[:3]
     settings = Settings(metrics=["functional_correctness", "pass@2"], samples=2, max_new_tokens=8)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import EXAMPLE
+from conftest import EXAMPLE, REPO
 
 from tunegate.data.example import generate
 from tunegate.data.items import load_items
@@ -17,6 +19,19 @@ def test_checked_in_example_is_what_the_generator_writes() -> None:
     control, experiment = generate(seed=0)
     assert load_items(EXAMPLE / "data" / "control.jsonl") == control
     assert load_items(EXAMPLE / "data" / "experiment.jsonl") == experiment
+
+
+def test_tiny_llama_corpus_is_the_example_and_micro_texts() -> None:
+    """The embedded model's tokenizer corpus is frozen as package data (so `models` imports no
+    data): it must still be what the generators give, or tiny-llama trains on stale texts."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.tiny_corpus", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_arms_differ_only_in_prompt_and_metadata() -> None:

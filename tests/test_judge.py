@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import requests
 
+from tunegate.endpoint import EndpointError, post_json
 from tunegate.errors import UserError
-from tunegate.evaluate.http import EndpointError, post_json
 from tunegate.evaluate.judge import (
     COHERENCE,
     RUBRICS,
@@ -169,7 +169,7 @@ def cases(k: int) -> list[tuple[str, str, str | None]]:
 
 @pytest.fixture(scope="module")
 def tiny() -> Iterator[str]:
-    from tunegate.train.tiny import ensure_tiny_llama
+    from tunegate.models import ensure_tiny_llama
 
     with ModelServer(ensure_tiny_llama(), model_id="tiny-llama") as server:
         assert server.base_url is not None
@@ -283,7 +283,7 @@ def test_adapter_is_served(tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunegate.train.tiny import ensure_tiny_llama
+    from tunegate.models import ensure_tiny_llama
 
     base = ensure_tiny_llama()
     peft = get_peft_model(
@@ -305,7 +305,7 @@ def test_chat_uses_the_tokenizers_template(tmp_path: Path) -> None:
 
     from transformers import AutoTokenizer
 
-    from tunegate.train.tiny import ensure_tiny_llama
+    from tunegate.models import ensure_tiny_llama
 
     model = tmp_path / "templated"
     shutil.copytree(ensure_tiny_llama(), model)

@@ -1,6 +1,5 @@
 """Power analysis against published figures, statsmodels, R's pwr formula and brute force; and a
-small A/A
-run of the pilot's effect gate through compare() and evaluate_gates()."""
+small A/A run of the pilot's effect gate through compare() and evaluate_gates()."""
 
 from __future__ import annotations
 
@@ -56,9 +55,8 @@ def test_paired_t_mde_matches_r_pwr_formula() -> None:
     #   pt(qu, nu, ncp = sqrt(n/tsample) * d, lower = FALSE) + pt(-qu, nu, ncp = ..., lower = TRUE)
     # with tsample = 1, tside = 2, solved for d by uniroot. Evaluated here with scipy's noncentral
     # t: pwr.t.test(n = 15, sig.level = 0.05, power = 0.8, type = "paired") gives d = 0.77802.
-    # (The 0.7813 quoted in the brief is within the published figure's 0.01 of it, but this formula
-    # — which
-    # G*Power's "difference from constant" shares — does not reproduce it.)
+    # (The 0.7813 once quoted for it is within 0.01 of it, but this formula — which G*Power's
+    # "difference from constant" shares — does not reproduce it.)
     n, alpha = 15, 0.05
     qu = sps.t.isf(alpha / 2, n - 1)
 

@@ -178,9 +178,9 @@ def test_resuming_from_a_mid_epoch_checkpoint_restores_everything(tmp_path: Path
     resumed steps equal the uninterrupted ones to the last digit: weights, optimizer moments,
     schedule, data position and random state all came back, in their own precision."""
     from tunegate.data.example import generate
+    from tunegate.models import ensure_tiny_llama
     from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig
     from tunegate.train.qlora import train_arm
-    from tunegate.train.tiny import ensure_tiny_llama
 
     _, experiment = generate(0)
     settings = dict(

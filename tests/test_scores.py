@@ -13,10 +13,10 @@ from tunegate.analysis import analyze, load_rows, rows_from_results
 from tunegate.data.items import Item
 from tunegate.evaluate.metrics import Context, metric
 from tunegate.evaluate.pipeline import Generations, Settings, metric_gaps, score_arm, summarize
-from tunegate.evaluate.score import Score
 from tunegate.gates import ArmEvidence, StageEvidence, evaluate_gates
 from tunegate.plan import Gates
 from tunegate.render import comparison_line
+from tunegate.score import Score
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 
@@ -102,7 +102,7 @@ def test_a_metric_that_raises_failed_on_every_item(monkeypatch: pytest.MonkeyPat
 
 
 def _evidence(failed: dict | None = None, not_applicable: dict | None = None) -> StageEvidence:
-    from tunegate.evaluate.score import MetricGap
+    from tunegate.score import MetricGap
 
     arm = ArmEvidence(trained=True, saved_and_reloaded=True, expected_items=15)
     arm.failed = {m: MetricGap(n, why) for m, (n, why) in (failed or {}).items()}

@@ -242,7 +242,7 @@ def test_javascript_parsers_per_thread() -> None:
 
 
 def test_unsupported_languages() -> None:
-    from tunegate.evaluate.score import CannotRun
+    from tunegate.score import CannotRun
 
     # No check for the language: not applicable. A grammar that could be installed but is not:
     # the metric cannot run (an evaluation that asked for it is incomplete).

@@ -1,7 +1,6 @@
 """`tunegate train`, the container's entrypoint: the original plan's environment variables, the
-guards,
-kill -9 / SIGTERM and resume (MLflow included), two processes under torchrun, the docker executor.
-All on the real trainer (tiny-llama, 4-bit on CPU)."""
+guards, kill -9 / SIGTERM and resume (MLflow included), two processes under torchrun, the docker
+executor. All on the real trainer (tiny-llama, 4-bit on CPU)."""
 
 from __future__ import annotations
 
@@ -321,9 +320,9 @@ def test_docker_executor_builds_the_seed_command_and_its_environment_trains(
 ) -> None:
     """No Docker engine runs here: check the command, then run the container's entrypoint with
     exactly the environment that command passes, paths mapped back to this side."""
+    from tunegate.models import ensure_tiny_llama
     from tunegate.plan import ExecutorConfig, LoraSettings, QuantizationConfig, TrainingConfig
     from tunegate.train.docker import docker_command
-    from tunegate.train.tiny import ensure_tiny_llama
 
     arm_dir = tmp_path / "stage-1" / "control"
     (arm_dir / "data").mkdir(parents=True)

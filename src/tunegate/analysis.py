@@ -19,7 +19,7 @@ from typing import Any
 
 from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
-from tunegate.evaluate.score import READABLE_SCHEMAS, RESULTS_SCHEMA, Status, status_of
+from tunegate.score import READABLE_SCHEMAS, RESULTS_SCHEMA, Status, status_of
 from tunegate.stats import Comparison, clustered_difference, compare, holm
 
 

@@ -1,12 +1,11 @@
 """What each stage is expected to cost, before anything runs: the original plan's "Cost Summary by
 Stage".
 
-A stage's time is its `estimate.hours`. Its money is `estimate.usd` when the plan states one
-(the original plan's own figures: $3, $12, $242 include its evaluation calls), else the plan's cost
-model:
-GPU hours × `cost.gpu_usd_per_hour`, plus electricity (`cost.gpu_watts` × hours ×
-`cost.usd_per_kwh`) when both are given. Validation is every stage before the last; the last is
-the production run the ladder protects.
+A stage's time is its `estimate.hours`. Its money is `estimate.usd` when the plan states one (the
+original plan's own figures: $3, $12, $242 include its evaluation calls), else the plan's cost
+model: GPU hours × `cost.gpu_usd_per_hour`, plus electricity (`cost.gpu_watts` × hours ×
+`cost.usd_per_kwh`) when both are given. Validation is every stage before the last; the last is the
+production run the ladder protects.
 """
 
 from __future__ import annotations
@@ -35,8 +34,7 @@ class CostSummary:
     production_usd: float
 
     # As the original plan states them: validation against the production run it protects ($15 is 6
-    # %
-    # of $242; 8 hours is 19 % of 42).
+    # % of $242; 8 hours is 19 % of 42).
     @property
     def usd_share(self) -> float | None:
         return self.validation_usd / self.production_usd if self.production_usd else None

@@ -22,6 +22,7 @@ import functools
 import os
 import platform
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -212,8 +213,6 @@ def _libraries() -> tuple[str, str]:
 def _stdout_captured() -> Iterator[Any]:
     """What native code writes to file descriptor 1 inside the block (Python's sys.stdout
     untouched); `read()` after the block returns it."""
-    import sys
-
     sys.stdout.flush()
     saved = os.dup(1)
     with tempfile.TemporaryFile(mode="w+b") as sink:

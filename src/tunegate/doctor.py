@@ -29,9 +29,21 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from tunegate.errors import UserError
+from tunegate.models import TINY_LLAMA, cache_dir
+from tunegate.models.tiny import build_key
 from tunegate.plan import ExecutorConfig, Plan, redact
 from tunegate.state import Check
-from tunegate.train.tiny import TINY_LLAMA
+from tunegate.tracking import tracking_uri
+from tunegate.train.memory import (
+    DEFAULT_VRAM_GIB,
+    DTYPE_BYTES,
+    TrainingShape,
+    advice,
+    estimate,
+    for_plan,
+    gib,
+    load_shape,
+)
 
 Status = Literal["PASS", "WARN", "FAIL"]
 REQUIRED = (
@@ -249,11 +261,8 @@ def _model(plan: Plan) -> Check:
 
 def _memory(plan: Plan) -> Check:
     """Will the plan's model train in this GPU's memory (or, with no GPU here, in the original
-    plan's
-    12 GiB RTX 4070 Ti)? From `tunegate memory`'s estimate."""
+    plan's 12 GiB RTX 4070 Ti)? From `tunegate memory`'s estimate."""
     import torch
-
-    from tunegate.train.memory import DEFAULT_VRAM_GIB, advice, for_plan, gib
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -293,8 +302,6 @@ class DiskNeed:
     arms: int
 
     def describe(self) -> str:
-        from tunegate.train.memory import gib
-
         parts = ", ".join(f"{k} {gib(v) if v else 0}" for k, v in self.parts.items())
         return f"{self.stages} train stages × {self.arms} arms: {parts}"
 
@@ -335,8 +342,6 @@ def disk_need(plan: Plan) -> DiskNeed:
     - the data: DATA_FACTOR × the arm's file; plus the MLflow store once.
     Parameter counts come from the memory estimate's components, so they match `tunegate memory`.
     """
-    from tunegate.train.memory import DTYPE_BYTES, TrainingShape, estimate, load_shape
-
     shape = load_shape(plan.model.name)
     dtype = _save_dtype(plan)
     tokenizer = _tokenizer_bytes(plan.model.name)
@@ -378,20 +383,14 @@ def disk_need(plan: Plan) -> DiskNeed:
 
 
 def _tiny_llama_cache() -> Path:
-    from tunegate.train.tiny import cache_dir
-
     return cache_dir() / "models"
 
 
 def _tiny_llama_built() -> bool:
-    from tunegate.train.tiny import build_key
-
     return (_tiny_llama_cache() / f"tiny-llama-{build_key()}" / "config.json").is_file()
 
 
 def _disk(plan: Plan) -> Check:
-    from tunegate.train.memory import gib
-
     target = plan.output_dir
     problem = _writable(target)
     if problem:
@@ -451,8 +450,6 @@ def _disk(plan: Plan) -> Check:
 
 # --- services ----------------------------------------------------------------------------------
 def _tracking(plan: Plan) -> Check:
-    from tunegate.tracking import tracking_uri
-
     uri = tracking_uri(plan)
     shown = redact(uri)
     scheme = urlsplit(uri).scheme
@@ -522,7 +519,7 @@ def _judge(plan: Plan) -> Check:
     """One cheap call: GET /models, or a 1-token chat completion where /models is not served."""
     import requests
 
-    from tunegate.evaluate.http import EndpointError, post_json
+    from tunegate.endpoint import EndpointError, post_json
 
     judge = plan.judge
     if judge is None:

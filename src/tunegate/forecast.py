@@ -1,18 +1,16 @@
 """Measured, then forecast: what each stage actually took, and what the rest will take.
 
-A finished stage records its actual figures (`actual`): wall hours, device hours (the arms'
-training time on the accelerator), samples and tokens trained, tokens per second, judge calls
-and dollars, and its cost at the plan's hourly price. From the training stages measured so far,
-`forecast` predicts a later stage from its planned data size: seconds per sample trained (one
-rate per measured arm) × the samples the stage will train, plus the measured time a stage spends
-outside training (loading, generation, scoring). The interval spans the slowest and fastest
-measured rates, so two measured stages (the original plan's 2 and 3) give an honest spread; the
-plan's
-own estimate is shown next to it.
+A finished stage records its actual figures (`actual`): wall hours, device hours (the arms' training
+time on the accelerator), samples and tokens trained, tokens per second, judge calls and dollars,
+and its cost at the plan's hourly price. From the training stages measured so far, `forecast`
+predicts a later stage from its planned data size: seconds per sample trained (one rate per measured
+arm) × the samples the stage will train, plus the measured time a stage spends outside training
+(loading, generation, scoring). The interval spans the slowest and fastest measured rates, so two
+measured stages (the original plan's 2 and 3) give an honest spread; the plan's own estimate is
+shown next to it.
 
 A stage measured at another batch size (the original plan's micro stage trains at batch 1) brackets
-the
-rate instead: batching never makes a sample slower (the measured rate is the slow end) and at
+the rate instead: batching never makes a sample slower (the measured rate is the slow end) and at
 best costs nothing per extra row (the rate × measured batch / target batch is the fast end). The
 point is their geometric mean, and the forecast says it rests on another batch size.
 """
@@ -80,11 +78,10 @@ def forecast(
     train_items: int,
     measured: list[tuple[StageRecord, int, int]],
 ) -> Forecast | None:
-    """`stage`'s time and cost from the training stages measured so far: `measured` holds
-    (stage record, samples per arm, effective batch) for each. Seconds per sample depend on the
-    batch (the original plan's micro stage trains at batch 1), so stages at the target's batch are
-    used
-    when there are any. None until one has trained."""
+    """`stage`'s time and cost from the training stages measured so far: `measured` holds (stage
+    record, samples per arm, effective batch) for each. Seconds per sample depend on the batch (the
+    original plan's micro stage trains at batch 1), so stages at the target's batch are used when
+    there are any. None until one has trained."""
     batch = effective_batch(plan, stage)
     same = [m for m in measured if m[2] == batch]
     used = same or measured

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tunegate.evaluate.score import MetricGap
 from tunegate.plan import Gates
 from tunegate.registry import GATES, metric_spec
+from tunegate.score import MetricGap
 from tunegate.stats import Comparison
 
 Verdict = Literal["PASS", "INVESTIGATE", "FAIL"]

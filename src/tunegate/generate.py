@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tunegate.errors import UserError
+from tunegate.models import resolve_model
 from tunegate.plan import QuantizationConfig
 
 Progress = Callable[[int], None]  # called with the number of sequences just produced
@@ -120,7 +121,7 @@ class EndpointBackend:
     def generate(
         self, prompts: list[str], sampling: Sampling, progress: Progress | None = None
     ) -> list[list[str]]:
-        from tunegate.evaluate.http import post_json
+        from tunegate.endpoint import post_json
 
         def one(i: int) -> list[str]:
             payload = {
@@ -194,7 +195,6 @@ def load_backend(
         return EndpointBackend(
             endpoint, spec.removeprefix(ENDPOINT_PREFIX), api_key=os.environ.get(api_key_env)
         )
-    from tunegate.train.tiny import resolve_model
 
     path = Path(spec)
     if spec == "tiny-llama" or (path / "config.json").is_file():

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from tunegate.errors import UserError
+from tunegate.models import TINY_LLAMA, model_fingerprint
 from tunegate.registry import (
     ALL_METRICS,
     DEFAULT_METRICS,
@@ -34,7 +35,6 @@ from tunegate.registry import (
     listed_metrics,
     metric_spec,
 )
-from tunegate.train.tiny import TINY_LLAMA, model_fingerprint
 
 
 class _Strict(BaseModel):
@@ -369,8 +369,7 @@ class Stage(_Strict):
 
 class ExecutorConfig(_Strict):
     """Where a stage's training runs: in this process, or in the training container as the original
-    plan
-    does (`docker run --gpus all -v … -e DATASET_PATH=… llama3-training`)."""
+    plan does (`docker run --gpus all -v … -e DATASET_PATH=… llama3-training`)."""
 
     kind: Literal["local", "docker"] = Field("local", description="local | docker.")
     image: str = Field(

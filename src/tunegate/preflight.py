@@ -2,8 +2,7 @@
 evidence.
 
 The original plan ticks its ten boxes by hand before committing 42 GPU-hours; here each one is read
-from
-the run's state: stage verdicts and their gates, arm errors, the tracking check, the forecast
+from the run's state: stage verdicts and their gates, arm errors, the tracking check, the forecast
 of the last stage against the plan's budget. Any box left unticked stops the climb (a recorded
 `--force-stage` overrides it, as for any blocked stage).
 """

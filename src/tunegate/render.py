@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from tunegate.costs import summarize
 from tunegate.plan import Plan, Stage
 from tunegate.registry import metric_spec
 
@@ -97,8 +98,6 @@ def plan_table(plan: Plan, warnings: dict[int, list[str]] | None = None) -> Tabl
 
 def cost_table(plan: Plan) -> Table:
     """The seed's "Cost Summary by Stage", for this plan, before anything runs."""
-    from tunegate.costs import summarize
-
     summary = summarize(plan)
     table = Table(title="Cost Summary by Stage", title_justify="left")
     for col in ("stage", "time", "cost", "purpose", "from"):

@@ -14,13 +14,18 @@ import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+import yaml
+
+from tunegate.costs import stage_cost
 from tunegate.determinism import MachineRecord
+from tunegate.errors import UserError
 from tunegate.plan import Plan, dump_plan
-from tunegate.plots import ForestRow
+from tunegate.plots import ForestRow, forest, loss_curves, relative_or_none
 from tunegate.registry import metric_spec
 from tunegate.render import final_answer
 from tunegate.rundir import RunDir, atomic_write_text
@@ -111,8 +116,6 @@ def _usd(value: float | None) -> str:
 
 def load(run_dir: Path) -> tuple[Plan, LadderState]:
     """The plan a run was made with, and its state; a UserError if `run_dir` is not a run."""
-    from tunegate.errors import UserError
-
     plan_file = run_dir / "plan.json"
     run = RunDir(run_dir)
     if not run_dir.exists():
@@ -214,8 +217,6 @@ def _recovery(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
 
 
 def _training(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Section | None:
-    from tunegate.plots import loss_curves
-
     rows, figures = [], []
     for i, stage in enumerate(plan.stages):
         rec = records.get(stage.name)
@@ -297,8 +298,6 @@ def _comparison_row(
 
 
 def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
-    from tunegate.plots import forest
-
     metric_rows, scenario_rows, forest_rows = [], [], []
     for i, stage in enumerate(plan.stages):
         rec = records.get(stage.name)
@@ -355,8 +354,6 @@ def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
 
 
 def _forest_row(label: str, c: Comparison, alpha: float, primary: bool) -> ForestRow | None:
-    from tunegate.plots import relative_or_none
-
     rel = relative_or_none(c.relative)
     if rel is None:
         return None
@@ -418,8 +415,6 @@ def _power(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Section 
 
 
 def _costs(plan: Plan, state: LadderState) -> Section:
-    from tunegate.costs import stage_cost
-
     records, forecasts = state.stages, state.forecasts
     order = {s.name: i for i, s in enumerate(plan.stages)}
     rows = []
@@ -531,8 +526,6 @@ def mlflow_summary(run_dir: Path, limit: int = 8000) -> str:  # MLflow's MAX_TAG
 
 
 def _reproducibility(plan: Plan, state: LadderState, run: RunDir) -> Section:
-    import yaml
-
     hashes = []
     versions: dict[str, str] = {}
     for i, stage in enumerate(plan.stages):
@@ -647,8 +640,6 @@ def to_markdown(report: Report) -> str:
 
 
 def to_html(report: Report) -> str:
-    from importlib.resources import files
-
     from jinja2 import Environment
     from markupsafe import Markup
 

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunegate.errors import UserError
+
 if TYPE_CHECKING:
     from tunegate.state import LadderState
 
@@ -70,7 +72,6 @@ class RunDir:
     def load_state(self) -> LadderState:
         """The run's state (migrated from an earlier schema); a fresh one when there is none.
         A file that is not valid JSON or not a state this version reads is a UserError."""
-        from tunegate.errors import UserError
         from tunegate.state import LadderState, StateError, parse_state
 
         if not self.state_path.is_file():

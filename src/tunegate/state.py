@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
 
 from tunegate.determinism import MachineRecord
 from tunegate.gates import GateResult
@@ -238,8 +238,6 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 
 def parse_state(data: Any) -> LadderState:
     """Validate (and migrate) a decoded `state.json`; StateError names the first bad field."""
-    from pydantic import ValidationError
-
     if not isinstance(data, dict):
         raise StateError("not a JSON object")
     try:

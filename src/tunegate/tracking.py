@@ -40,8 +40,8 @@ def seed_local_store(uri: str) -> None:
 
     import mlflow
 
+    from tunegate.models import cache_dir
     from tunegate.rundir import current_umask
-    from tunegate.train.tiny import cache_dir
 
     path = Path(uri.removeprefix("sqlite:///"))
     if not uri.startswith("sqlite:///") or path.exists() or str(path) in ("", ":memory:"):

@@ -3,8 +3,10 @@ errors reach the user. Every command module imports this one; it imports none of
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,6 +19,7 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tunegate.errors import UserError
 
@@ -38,9 +41,6 @@ console = Console(width=output_width())
 def quiet_libraries() -> None:
     """Silence the ML libraries' warnings, logs and progress bars: nothing a user acts on.
     Called just before the heavy work, so that `--help` and bad input never import them."""
-    import logging
-    import warnings
-
     warnings.filterwarnings("ignore")
     for name in ("bitsandbytes", "transformers", "trl", "peft", "accelerate", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -66,8 +66,6 @@ def run_app(app: typer.Typer) -> NoReturn:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as err:
-        from rich.markup import escape
-
         # escape: a message quoting a regex or a path with [brackets] must print verbatim.
         Console(stderr=True).print(
             f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True

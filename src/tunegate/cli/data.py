@@ -11,6 +11,7 @@ import difflib
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,16 +20,31 @@ from rich.table import Table
 from rich.text import Text
 
 from tunegate.cli.common import DEFAULT_PLAN, EXIT_FAILED, console, refuse_overwrite
-from tunegate.data.checks import LEAKAGE_NGRAM, LEAKAGE_THRESHOLD, CheckReport, CheckResult
+from tunegate.data.checks import (
+    LEAKAGE_NGRAM,
+    LEAKAGE_THRESHOLD,
+    CheckReport,
+    CheckResult,
+    ShingleCache,
+    TokenWorker,
+    duplicates,
+    label_mask_preview,
+    leakage,
+    pairing,
+    prompt_boundary,
+    quiet_libraries,
+    token_lengths,
+)
+from tunegate.data.scenarios import write_example
 from tunegate.errors import UserError
+from tunegate.models import resolve_model
+from tunegate.plan import DataChecks, Plan, load_plan
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from tunegate.data.arms import Experiment
-    from tunegate.data.checks import TokenWorker
     from tunegate.data.items import Item
-    from tunegate.plan import DataChecks, Plan
 
 data_app = typer.Typer(
     no_args_is_help=True,
@@ -39,16 +55,8 @@ SHOWN_MESSAGES = 5  # per check in the table; --json lists every one
 _VERDICT_STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
 
 
-def _model_dir(model_name: str) -> Path:
-    from tunegate.train.tiny import resolve_model
-
-    return resolve_model(model_name)
-
-
 def _tokenizer(path: Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
-
-    from tunegate.data.checks import quiet_libraries
 
     quiet_libraries()
     try:
@@ -121,7 +129,6 @@ def _check_plan(
     """Per arm: prompt boundaries and EOS; per training stage and arm: the token lengths of what
     it trains on (train + val) and leakage of its test items into its training items, under the
     stage's `checks:` policy, as the ladder applies it before training."""
-    from tunegate.data.checks import prompt_boundary, token_lengths
     from tunegate.data.micro import micro_items
 
     roles = ("control", "experiment")
@@ -172,7 +179,6 @@ def _stage_selections(
 ) -> tuple[list[_TrainedSelection], dict[str, CheckResult]]:
     """Per training stage and arm: what it trains on, and the leakage of its test items into
     its training items (by scope), under the stage's `checks:` policy."""
-    from tunegate.data.checks import ShingleCache, leakage
     from tunegate.ladder import resolve_selection
 
     stages: list[_TrainedSelection] = []
@@ -219,15 +225,13 @@ def check(
     of what it trains on (the plan's tokenizer and max_length) and train/test leakage.
     """
     from tunegate.data.arms import load_experiment
-    from tunegate.data.checks import TokenWorker, pairing
     from tunegate.data.items import load_items
-    from tunegate.plan import load_plan
 
     plan = load_plan(plan_path)
     # Prompt and metadata always; what the experiment arm declares besides (`may_differ_in`).
     may_differ = ("prompt", "metadata", *plan.arms[plan.arm_name("experiment")].may_differ_in)
     report = CheckReport()
-    with TokenWorker(_model_dir(plan.model.name)) as worker:  # importing TRL, on another core
+    with TokenWorker(resolve_model(plan.model.name)) as worker:  # importing TRL, on another core
         try:
             exp = load_experiment(plan)
         except UserError:
@@ -266,12 +270,9 @@ def check_file(
 
     Schema (every problem listed, exit 2), duplicates, token lengths, prompt boundaries, EOS.
     """
-    from collections import Counter
-
-    from tunegate.data.checks import TokenWorker, duplicates, prompt_boundary, token_lengths
     from tunegate.data.items import load_items
 
-    with TokenWorker(_model_dir(model)) as worker:  # importing TRL, on another core
+    with TokenWorker(resolve_model(model)) as worker:  # importing TRL, on another core
         items = load_items(file)
         worker.submit([items])
         scenarios = Counter(i.scenario for i in items)
@@ -412,9 +413,6 @@ def preview(
     TRL's prepared example through TRL's collator, as training sees it: masked (the prompt),
     trained (completion and EOS), cut (past max_length).
     """
-    from tunegate.data.checks import label_mask_preview
-    from tunegate.plan import load_plan
-
     plan = load_plan(plan_path)
     roles: dict[str, str] = {a.role: name for name, a in plan.arms.items()}
     name = arm if arm in plan.arms else roles.get(arm)
@@ -425,7 +423,7 @@ def preview(
         )
     item = _find_item(item_id, plan.arms[name].data)
     max_length = plan.model.max_length
-    result = label_mask_preview(item, _tokenizer(_model_dir(plan.model.name)), max_length)
+    result = label_mask_preview(item, _tokenizer(resolve_model(plan.model.name)), max_length)
     header = (
         f"item '{item.id}', arm {name}, model {plan.model.name}, max_length {max_length}: "
         f"{len(result.tokens)} tokens, {result.count('masked')} masked, "
@@ -464,12 +462,9 @@ def example(
     directory: Path = typer.Argument(..., help="Where to write tunegate.yaml and data/."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
-    """Write the original plan's five scenarios (python, bugfix, sql, express-api, react-components)
-    as
-    control and experiment arms, with a plan that runs the original plan's ladder on them.
-    Offline."""
-    from tunegate.data.scenarios import write_example
-
+    """Write the original plan's five scenarios (python, bugfix, sql, express-api,
+    react-components) as control and experiment arms, with a plan that runs the original plan's
+    ladder on them. Offline."""
     plan_path = directory / "tunegate.yaml"
     refuse_overwrite([plan_path], force)
     plan, control, experiment = write_example(directory)

@@ -5,13 +5,85 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from tunegate.cli.common import output_width, quiet_libraries
+from tunegate.determinism import pin
 from tunegate.errors import UserError
+from tunegate.plan import EvaluationConfig, JudgeConfig, QuantizationConfig, load_plan
+from tunegate.progress import Bars
+from tunegate.registry import ALL_METRICS, DEFAULT_METRICS, METRICS, known
+
+# `tunegate evaluate`'s options, one alias each, so that the command's signature reads as a list.
+ControlModel = Annotated[
+    str,
+    typer.Option(
+        "--control-model",
+        help="Adapter or model directory, 'tiny-llama', or openai:NAME (with --endpoint).",
+    ),
+]
+ExperimentModel = Annotated[str, typer.Option("--experiment-model", help="As --control-model.")]
+TestSet = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--test-set",
+        "--test-sets",
+        help="JSONL items (both arms' prompts); repeat or comma-separate for several files.",
+    ),
+]
+ExperimentTestSet = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--experiment-test-set",
+        help="The experiment arm's own items (its prompt format), paired by id; default: "
+        "--test-set.",
+    ),
+]
+Limit = Annotated[int | None, typer.Option("--limit", min=1, help="At most this many items.")]
+Scenarios = Annotated[
+    str | None,
+    typer.Option("--scenarios", help="Comma-separated scenarios to keep, e.g. react,python,sql."),
+]
+AllMetrics = Annotated[bool, typer.Option("--all-metrics", help="Every metric (pass@1/10…).")]
+Metrics = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics", help="Comma-separated metrics (default: the plan's, or the fast set)."
+    ),
+]
+Samples = Annotated[int | None, typer.Option("--samples", min=1, help="n per item for pass@k.")]
+Temperature = Annotated[float | None, typer.Option("--temperature", help="For pass@k samples.")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Sampling seed.")]
+MaxNewTokens = Annotated[int | None, typer.Option("--max-new-tokens", min=1)]
+BaseModelName = Annotated[
+    str | None,
+    typer.Option("--base-model", help="Base of the adapters, when they do not record it."),
+]
+Endpoint = Annotated[
+    str | None,
+    typer.Option("--endpoint", help="OpenAI-compatible base URL for openai:NAME models."),
+]
+JudgeEndpoint = Annotated[
+    str | None,
+    typer.Option("--judge-endpoint", help="OpenAI-compatible base URL of the judge."),
+]
+JudgeModel = Annotated[str | None, typer.Option("--judge-model", help="The judge's model name.")]
+JudgePrice = Annotated[
+    float | None, typer.Option("--judge-price-per-call", min=0, help="USD per judge call.")
+]
+PlanFile = Annotated[
+    Path | None,
+    typer.Option("--plan", help="Take evaluation settings and the judge from this tunegate.yaml."),
+]
+OutputDir = Annotated[
+    Path,
+    typer.Option("--output-dir", "-o", help="results.jsonl, <arm>.jsonl, summary.json."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the summary and cost as JSON.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 def _csv(values: list[str] | None) -> list[str]:
@@ -19,61 +91,30 @@ def _csv(values: list[str] | None) -> list[str]:
 
 
 def evaluate(
-    control_model: str = typer.Option(
-        ...,
-        "--control-model",
-        help="Adapter or model directory, 'tiny-llama', or openai:NAME (with --endpoint).",
-    ),
-    experiment_model: str = typer.Option(..., "--experiment-model", help="As --control-model."),
-    test_set: list[str] = typer.Option(
-        None,
-        "--test-set",
-        "--test-sets",
-        help="JSONL items (both arms' prompts); repeat or comma-separate for several files.",
-    ),
-    experiment_test_set: list[str] = typer.Option(
-        None,
-        "--experiment-test-set",
-        help="The experiment arm's own items (its prompt format), paired by id; default: "
-        "--test-set.",
-    ),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many items."),
-    scenarios: str | None = typer.Option(
-        None, "--scenarios", help="Comma-separated scenarios to keep, e.g. react,python,sql."
-    ),
-    all_metrics: bool = typer.Option(False, "--all-metrics", help="Every metric (pass@1/10…)."),
-    metrics: str | None = typer.Option(
-        None, "--metrics", help="Comma-separated metrics (default: the plan's, or the fast set)."
-    ),
-    samples: int | None = typer.Option(None, "--samples", min=1, help="n per item for pass@k."),
-    temperature: float | None = typer.Option(None, "--temperature", help="For pass@k samples."),
-    seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1),
-    base_model: str | None = typer.Option(
-        None, "--base-model", help="Base of the adapters, when they do not record it."
-    ),
-    endpoint: str | None = typer.Option(
-        None, "--endpoint", help="OpenAI-compatible base URL for openai:NAME models."
-    ),
-    judge_endpoint: str | None = typer.Option(
-        None, "--judge-endpoint", help="OpenAI-compatible base URL of the judge."
-    ),
-    judge_model: str | None = typer.Option(None, "--judge-model", help="The judge's model name."),
-    judge_price_per_call: float | None = typer.Option(
-        None, "--judge-price-per-call", min=0, help="USD per judge call."
-    ),
-    plan_file: Path | None = typer.Option(
-        None, "--plan", help="Take evaluation settings and the judge from this tunegate.yaml."
-    ),
-    output_dir: Path = typer.Option(
-        Path("results"), "--output-dir", "-o", help="results.jsonl, <arm>.jsonl, summary.json."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary and cost as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    control_model: ControlModel,
+    experiment_model: ExperimentModel,
+    test_set: TestSet = None,
+    experiment_test_set: ExperimentTestSet = None,
+    limit: Limit = None,
+    scenarios: Scenarios = None,
+    all_metrics: AllMetrics = False,
+    metrics: Metrics = None,
+    samples: Samples = None,
+    temperature: Temperature = None,
+    seed: Seed = None,
+    max_new_tokens: MaxNewTokens = None,
+    base_model: BaseModelName = None,
+    endpoint: Endpoint = None,
+    judge_endpoint: JudgeEndpoint = None,
+    judge_model: JudgeModel = None,
+    judge_price_per_call: JudgePrice = None,
+    plan_file: PlanFile = None,
+    output_dir: OutputDir = Path("results"),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Evaluate two models on the same items: every metric per item, a summary, the cost."""
     from tunegate.evaluate.pipeline import pair
-    from tunegate.plan import EvaluationConfig, QuantizationConfig, load_plan
 
     plan = load_plan(plan_file) if plan_file is not None else None
     stage_eval = plan.stages[-1].evaluation if plan and plan.stages else EvaluationConfig()
@@ -99,8 +140,6 @@ def evaluate(
         plan.judge if plan else None, judge_endpoint, judge_model, judge_price_per_call
     )
     quant = plan.quantization if plan else QuantizationConfig()
-    from tunegate.determinism import pin
-
     # Generation as the ladder runs it: one thread count, one 4-bit kernel on every CPU.
     pin(
         plan.training.threads if plan else None,
@@ -140,7 +179,6 @@ def run(
 ) -> dict[str, Any]:
     from tunegate.evaluate.pipeline import ArmToScore, evaluate_arms, generate_arm, render
     from tunegate.generate import load_backend
-    from tunegate.progress import Bars
 
     with Bars(console, show_progress) as bars:
         arms = []
@@ -182,8 +220,6 @@ def _test_items(files: list[str], exp_files: list[str]) -> tuple[list[Any], list
 
 def _metric_names(all_metrics: bool, metrics: str | None, planned: list[str] | None) -> list[str]:
     """--all-metrics, else --metrics, else the plan's last stage's, else the fast set."""
-    from tunegate.registry import ALL_METRICS, DEFAULT_METRICS, METRICS, known
-
     if all_metrics:
         names = list(ALL_METRICS)
     elif metrics:
@@ -207,7 +243,6 @@ def _settings(
 ) -> Any:
     """The flags over the plan's evaluation settings, validated as a plan's would be."""
     from tunegate.evaluate.pipeline import Settings
-    from tunegate.plan import EvaluationConfig
 
     settings = Settings(
         metrics=metrics,
@@ -231,8 +266,6 @@ def _judge(
     planned: Any, endpoint: str | None, model: str | None, price_per_call: float | None
 ) -> Any:
     """The judge from --judge-endpoint/--judge-model, else the plan's (None: no judge)."""
-    from tunegate.plan import JudgeConfig
-
     if not (endpoint or model):
         return planned
     if not (endpoint and model):

@@ -9,6 +9,7 @@ import typer
 
 from tunegate.cli.common import console, quiet_libraries
 from tunegate.errors import UserError
+from tunegate.models import resolve_model
 
 
 def serve(
@@ -30,7 +31,6 @@ def serve(
     through the same path as a hosted model, not for production traffic.
     """
     from tunegate.evaluate.server import ModelServer
-    from tunegate.train.tiny import resolve_model
 
     if not 0 <= port <= 65535:
         raise UserError(f"--port: {port} is not a port number (0 to 65535)")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from tunegate.cli.common import output_width
 from tunegate.errors import UserError
+from tunegate.registry import known, metric_spec
 
 
 def stats(
@@ -63,7 +64,6 @@ def stats(
         if not which or which not in TESTS:
             raise UserError(f"--test: '{spec}' is not METRIC=TEST (TEST: {', '.join(TESTS)})")
         tests[name] = which
-    from tunegate.registry import known, metric_spec
 
     # A registered metric's kind comes from the registry (a 0–10 score whose items all scored 0
     # is still not binary); an unknown one is binary if every value is 0 or 1.

@@ -10,12 +10,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tunegate.cli.common import EXIT_FAILED, console, quiet_libraries
 from tunegate.errors import UserError
+from tunegate.job import env_help, job_from_env, resolve, run_job
 from tunegate.plan import load_plan
-from tunegate.train.job import env_help
+from tunegate.progress import Bars
 from tunegate.train.memory import (
     MemoryEstimate,
     ModelShape,
@@ -25,6 +27,7 @@ from tunegate.train.memory import (
     gib,
     load_shape,
 )
+from tunegate.train.watch import TrainingStopped
 
 
 def train(
@@ -52,14 +55,10 @@ def train(
     """Train one model: the original plan's llama3-training container, as a command.
 
     Reads the original plan's environment variables (flags override them), trains with QLoRA, saves
-    the
-    adapter to OUTPUT_DIR/MODEL_NAME, reloads it and generates once. Exit 1 when a guard stops
+    the adapter to OUTPUT_DIR/MODEL_NAME, reloads it and generates once. Exit 1 when a guard stops
     training (NaN or diverging loss, out of memory), 2 on bad input. Resumes from the last
     checkpoint when run again on the same OUTPUT_DIR/MODEL_NAME.
     """
-    from tunegate.train.job import job_from_env, resolve, run_job
-    from tunegate.train.watch import TrainingStopped
-
     overrides = {
         "data": data,
         "val_data": val_data,
@@ -79,7 +78,6 @@ def train(
     }
     job = resolve(job_from_env(os.environ, overrides))
     quiet_libraries()
-    from tunegate.progress import Bars
 
     say = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False))
     try:
@@ -87,8 +85,6 @@ def train(
         with Bars(console, enabled=not as_json) as bars:
             result = run_job(job, say, bars.training(f"{job.job.name}: train"))
     except TrainingStopped as err:
-        from rich.markup import escape
-
         Console(stderr=True).print(f"[red]FAIL:[/] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:

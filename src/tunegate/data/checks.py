@@ -18,6 +18,7 @@ second); `eos_check` runs TRL's own preparation on sample items and fails if the
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -660,8 +661,6 @@ def trl_examples(
 
 def quiet_libraries() -> None:
     """Warnings and info logs of the ML libraries say nothing a data check's user can act on."""
-    import logging
-
     warnings.filterwarnings("ignore")
     for name in ("bitsandbytes", "transformers", "trl", "datasets", "accelerate", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -98,8 +98,7 @@ def load_items(path: Path, *, default_scenario: str | None = None) -> list[Item]
             continue
         if "id" not in obj and set(obj) <= {"prompt", "completion"} and "prompt" in obj:
             # The original plan's shape: derive a stable id and a scenario. Both must pair across
-            # arms,
-            # whose prompts differ by design: so the id hashes the completion (the arms share
+            # arms, whose prompts differ by design: so the id hashes the completion (the arms share
             # it), and the scenario is a constant, not the file's name.
             obj = {
                 **obj,

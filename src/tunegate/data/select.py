@@ -55,9 +55,8 @@ def select(items: list[Item], spec: DataSelection, seed: int) -> Selection:
     pool = [i for i in items if spec.scenarios is None or i.scenario in spec.scenarios]
     if spec.selection == "head":
         # The original plan's `head -n 20` for training and `head -n 5` for validation. Testing on
-        # the
-        # original plan's val set would score items the model trained on, so test items are the next
-        # `test_n` after the head instead: held out, and still the file's order.
+        # the original plan's val set would score items the model trained on, so test items are the
+        # next `test_n` after the head instead: held out, and still the file's order.
         ids = [i.id for i in pool]
         n, val_n, test_n = spec.n or 20, spec.val_n or 5, spec.test_n or 5
         return Selection(train=ids[:n], val=ids[:val_n], test=ids[n : n + test_n])

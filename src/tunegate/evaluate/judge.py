@@ -48,7 +48,7 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from tunegate.evaluate.http import EndpointError, post_json
+from tunegate.endpoint import EndpointError, post_json
 
 # Part of the cache key: bump when the instructions around the rubric (`_messages`) change, since
 # they shape verdicts as much as the rubric does.

@@ -2,7 +2,7 @@
 
 A metric scores a batch of cases (one item, its greedy generation and, for pass@k, its `n`
 samples) and returns one `Score` per case: a value, or no value with its reason and which kind of
-reason (`evaluate.score`): *not applicable* (no tests, a language it does not support, code that
+reason (`tunegate.score`): *not applicable* (no tests, a language it does not support, code that
 does not parse, no judge configured) or *failed* (the sandbox or a runtime errored, the judge
 did not answer, the metric raised) — never a made-up value. Metrics take batches because the
 expensive ones are batched underneath: every program of a batch goes through the sandbox's
@@ -32,11 +32,11 @@ import numpy as np
 
 from tunegate import sandbox
 from tunegate.data.items import Item
-from tunegate.evaluate.score import CannotRun, NotApplicable, Score
 from tunegate.registry import ALL_METRICS, DEFAULT_METRICS, PASS_AT, MetricSpec, known, metric_spec
 from tunegate.registry import LANGUAGES as LANGUAGE_INFO
 from tunegate.registry import METRICS as REGISTERED
 from tunegate.sandbox import LANGUAGES, Execution
+from tunegate.score import CannotRun, NotApplicable, Score
 
 # The registry's names are re-exported so that code which scores imports one module.
 __all__ = [

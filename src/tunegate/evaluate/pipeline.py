@@ -21,8 +21,9 @@ from tunegate.data.items import Item
 from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
 from tunegate.evaluate.metrics import Case, Context, metric
-from tunegate.evaluate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
 from tunegate.generate import Backend, Sampling
+from tunegate.models import cache_dir
+from tunegate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
 
 # The original plan's evaluation pricing: ~$0.01 per API call, 7 evaluator calls per item and arm,
 # plus
@@ -65,7 +66,6 @@ def make_judge(cfg: Any) -> tuple[Any, str]:
     if cfg is None:
         return None, "no judge configured (plan `judge:` or --judge-endpoint)"
     from tunegate.evaluate.judge import Judge, JudgeSettings
-    from tunegate.train.tiny import cache_dir
 
     settings = JudgeSettings(
         base_url=cfg.endpoint,

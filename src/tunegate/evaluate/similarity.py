@@ -35,8 +35,8 @@ import os
 import threading
 from typing import Any
 
-from tunegate.evaluate.score import CannotRun, NotApplicable
 from tunegate.registry import CODEBLEU
+from tunegate.score import CannotRun, NotApplicable
 
 
 class Unsupported(NotApplicable):

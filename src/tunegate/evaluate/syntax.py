@@ -26,9 +26,9 @@ import sqlite3
 import threading
 from typing import Any
 
-from tunegate.evaluate.score import CannotRun
 from tunegate.evaluate.similarity import Unsupported
 from tunegate.registry import SYNTAX_CHECKED
+from tunegate.score import CannotRun
 
 LANGUAGES = SYNTAX_CHECKED  # declared in the registry; typescript only if its grammar is installed
 

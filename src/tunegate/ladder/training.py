@@ -18,7 +18,7 @@ from tunegate.rundir import atomic_write_json
 
 
 def run_training(climb: Climb, run: StageRun) -> StageEvidence:
-    from tunegate.train.tiny import resolve_model
+    from tunegate.models import resolve_model
 
     plan, stage = climb.plan, run.stage
     model_dir = resolve_model(plan.model.name)

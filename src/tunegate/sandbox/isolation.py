@@ -20,6 +20,7 @@ Missing layers are reported with a one-time warning on stderr, never silently.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import resource
@@ -54,8 +55,6 @@ DENIED_SYSCALLS = (
 def seccomp_program() -> bytes | None:
     """The filter as BPF for bubblewrap's --seccomp; None where libseccomp is missing."""
     try:
-        import errno
-
         import pyseccomp
 
         rules = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)

@@ -1,1 +1,2 @@
-"""Training: the embedded tiny model and the QLoRA trainer."""
+"""Training: the QLoRA trainer, its memory estimate and its executors (the embedded model
+is `tunegate.models`)."""

@@ -2,9 +2,8 @@
 it.
 
 The container's entrypoint is `tunegate train`, configured by the original plan's environment
-variables;
-the arm's directory is mounted at /work (data in, checkpoints and adapter out) and the base model
-read-only at /base. Re-running the same command resumes from the checkpoints in /work.
+variables; the arm's directory is mounted at /work (data in, checkpoints and adapter out) and the
+base model read-only at /base. Re-running the same command resumes from the checkpoints in /work.
 """
 
 from __future__ import annotations

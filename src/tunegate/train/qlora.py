@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunegate import __version__
 from tunegate.data.items import Item, items_hash
 from tunegate.determinism import machine_record, one_cpu_path, pin
 from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig
+from tunegate.train.memory import TrainingShape, advice, estimate, load_shape
 from tunegate.train.watch import (
     LossWatchdog,
     MetricSink,
@@ -213,10 +215,8 @@ def versions() -> dict[str, str]:
     import transformers
     import trl
 
-    import tunegate
-
     return {
-        "tunegate": tunegate.__version__,
+        "tunegate": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
@@ -266,8 +266,6 @@ def _out_of_memory(
     the CUDA cache, so that what runs next (the other arm) is not short of memory."""
     import torch
 
-    from tunegate.train.memory import TrainingShape, advice, estimate, load_shape
-
     peak = (cuda_gib("max_memory_allocated") or 0.0) - baseline_gib
     total = 0.0
     if torch.cuda.is_available():
@@ -284,11 +282,9 @@ def _out_of_memory(
 
 def _checkpointing_field() -> str:
     """transformers ≥ 5.2x renamed TrainingArguments.gradient_checkpointing."""
-    import dataclasses
-
     from trl import SFTConfig
 
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    names = {f.name for f in fields(SFTConfig)}
     return (
         "activation_checkpointing"
         if "activation_checkpointing" in names

@@ -1,12 +1,10 @@
 """One training job outside the ladder: `tunegate train`, and the container's entrypoint.
 
 Configured like the original plan's `llama3-training` image, by environment variables with the same
-names
-and meaning (DATASET_PATH, VAL_DATASET_PATH, MAX_STEPS, BATCH_SIZE, EPOCHS, MODEL_NAME,
+names and meaning (DATASET_PATH, VAL_DATASET_PATH, MAX_STEPS, BATCH_SIZE, EPOCHS, MODEL_NAME,
 MLFLOW_TRACKING_URI), plus tunegate's own (ENV_EXTRAS) for what the original plan left implicit. A
-plan
-file, when given, supplies the defaults; command-line flags override both. A malformed value, an
-unknown `TUNEGATE_*` variable or a near-miss of a known name (`EPOCH=3`) is an error naming the
+plan file, when given, supplies the defaults; command-line flags override both. A malformed value,
+an unknown `TUNEGATE_*` variable or a near-miss of a known name (`EPOCH=3`) is an error naming the
 variable: a typo must not silently train with defaults for a night.
 """
 
@@ -24,14 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunegate.determinism import MachineRecord
 from tunegate.errors import UserError
-from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig
-from tunegate.train.tiny import TINY_LLAMA
+from tunegate.models import TINY_LLAMA, resolve_model
+from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig, load_plan, redact
+from tunegate.rundir import atomic_write_json
+from tunegate.tracking import Tracker
+from tunegate.train.watch import MetricSink, TrainingStopped, is_main_process
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the trainer, the items' model and inference load only when a job runs
     from tunegate.data.items import Item
-    from tunegate.tracking import Tracker
     from tunegate.train.qlora import TrainResult
-    from tunegate.train.watch import MetricSink
 
 # The original plan's variables: name → (TrainJob field, meaning).
 SEED_ENV = {
@@ -153,8 +152,6 @@ class ResolvedJob:
 
 def resolve(job: TrainJob) -> ResolvedJob:
     if job.plan is not None:
-        from tunegate.plan import load_plan
-
         plan = load_plan(job.plan)
         training, quant, lora = plan.training, plan.quantization, plan.lora
         base, max_length, seed = plan.model.name, plan.model.max_length, plan.seed
@@ -231,9 +228,6 @@ def run_job(
     record also written to OUTPUT_DIR/MODEL_NAME/result.json. Raises TrainingStopped when a
     guard stops training."""
     from tunegate.data.items import load_items
-    from tunegate.rundir import atomic_write_json
-    from tunegate.train.tiny import resolve_model
-    from tunegate.train.watch import is_main_process
 
     job = r.job
     train_items = load_items(job.data)
@@ -260,10 +254,6 @@ def run_job(
 def start_tracking(r: ResolvedJob, train_items: int) -> JobTracking:
     """Open the job's MLflow run, the same one again when the job resumes, and log its
     settings."""
-    from tunegate.plan import redact
-    from tunegate.rundir import atomic_write_json
-    from tunegate.tracking import Tracker
-
     job = r.job
     job.out_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(r.tracking_uri, job.experiment, job.output_dir)
@@ -300,7 +290,6 @@ def train_job(
     """`train_arm` on the job; a stopped or refused training marks the MLflow run FAILED and is
     raised as TrainingStopped."""
     from tunegate.train.qlora import train_arm
-    from tunegate.train.watch import TrainingStopped
 
     try:
         return train_arm(

@@ -4,6 +4,11 @@ A 2-layer Llama and a byte-level BPE tokenizer trained on a fixed corpus, both d
 same bytes on every machine, so a test or a demo never downloads anything. It is saved with
 `save_pretrained` and every caller loads it back with `AutoModelForCausalLM.from_pretrained`,
 exactly the path a real checkpoint takes.
+
+The tokenizer's corpus is the seed data's texts, frozen in `resources/tiny-llama-corpus.json`
+(`python -m tools.tiny_corpus` regenerates it, the tests check it is current), so that this
+module imports nothing of tunegate's but `errors`: the plan fingerprints the model, and the data
+reads the plan.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ import json
 import os
 import shutil
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+from tunegate.errors import UserError
 
 TINY_LLAMA = "tiny-llama"  # the embedded model's name in `model.name`
 BUILD_VERSION = 1  # bump when the architecture or the corpus changes: forces a rebuild
@@ -36,21 +44,20 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _corpus() -> list[str]:
-    """A fixed corpus of code and prose so common Python/JS/SQL fragments get their own tokens."""
-    from tunegate.data.example import generate
-    from tunegate.data.micro import SEED_MICRO_SAMPLES
+# Beside the seed data: common Python/JS/SQL fragments and instruction phrasing.
+FRAGMENTS: tuple[str, ...] = (
+    "def function(x):\n    return x\nimport os\nclass Example:\n    pass\n",
+    "const handler = (req, res) => { res.json({ ok: true }); };\nfunction f() {}\n",
+    "SELECT name, COUNT(*) FROM users WHERE id = 1 GROUP BY name ORDER BY name;\n",
+    "Write a function that returns the result.\nFix the bug in this function:\n",
+)
 
-    control, experiment = generate(seed=0)
-    texts = [i.prompt + i.completion + (i.tests or "") for i in control + experiment]
-    texts += [p + "\n" + c for p, c in SEED_MICRO_SAMPLES]
-    texts += [
-        "def function(x):\n    return x\nimport os\nclass Example:\n    pass\n",
-        "const handler = (req, res) => { res.json({ ok: true }); };\nfunction f() {}\n",
-        "SELECT name, COUNT(*) FROM users WHERE id = 1 GROUP BY name ORDER BY name;\n",
-        "Write a function that returns the result.\nFix the bug in this function:\n",
-    ]
-    return texts
+
+def _corpus() -> list[str]:
+    """A fixed corpus of code and prose so common Python/JS/SQL fragments get their own tokens:
+    the example experiment's items and the micro samples (frozen), then FRAGMENTS."""
+    seed = files("tunegate").joinpath("resources", "tiny-llama-corpus.json")
+    return [*json.loads(seed.read_text(encoding="utf-8")), *FRAGMENTS]
 
 
 def _build(target: Path) -> None:
@@ -144,8 +151,6 @@ def model_fingerprint(name: str) -> str:
 
 def resolve_model(name: str) -> Path:
     """The plan's model name → a local directory (tiny-llama is built on first use)."""
-    from tunegate.errors import UserError
-
     if name == TINY_LLAMA:
         return ensure_tiny_llama()
     path = Path(name)
