@@ -93,7 +93,12 @@ def test_force_stage_runs_past_a_failure_and_records_it(example: Path) -> None:
     assert blocked.returncode == 1
     # `--events -`: the climb as JSON lines on stdout, for tools; the refusal is one of them.
     events = [json.loads(line) for line in blocked.stdout.splitlines()]
-    assert [e["event"] for e in events] == ["climb_opened", "notice", "climb_ended"]
+    assert [e["event"] for e in events] == [
+        "climb_opened",
+        "notice",
+        "report_written",
+        "climb_ended",
+    ]
     refusal = events[1]
     assert refusal["level"] == "error" and refusal["headline"] == "Stage 1 (again) not started:"
     assert "stage 0 (micro) is FAIL" in refusal["text"] and "--force-stage 1" in refusal["text"]
