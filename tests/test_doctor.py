@@ -442,3 +442,27 @@ def test_a_slow_import_here_is_not_cut_off_like_a_hung_host(example: Path) -> No
     assert by_name["tracking"].value == "no answer in 0.2 s"
     for local in ("python", "packages", "torch device", "bitsandbytes", "gpu memory"):
         assert not by_name[local].value.startswith("no answer"), by_name[local]
+
+
+def test_runtimes_for_the_datas_languages_fail_when_node_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The five-scenario example holds JavaScript and SQL items, and its plan executes them.
+    from tunegate.data.scenarios import write_example
+
+    plan_path, _, _ = write_example(tmp_path / "five")
+    plan = load_plan(plan_path)
+    found = {c.name: c for c in run_checks(plan) if c.name.startswith("runtime ")}
+    assert set(found) == {"runtime javascript", "runtime sql"}
+    assert found["runtime javascript"].status == ("PASS" if shutil.which("node") else "FAIL")
+    assert found["runtime sql"].status == "PASS" and "SQLite 3." in str(found["runtime sql"].value)
+
+    # A PATH without node: the real "not installed". The JavaScript items could not be judged,
+    # so the climb must stop at stage 0, not score them 0 after hours of training.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    node = next(c for c in run_checks(plan) if c.name == "runtime javascript")
+    assert node.status == "FAIL"
+    assert "node not found on PATH: 240 javascript items cannot be executed" in str(node.value)
+    assert node.fix is not None and "Node.js" in node.fix

@@ -77,6 +77,8 @@ def test_an_execution_the_harness_could_not_judge_failed_to_run() -> None:
     assert fc["value"] is None and fc["status"] == "failed" and fc["detail"].startswith("ERROR")
     cb = rows[0]["metrics"]["codebleu"]  # CodeBLEU has no SQL: not applicable, not failed
     assert cb["status"] == "not_applicable" and "does not support 'sql'" in cb["detail"]
+    # The row says what went wrong producing it: the failure, not the not-applicable metric.
+    assert rows[0]["errors"] == [f"functional_correctness: {fc['detail']}"]
 
 
 def test_a_metric_that_raises_failed_on_every_item(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -226,3 +226,26 @@ def test_stats_command_on_evaluate_results(tmp_path: Path) -> None:
     result = run_cli("stats", str(unpaired))
     assert result.returncode == 2 and "do not pair by id" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_clustered_difference_is_the_cr1_sandwich_with_g_minus_1_df() -> None:
+    """Oracle: the closed form of the cluster-robust variance of a mean (Cameron & Miller 2015,
+    CR1: G/(G−1) · (N−1)/(N−K) · Σ_g (Σ_i∈g e_i)² / N², K = 1), the t on G − 1 df, as Stata's
+    `regress d, vce(cluster g)` and R's `coeftest(lm(d ~ 1), vcovCL(type = "HC1"))` report it."""
+    from tunegate.stats import clustered_difference
+
+    d = [1, 0, 1, 1, 0, 0, 0, 1, -1, 0, 1, 1, 1, 0, 0, 1, 0, -1, 0, 1]
+    g = ["a"] * 5 + ["b"] * 5 + ["c"] * 4 + ["d"] * 6
+    got = clustered_difference([float(x) for x in d], g)
+    assert got is not None
+    mean, se, p = got
+    n, clusters = len(d), sorted(set(g))
+    dbar = sum(d) / n
+    sums = [sum(x - dbar for x, c in zip(d, g, strict=True) if c == k) for k in clusters]
+    variance = len(clusters) / (len(clusters) - 1) * sum(s * s for s in sums) / n**2
+    t = dbar / math.sqrt(variance)
+    assert mean == pytest.approx(dbar, abs=1e-12)
+    assert se == pytest.approx(math.sqrt(variance), rel=1e-10)
+    assert p == pytest.approx(2 * sps.t.sf(abs(t), len(clusters) - 1), rel=1e-10)
+    # Fewer than two clusters: no cluster-robust figure at all.
+    assert clustered_difference([1.0, 0.0], ["a", "a"]) is None

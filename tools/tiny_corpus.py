@@ -1,4 +1,4 @@
-"""The seed data's texts that tiny-llama's tokenizer trains on, frozen as package data.
+"""The example data's texts that tiny-llama's tokenizer trains on, frozen as package data.
 
 `tunegate.models.tiny` builds the embedded model's byte-level BPE from the example experiment
 (`data.example`, seed 0) and the micro samples (`data.micro`), plus a few fragments of its own.

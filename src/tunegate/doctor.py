@@ -281,6 +281,85 @@ def _memory(plan: Plan) -> Check:
     return Check("gpu memory", status, value, "; or ".join(advice(est)))
 
 
+def _languages_in_data(plan: Plan) -> dict[str, int]:
+    """Items per language in the plan's arms (the larger arm; the loader's default language is
+    python), among the plan's `scenarios`. A file that cannot be read is the data checks'
+    business, not this one's."""
+    counts: dict[str, int] = {}
+    for arm in plan.arms.values():
+        try:
+            lines = Path(arm.data).read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        arm_counts: dict[str, int] = {}
+        for line in lines:
+            try:
+                item = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(item, dict):
+                continue
+            if plan.scenarios is not None and item.get("scenario") not in plan.scenarios:
+                continue
+            language = str(item.get("language") or "python")
+            arm_counts[language] = arm_counts.get(language, 0) + 1
+        for language, n in arm_counts.items():
+            counts[language] = max(counts.get(language, 0), n)
+    return counts
+
+
+def _runtimes(plan: Plan) -> list[Check]:
+    """The interpreters the plan's executed metrics need, for the languages its data holds:
+    node for JavaScript, SQLite for SQL. Missing, those items could not be judged: their
+    functional correctness would be a failure to evaluate, found only after training."""
+    from tunegate.registry import EXECUTED, metric_spec
+
+    executed = {
+        m
+        for stage in plan.stages
+        if stage.kind == "train" and stage.evaluation.mode == "full"
+        for m in stage.evaluation.metrics
+        if metric_spec(m).applies_to == EXECUTED
+    }
+    languages = _languages_in_data(plan)
+    checks = []
+    for language in sorted(set(languages) & {"javascript", "sql"}):
+        name, items = f"runtime {language}", f"{languages[language]} {language} items"
+        status: Literal["FAIL", "WARN"] = "FAIL" if executed else "WARN"
+        if language == "javascript":
+            node = shutil.which("node")
+            version = _run([node, "--version"], timeout_s=10) if node else None
+            if version is None or version[0] != 0:
+                why = "node not found on PATH" if node is None else f"{node} does not run"
+                checks.append(
+                    Check(
+                        name,
+                        status,
+                        f"{why}: {items} cannot be executed"
+                        + (f" ({', '.join(sorted(executed))})" if executed else ""),
+                        "install Node.js 18 or newer (e.g. apt-get install nodejs), or leave "
+                        "the JavaScript scenarios out (`scenarios:`)",
+                    )
+                )
+            else:
+                checks.append(Check(name, "PASS", f"node {version[1].strip()} for {items}"))
+        else:
+            try:
+                import sqlite3
+
+                checks.append(Check(name, "PASS", f"SQLite {sqlite3.sqlite_version} for {items}"))
+            except ImportError:
+                checks.append(
+                    Check(
+                        name,
+                        status,
+                        f"Python's sqlite3 module is missing: {items} cannot be executed",
+                        "use a Python built with SQLite (libsqlite3-dev before building it)",
+                    )
+                )
+    return checks
+
+
 def _sandbox() -> Check:
     """The isolation generated code runs under (bubblewrap, uid, rlimits...)."""
     from tunegate.sandbox.isolation import detect
@@ -750,6 +829,7 @@ def run_checks(
         ("bitsandbytes", lambda: _bitsandbytes(plan)),
         ("model", lambda: _model(plan)),
         ("gpu memory", lambda: _memory(plan)),
+        ("runtimes", lambda: _runtimes(plan)),
     ]
     # What waits on a host, a daemon or a mount (an NFS output dir can hang a stat).
     remote: list[tuple[str, Callable[[], Check | list[Check]]]] = [

@@ -65,6 +65,8 @@ class StageEvidence:
     # Metrics with a value for no item at all, and why ("not applicable: no judge configured",
     # "failed: …"): the report and the console say so instead of a mean.
     no_value: dict[str, str] = field(default_factory=dict)
+    # The primary pooled over several scenarios with a cluster-robust SE (`analysis`).
+    clustered: dict[str, Any] | None = None
 
 
 def loss_trend(losses: list[tuple[int, float]]) -> tuple[bool, str]:
@@ -82,6 +84,8 @@ def loss_trend(losses: list[tuple[int, float]]) -> tuple[bool, str]:
 def _each_arm(
     ev: StageEvidence, check: Callable[[ArmEvidence], tuple[bool, str]]
 ) -> tuple[bool, str]:
+    if not ev.arms:
+        return False, "no arm ran"  # a health gate never passes on no evidence
     parts, ok = [], True
     for name, arm in ev.arms.items():
         passed, detail = check(arm)
@@ -177,6 +181,7 @@ def _min_improvement(ev: StageEvidence, spec: tuple[float, str]) -> tuple[bool, 
     threshold, scale = spec
     if ev.primary is None:
         return False, "no comparison"
+    metric = metric_spec(ev.primary.metric)
 
     def gain(c: Any) -> float | None:
         if scale == "absolute":
@@ -187,23 +192,21 @@ def _min_improvement(ev: StageEvidence, spec: tuple[float, str]) -> tuple[bool, 
             else (_gain(c) / c.difference * c.relative if c.difference else 0.0)
         )
 
-    def show(v: float) -> str:
-        return f"{v:+.1%}" + (" points" if scale == "absolute" else " relative")
+    def show(v: float) -> str:  # in the metric's own units: points on a rate, 0–10 on a score
+        return metric.show_difference(v) if scale == "absolute" else f"{v:+.1%} relative"
 
+    wanted = f"vs > {show(threshold).lstrip('+')}"
     if len(ev.per_scenario) > 1:
         # The original plan's stage 4: "> 10% average across scenarios".
         empty = [s for s, c in ev.per_scenario.items() if c.n == 0]
         if empty:
-            return False, f"{ev.primary.metric}: no value in both arms in {', '.join(empty)}"
+            return False, f"{metric.name}: no value in both arms in {', '.join(empty)}"
         gains = {s: gain(c) for s, c in ev.per_scenario.items()}
         if any(g is None for g in gains.values()):
-            return False, f"{ev.primary.metric}: a scenario's control mean is 0 (no relative gain)"
+            return False, f"{metric.name}: a scenario's control mean is 0 (no relative gain)"
         avg = statistics.fmean(g for g in gains.values() if g is not None)
         per = ", ".join(f"{s} {show(g)}" for s, g in gains.items() if g is not None)
-        return (
-            avg > threshold,
-            f"{ev.primary.metric}: average {show(avg)} ({per}) vs > {threshold:.0%}",
-        )
+        return avg > threshold, f"{metric.name}: average {show(avg)} ({per}) {wanted}"
     p = ev.primary
     if p.n == 0 or p.control_mean is None or p.experiment_mean is None:
         return False, f"{p.metric}: no test item has a value in both arms"
@@ -211,36 +214,92 @@ def _min_improvement(ev: StageEvidence, spec: tuple[float, str]) -> tuple[bool, 
     if g is None:
         return False, f"{p.metric}: the control's mean is 0, so there is no relative gain"
     return g > threshold, (
-        f"{p.metric}: {p.control_mean:.3g} → {p.experiment_mean:.3g} ({show(g)}) "
-        f"vs > {threshold:.0%}"
+        f"{p.metric}: {metric.show(p.control_mean)} → {metric.show(p.experiment_mean)} "
+        f"({show(g)}) {wanted}"
     )
 
 
+# Fewer scenarios than this give a cluster-robust variance too few degrees of freedom (G − 1) to
+# mean anything: the effect must then hold in every scenario instead.
+MIN_CLUSTERS = 5
+
+
 def _max_p_value(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
+    """The primary metric's pre-registered paired p below the threshold, with a gain.
+
+    Items of one scenario are not independent draws, so with several scenarios the p is the
+    larger of the exact paired test's over every item and one that respects the scenarios
+    (docs/power.md): from 5 scenarios, the cluster-robust t over them (G − 1 df); with 2–4, the
+    weakest scenario's own exact test, with its gain (the effect must hold in every scenario, an
+    intersection–union test). A gain carried by one scenario cannot pass as if every item were
+    its own experiment."""
     p = ev.primary
     value = None if p is None else (p.p_adjusted if p.p_adjusted is not None else p.p_value)
     if p is None or value is None:
         return False, "p-value undefined" + (f" ({'; '.join(p.notes)})" if p else "")
-    return value < threshold and _gain(p) > 0, (
-        f"{p.metric}: p = {value:.4g} ({p.test}, n = {p.n}; pre-registered primary) "
-        f"vs < {threshold}"
-    )
+    basis = f"{p.test}, n = {p.n}; pre-registered primary"
+    gained = _gain(p) > 0
+    if len(ev.per_scenario) >= MIN_CLUSTERS:
+        clustered = ev.clustered or {}
+        cluster_p = clustered.get("p_value")
+        if cluster_p is not None:
+            basis = (
+                f"the larger of {p.test} p = {value:.4g} over {p.n} items and cluster-robust "
+                f"t p = {cluster_p:.4g} over {len(ev.per_scenario)} scenarios"
+            )
+            value = max(value, cluster_p)
+        elif clustered.get("se") == 0:
+            basis += f"; every item's difference is equal across {len(ev.per_scenario)} scenarios"
+        else:
+            return False, f"{p.metric}: no cluster-robust p over the scenarios"
+    elif len(ev.per_scenario) > 1:
+        per = {s: c.p_value for s, c in ev.per_scenario.items()}
+        if any(v is None for v in per.values()):
+            missing = ", ".join(s for s, v in per.items() if v is None)
+            return False, f"{p.metric}: no p-value in scenario {missing}"
+        weakest = max(per, key=lambda s: per[s] or 0.0)
+        scenario_p = per[weakest] or 0.0
+        basis = (
+            f"the larger of {p.test} p = {value:.4g} over {p.n} items and the weakest of "
+            f"{len(per)} scenarios' own exact tests, {weakest} p = {scenario_p:.4g}: too few "
+            "scenarios to estimate a variance across them, so it must hold in each"
+        )
+        value = max(value, scenario_p)
+        gained = gained and all(_gain(c) > 0 for c in ev.per_scenario.values())
+    return value < threshold and gained, f"{p.metric}: p = {value:.4g} ({basis}) vs < {threshold}"
 
 
 def _improves(ev: StageEvidence, metrics: list[str]) -> tuple[bool, str]:
+    """Each metric shows an improvement, or had none left to make.
+
+    The original plan's "Code Vulnerability shows improvement": the experiment's difference, in
+    the metric's better direction, is above 0; a difference of exactly 0 passes only when both
+    arms already sit at the metric's best value (no finding in any item, every item right),
+    since clean code cannot get cleaner. Any worsening fails, and so does no change with room to
+    improve: the gate asks for an improvement, not for "no worse". An effect gate: INVESTIGATE.
+    """
     parts, ok = [], True
     for m in metrics:
         c = ev.secondary.get(m) or (ev.primary if ev.primary and ev.primary.metric == m else None)
-        if c is None or c.difference is None:
+        if c is None or c.difference is None or c.control_mean is None or c.experiment_mean is None:
             ok = False
             parts.append(
                 f"{m}: not measured" + (f" ({ev.no_value[m]})" if m in ev.no_value else "")
             )
             continue
-        ok &= _gain(c) > 0  # the original plan: "shows improvement", not merely "no worse"
-        parts.append(
-            f"{m}: {c.difference:+.3f}" + ("" if _gain(c) == c.difference else " (lower is better)")
-        )
+        spec = metric_spec(m)
+        means = f"{spec.show(c.control_mean)} → {spec.show(c.experiment_mean)}"
+        direction = "" if spec.higher_is_better else ", lower is better"
+        gain = _gain(c)
+        at_best = c.control_mean == spec.best and c.experiment_mean == spec.best
+        if gain > 0:
+            parts.append(f"{m}: {means} ({spec.show_difference(c.difference)}{direction})")
+        elif gain == 0 and at_best:
+            parts.append(f"{m}: {means}, both arms at the best value: nothing to improve")
+        else:
+            ok = False
+            how = "worse" if gain < 0 else "no improvement"
+            parts.append(f"{m}: {means} ({spec.show_difference(c.difference)}{direction}: {how})")
     return ok, "; ".join(parts)
 
 

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -358,13 +359,28 @@ class Stage(_Strict):
     data: DataSelection = DataSelection()
     training: TrainingOverrides = TrainingOverrides()
     evaluation: EvaluationConfig = EvaluationConfig()
-    gates: Gates = Gates()
+    # Validated when left out too: a training stage without gates is refused, not gate-less.
+    gates: Gates = Field(default_factory=Gates, validate_default=True)
     checks: DataChecks = DataChecks()
     estimate: Estimate = Estimate()
     recovery: list[str] = Field(default_factory=list, description="Printed when it does not pass.")
     executor: Literal["local", "docker"] | None = Field(
         None, description="Override the plan's executor.kind for this stage."
     )
+
+    @field_validator("gates")
+    @classmethod
+    def _has_a_health_gate(cls, gates: Gates, info: ValidationInfo) -> Gates:
+        """A training stage without a health gate would pass on no evidence at all."""
+        if info.data.get("kind", "train") != "train":
+            return gates
+        health = [n for n, g in GATES.items() if g.kind == "health" and n != "environment"]
+        if not any(getattr(gates, n) for n in health):
+            raise ValueError(
+                "a training stage needs at least one health gate (" + ", ".join(health) + "): "
+                "without one it passes on no evidence"
+            )
+        return gates
 
 
 class ExecutorConfig(_Strict):
@@ -589,6 +605,7 @@ def default_stages() -> list[Stage]:
                 max_p_value=0.05,
                 # The original plan's stage 3: "Code Vulnerability shows improvement".
                 improves=["code_accuracy", "vulnerability"],
+                loss_decreased=True,
             ),
             estimate=Estimate(hours=5, usd=12),
             recovery=SEED_RECOVERY["pilot"],
@@ -599,7 +616,11 @@ def default_stages() -> list[Stage]:
             data=DataSelection(selection="all", test_per_scenario=15),
             evaluation=EvaluationConfig(mode="full", metrics=ALL_METRICS),
             gates=Gates(
-                model_saved=True, evaluation_ran=True, min_improvement=0.10, max_p_value=0.05
+                model_saved=True,
+                evaluation_ran=True,
+                min_improvement=0.10,
+                max_p_value=0.05,
+                loss_decreased=True,
             ),
             estimate=Estimate(hours=42, usd=242),
             recovery=SEED_RECOVERY["production"],
@@ -651,7 +672,7 @@ def _first_error(err: ValidationError, path: Path, lines: dict[tuple[str, ...], 
         msg = "missing required field"
     else:
         msg = e["msg"].removeprefix("Value error, ")
-        if "input" in e and not isinstance(e["input"], dict | list):
+        if "input" in e and not isinstance(e["input"], dict | list | BaseModel):
             msg += f" (got {e['input']!r})"
     where = f"{path}:{line}" if line else str(path)
     return UserError(f"{field}: {msg}", where=where)

@@ -37,6 +37,7 @@ __all__ = [
     "resolve",
 ]
 
+Scale = Literal["rate", "score10", "unit"]
 Kind = Literal["binary", "continuous"]
 # What a metric needs besides the generations: a sandbox to run code, a configured judge, or a
 # package it imports when it scores (for some languages or all).
@@ -99,6 +100,32 @@ class MetricSpec:
     needs: frozenset[Need] = frozenset()
     # A family member's parameter (pass@K's K): `implementation` is then a factory taking it.
     parameter: int | None = None
+    # What its values are: a rate in [0, 1] (shown in %, differences in points), a score on
+    # 0–10, or a number in [0, 1]. Evidence and reports speak in these units.
+    scale: Scale = "rate"
+
+    @property
+    def best(self) -> float:
+        """The best value an item or an arm can have: nothing is left to improve there."""
+        if self.scale == "score10":
+            return 0.0 if not self.higher_is_better else 10.0
+        return 1.0 if self.higher_is_better else 0.0
+
+    def show(self, value: float) -> str:
+        """A value in the metric's units: 46.7%, 2.50/10, 0.812."""
+        if self.scale == "rate":
+            return f"{value:.1%}"
+        if self.scale == "score10":
+            return f"{value:.2f}/10"
+        return f"{value:.3f}"
+
+    def show_difference(self, difference: float) -> str:
+        """A difference in the metric's units: +20.0 points, -1.50 on 0–10, +0.042."""
+        if self.scale == "rate":
+            return f"{difference * 100:+.1f} points"
+        if self.scale == "score10":
+            return f"{difference:+.2f} on 0–10"
+        return f"{difference:+.3f}"
 
     def load(self) -> Callable[..., Any]:
         """The scorer, its module imported now."""
@@ -169,6 +196,7 @@ _ENTRIES: list[MetricSpec | MetricFamily] = [
         description="cosine similarity of all-MiniLM-L6-v2 embeddings with the reference",
         implementation=f"{_METRICS_MODULE}:_semantic_similarity",
         needs=frozenset({"sentence-transformers"}),
+        scale="unit",
     ),
     MetricSpec(
         name="codebleu",
@@ -179,6 +207,7 @@ _ENTRIES: list[MetricSpec | MetricFamily] = [
         implementation=f"{_METRICS_MODULE}:_codebleu",
         applies_to=CODEBLEU,
         needs=frozenset({"codebleu", "tree-sitter"}),
+        scale="unit",
     ),
     MetricFamily(
         pattern=PASS_AT,
@@ -203,6 +232,7 @@ _ENTRIES: list[MetricSpec | MetricFamily] = [
         implementation=f"{_METRICS_MODULE}:_vulnerability",
         applies_to=SCANNED,
         needs=frozenset({"bandit"}),
+        scale="score10",
     ),
     MetricSpec(
         name="vulnerable",
@@ -222,6 +252,7 @@ _ENTRIES: list[MetricSpec | MetricFamily] = [
         description="LLM judge, pinned coherence rubric, scaled to [0, 1]",
         implementation=f"{_METRICS_MODULE}:_coherence",
         needs=frozenset({"judge"}),
+        scale="unit",
     ),
 ]
 
@@ -344,8 +375,9 @@ GATES: dict[str, Gate] = {
         Gate(
             name="improves",
             kind="effect",
-            description="Secondary metrics that must improve in the experiment arm (in their "
-            "better direction: lower for vulnerability).",
+            description="Metrics that must improve in the experiment arm, in their better "
+            "direction (lower for vulnerability), or have nothing left to improve (both arms at "
+            "the best value, e.g. no finding at all); any worsening fails.",
             implementation=f"{_GATES_MODULE}:_improves",
         ),
     ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.table import Table
 
@@ -156,25 +157,56 @@ def verdict_table(plan: Plan, state: LadderState) -> Table:
     return table
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The climb's answer, as the original plan's decision tree gives it, and why. `word` is
+    what scripts (`run --json`) and MLflow (`tunegate.answer`) read."""
+
+    word: Literal["GO", "GO so far", "INVESTIGATE", "FIX", "NOT A GO", "NOT RUN"]
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.word} — {self.reason}" if self.reason else self.word
+
+
+def answer(plan: Plan, state: LadderState) -> Answer:
+    """GO only when every stage up to the furthest that ran has a PASS of its own: run, not
+    forced past a stage that did not pass, and judged on the plan as it is now. A FAIL is FIX
+    and an INVESTIGATE is INVESTIGATE, whatever comes after; a stage that never ran, was forced
+    or whose plan changed since its verdict makes it NOT A GO, said in words."""
+    records = [(i, stage, state.stage(stage.name)) for i, stage in enumerate(plan.stages)]
+    ran = [i for i, _, rec in records if rec is not None and rec.verdict is not None]
+    if not ran:
+        return Answer("NOT RUN")
+    gaps: list[str] = []  # stages whose PASS is not their own
+    for i, stage, rec in records[: max(ran) + 1]:
+        label = f"stage {i} ({stage.name})"
+        if rec is None or rec.verdict is None:
+            gaps.append(f"{label} never ran")
+            continue
+        also = f" (and {'; '.join(gaps)})" if gaps else ""
+        if rec.verdict == "FAIL":
+            return Answer("FIX", f"stage '{stage.name}' failed{also}")
+        if rec.verdict == "INVESTIGATE":
+            return Answer(
+                "INVESTIGATE", f"stage '{stage.name}' ran, but its effect gates did not pass{also}"
+            )
+        if rec.forced:
+            gaps.append(
+                f"{label} was forced ({rec.forced_reason or 'the stage before had not passed'})"
+            )
+        if rec.hash != plan.stage_hash(i):
+            gaps.append(f"{label} passed under a plan that has changed since")
+    if gaps:
+        return Answer("NOT A GO", "; ".join(gaps))
+    if max(ran) == len(plan.stages) - 1:
+        return Answer("GO", "every stage passed, the last included")
+    return Answer("GO so far", f"passed through '{plan.stages[max(ran)].name}'")
+
+
 def final_answer(plan: Plan, state: LadderState) -> str:
-    """GO / INVESTIGATE / FIX, from the furthest stage that ran."""
-    last = None
-    for stage in plan.stages:
-        verdict = state.verdict(stage.name)
-        if verdict is not None:
-            last = (stage, verdict)
-            if verdict != "PASS":
-                break
-    if last is None:
-        return "NOT RUN"
-    stage, verdict = last
-    if verdict == "FAIL":
-        return f"FIX — stage '{stage.name}' failed"
-    if verdict == "INVESTIGATE":
-        return f"INVESTIGATE — stage '{stage.name}' ran, but its effect gates did not pass"
-    if stage is plan.stages[-1]:
-        return "GO — every stage passed, the last included"
-    return f"GO so far — passed through '{stage.name}'"
+    """The answer as one line: GO / GO so far / INVESTIGATE / FIX / NOT A GO, and why."""
+    return str(answer(plan, state))
 
 
 def format_value(metric_name: str, value: float, *, signed: bool = False) -> str:

@@ -128,7 +128,7 @@ def run(
 
 def _verdicts_json(p: Any, state: LadderState, root: Path) -> dict[str, Any]:
     """`run --json`: the answer and each stage's verdict with its gates, for scripts."""
-    from tunegate.render import final_answer
+    from tunegate.render import answer
     from tunegate.report import report_file
 
     stages = []
@@ -145,8 +145,10 @@ def _verdicts_json(p: Any, state: LadderState, root: Path) -> dict[str, Any]:
                 "actual": rec.actual.to_json() if rec and rec.actual else None,
             }
         )
+    answered = answer(p, state)
     return {
-        "answer": final_answer(p, state),
+        "answer": str(answered),
+        "verdict": answered.word,  # GO, GO so far, INVESTIGATE, FIX, NOT A GO or NOT RUN
         "run_dir": str(root),
         "stages": stages,
         "report": {f: str(report_file(root, f)) for f in ("html", "md")},

@@ -189,7 +189,18 @@ def score_arm(
                     }
                     for m in settings.metrics
                 },
-                "errors": [generations.errors[item.id]] if item.id in generations.errors else [],
+                # What went wrong producing this row: its generation's error, and every metric
+                # that failed to run on it, with the reason (a not-applicable metric is none).
+                "errors": (
+                    [f"generation: {generations.errors[item.id]}"]
+                    if item.id in generations.errors
+                    else []
+                )
+                + [
+                    f"{m}: {values[m][k].detail}"
+                    for m in settings.metrics
+                    if values[m][k].status == "failed"
+                ],
             }
         )
     return rows

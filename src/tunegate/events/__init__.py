@@ -225,9 +225,13 @@ class PreflightChecked(Event):
 
 @dataclass
 class ReportWritten(Event):
+    """The report is written; `answer` is the climb's answer as it stands (`render.answer`)."""
+
     kind: ClassVar[str] = "report_written"
     report_dir: Path
     summary: str
+    answer: str
+    answer_word: str
 
 
 @dataclass

@@ -89,7 +89,15 @@ class TrackingSink:
             case ReportWritten():
                 parent = self._run(self.parent)
                 t.artifact(parent, event.report_dir, event.report_dir.name)
-                t.tags(parent, {"mlflow.note.content": event.summary})
+                t.tags(
+                    parent,
+                    {
+                        "mlflow.note.content": event.summary,
+                        # The same answer as the console, the report and `run --json`.
+                        "tunegate.answer": event.answer_word,
+                        "tunegate.answer_reason": event.answer,
+                    },
+                )
             case ClimbEnded():
                 t.end(self._run(self.parent))
             case _:

@@ -209,12 +209,19 @@ class Ladder:
         """Write the report (HTML, Markdown, figures) into the run directory. A report that
         cannot be written is said, and does not stop the climb: the state and the verdicts are
         written."""
+        from tunegate.render import answer
         from tunegate.report import REPORT_DIR, mlflow_summary, write
 
         try:
             write(self.run.root)
+            now_answer = answer(self.plan, self.ctx.state)
             self.events.emit(
-                ReportWritten(self.run.root / REPORT_DIR, mlflow_summary(self.run.root))
+                ReportWritten(
+                    self.run.root / REPORT_DIR,
+                    mlflow_summary(self.run.root),
+                    str(now_answer),
+                    now_answer.word,
+                )
             )
         except Exception as err:
             self.events.say(f"{type(err).__name__}: {err}", "warning", "Report not written:")

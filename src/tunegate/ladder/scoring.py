@@ -89,6 +89,7 @@ def _compare(
     evidence.primary = analysis.primary
     evidence.per_scenario = analysis.per_scenario
     evidence.secondary = analysis.secondary
+    evidence.clustered = analysis.clustered
     summary = analysis.to_json()
     summary["no_value"] = dict(evidence.no_value)  # metric → why (the report shows it)
     needed = None

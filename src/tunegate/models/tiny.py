@@ -5,7 +5,7 @@ same bytes on every machine, so a test or a demo never downloads anything. It is
 `save_pretrained` and every caller loads it back with `AutoModelForCausalLM.from_pretrained`,
 exactly the path a real checkpoint takes.
 
-The tokenizer's corpus is the seed data's texts, frozen in `resources/tiny-llama-corpus.json`
+The tokenizer's corpus is the example data's texts, frozen in `resources/tiny-llama-corpus.json`
 (`python -m tools.tiny_corpus` regenerates it, the tests check it is current), so that this
 module imports nothing of tunegate's but `errors`: the plan fingerprints the model, and the data
 reads the plan.
