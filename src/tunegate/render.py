@@ -98,7 +98,7 @@ def plan_table(plan: Plan, warnings: dict[int, list[str]] | None = None) -> Tabl
 
 
 def cost_table(plan: Plan) -> Table:
-    """The seed's "Cost Summary by Stage", for this plan, before anything runs."""
+    """The original plan's "Cost Summary by Stage", for this plan, before anything runs."""
     summary = summarize(plan)
     table = Table(title="Cost Summary by Stage", title_justify="left")
     for col in ("stage", "time", "cost", "purpose", "from"):

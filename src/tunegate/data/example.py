@@ -32,7 +32,7 @@ class _Op:
 # Five operators, each seen ~8 times in the small stage's 40 training items. With ten (floor
 # division, modulo, power, absolute difference and average besides), each was seen ~4 times;
 # the 2-layer tiny-llama then generalized the intent-to-operator lookup to 50–90 % of new items
-# depending on the seed, and so on the CPU's kernels: the small stage's figure moved from
+# depending on the random seed, and so on the CPU's kernels: the small stage's figure moved from
 # 0 % → 70 % to 0 % → 10 % between machines. With five it learns the lookup on every seed tried.
 OPS: tuple[_Op, ...] = (
     _Op("adds {a} and {b}", "{a} + {b}", lambda a, b: a + b),

@@ -48,27 +48,18 @@ class TrackingSink:
                     f"stage {event.index}: {event.stage}",
                     parent=self.parent,
                     run_id=record.mlflow_run,
-                    tags={
-                        "tunegate.level": "stage",
-                        "tunegate.ladder": self._plan,
-                        "tunegate.stage": event.stage,
-                        "tunegate.stage_index": str(event.index),
-                        "tunegate.forced": str(event.forced).lower(),
-                    },
+                    tags=self._tags(
+                        "stage", event.stage, event.index, forced=str(event.forced).lower()
+                    ),
                 )
             case ArmStarted(record=record):
                 record.mlflow_run = t.start(
                     f"stage {event.index}: {event.stage} / {event.arm}",
                     parent=event.stage_record.mlflow_run,
                     run_id=record.mlflow_run,
-                    tags={
-                        "tunegate.level": "arm",
-                        "tunegate.ladder": self._plan,
-                        "tunegate.stage": event.stage,
-                        "tunegate.stage_index": str(event.index),
-                        "tunegate.arm": event.arm,
-                        "tunegate.role": event.role,
-                    },
+                    tags=self._tags(
+                        "arm", event.stage, event.index, arm=event.arm, role=event.role
+                    ),
                 )
             case TrainingStarted(record=record):
                 t.params(self._run(record.mlflow_run), event.params)
@@ -102,6 +93,16 @@ class TrackingSink:
                 t.end(self._run(self.parent))
             case _:
                 pass
+
+    def _tags(self, level: str, stage: str, index: int, **more: str) -> dict[str, str]:
+        """A stage's or an arm's run tags: where it sits in the ladder, and what else it is."""
+        return {
+            "tunegate.level": level,
+            "tunegate.ladder": self._plan,
+            "tunegate.stage": stage,
+            "tunegate.stage_index": str(index),
+            **{f"tunegate.{k}": v for k, v in more.items()},
+        }
 
     @staticmethod
     def _run(run_id: str | None) -> str:

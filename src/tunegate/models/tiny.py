@@ -44,7 +44,7 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-# Beside the seed data: common Python/JS/SQL fragments and instruction phrasing.
+# Beside the example data: common Python/JS/SQL fragments and instruction phrasing.
 FRAGMENTS: tuple[str, ...] = (
     "def function(x):\n    return x\nimport os\nclass Example:\n    pass\n",
     "const handler = (req, res) => { res.json({ ok: true }); };\nfunction f() {}\n",
