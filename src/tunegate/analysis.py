@@ -20,7 +20,14 @@ from typing import Any
 from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
 from tunegate.score import READABLE_SCHEMAS, RESULTS_SCHEMA, Status, status_of
-from tunegate.stats import Comparison, clustered_difference, compare, holm
+from tunegate.stats import (
+    Comparison,
+    SeededDifference,
+    clustered_difference,
+    compare,
+    holm,
+    seeded_difference,
+)
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Row:
     values: dict[str, float | None]
     where: str  # file:line, for messages
     statuses: dict[str, Status] = field(default_factory=dict)  # why a value is None
+    seed: int | None = None  # the training seed of the run that scored it (several: replicates)
 
     def status(self, metric: str) -> Status:
         return self.statuses.get(metric) or status_of(self.values.get(metric), None)
@@ -43,6 +51,7 @@ class Analysis:
     per_scenario: dict[str, Comparison] = field(default_factory=dict)  # primary, per scenario
     clustered: dict[str, Any] | None = None  # pooled primary with cluster-robust SE
     excluded: dict[str, int] = field(default_factory=dict)  # metric → pairs left out
+    seeds: SeededDifference | None = None  # the primary over several seeds per arm
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +60,7 @@ class Analysis:
             "per_scenario": {s: c.to_json() for s, c in self.per_scenario.items()},
             "clustered": self.clustered,
             "excluded": self.excluded,
+            "seeds": self.seeds.to_json() if self.seeds else None,
         }
 
 
@@ -86,8 +96,12 @@ def load_rows(paths: list[Path]) -> list[Row]:
                 values[name] = None if value is None else float(value)
                 status = score.get("status") if isinstance(score, dict) else None
                 statuses[name] = status_of(values[name], status)
+            seed = obj.get("seed")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                problems.append(f"{where}: seed {seed!r} is not an integer")
+                continue
             rows.append(
-                Row(obj["id"], obj["role"], obj.get("scenario", ""), values, where, statuses)
+                Row(obj["id"], obj["role"], obj.get("scenario", ""), values, where, statuses, seed)
             )
     if problems:
         raise UserError("\n".join(problems[:20]))
@@ -121,6 +135,7 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[Row]:
             {m: s["value"] for m, s in r["metrics"].items()},
             f"{r['arm']}:{r['id']}",
             {m: status_of(s["value"], s.get("status")) for m, s in r["metrics"].items()},
+            r.get("seed"),
         )
         for r in results
     ]
@@ -182,9 +197,22 @@ def analyze(
     names = metrics or sorted({m for r in rows for m in r.values})
     if primary not in names:
         raise UserError(f"primary metric '{primary}' is not in the results ({', '.join(names)})")
+    tests = dict(tests or {})
+    binary = dict(binary or {})
+    runs = seed_runs(rows)
+    seeded = None
+    if runs is not None:
+        # Several training runs per arm: each item's score is its mean over the arm's runs (a
+        # fraction for a 0/1 metric, whose exact McNemar test becomes the sign test on the
+        # per-item differences it generalises), and the seeds' own variance is tested apart.
+        for m in names:
+            was_binary = binary.get(m, all(r.values.get(m) in (0.0, 1.0, None) for r in rows))
+            if (tests.get(m) or ("mcnemar" if was_binary else "t")) == "mcnemar":
+                tests[m] = "sign"
+            binary[m] = False
+        seeded = _seeded(runs, primary)
+        rows = _mean_over_seeds(runs, names)
     pairs = pair_rows(rows, names)
-    tests = tests or {}
-    binary = binary or {}
 
     def comparison(name: str, ids: list[str]) -> Comparison:
         c: list[float] = []
@@ -206,6 +234,18 @@ def analyze(
     analysis.primary.p_adjusted = analysis.primary.p_value
     analysis.secondary = {m: comparison(m, ids) for m in names if m != primary}
     holm(list(analysis.secondary.values()))
+    if runs is not None:
+        analysis.seeds = seeded
+        seeds = {role: len(by_seed) for role, by_seed in runs.items()}
+        analysis.primary.notes.append(
+            f"each item's score is its mean over {seeds['control']} control and "
+            f"{seeds['experiment']} experiment training runs (seeds)"
+        )
+        if seeded is None:
+            analysis.primary.notes.append(
+                "seed variance not estimated: it needs two seeds in each arm and two items "
+                "scored by every run"
+            )
     scenario_of = {i: pairs[i][0].scenario for i in ids}
     scenarios = sorted(set(scenario_of.values()))
     if len(scenarios) > 1:
@@ -215,6 +255,78 @@ def analyze(
         holm(list(analysis.per_scenario.values()))
         _add_clustered(analysis, pairs, ids, primary, scenario_of)
     return analysis
+
+
+SeedRuns = dict[str, dict[int, dict[str, Row]]]  # role → seed → id → row
+
+
+def seed_runs(rows: list[Row]) -> SeedRuns | None:
+    """The rows as training runs (role → seed → id → row) when an arm has several seeds; None
+    when each arm is one run. Every run must score the same items, once each."""
+    seeds = {role: {r.seed for r in rows if r.role == role} for role in ("control", "experiment")}
+    if all(len(s) <= 1 for s in seeds.values()):
+        return None
+    runs: SeedRuns = {role: {} for role in seeds}
+    for row in rows:
+        if row.seed is None:
+            raise UserError(f"{row.where}: no seed, while other {row.role} rows have one")
+        run = runs[row.role].setdefault(row.seed, {})
+        if row.id in run:
+            raise UserError(
+                f"{row.where}: duplicate {row.role} row for '{row.id}' with seed {row.seed} "
+                f"(first {run[row.id].where})"
+            )
+        run[row.id] = row
+    for role, by_seed in runs.items():
+        ids = set().union(*(set(run) for run in by_seed.values()))
+        for seed, run in sorted(by_seed.items()):
+            if missing := sorted(ids - set(run)):
+                raise UserError(
+                    f"{role} seed {seed} has no row for {len(missing)} item(s) its other "
+                    f"seeds scored (e.g. {missing[0]}): every run must score the same items"
+                )
+    return runs
+
+
+def _mean_over_seeds(runs: SeedRuns, names: list[str]) -> list[Row]:
+    """One row per role and item: each metric's mean over the role's runs; no value when any
+    run has none (with that run's reason), so every mean is over the same runs."""
+    out = []
+    for role, by_seed in runs.items():
+        first = by_seed[min(by_seed)]
+        for item_id, row in first.items():
+            same = [by_seed[s][item_id] for s in sorted(by_seed)]
+            values: dict[str, float | None] = {}
+            statuses: dict[str, Status] = {}
+            for m in names:
+                got = [r.values.get(m) for r in same]
+                if any(v is None for v in got):
+                    values[m] = None
+                    statuses[m] = next(r.status(m) for r in same if r.values.get(m) is None)
+                else:
+                    values[m] = sum(v for v in got if v is not None) / len(got)
+                    statuses[m] = "scored"
+            where = f"{row.where} (mean of {len(same)} seeds)"
+            out.append(Row(item_id, role, row.scenario, values, where, statuses))
+    return out
+
+
+def _seeded(runs: SeedRuns, metric: str) -> SeededDifference | None:
+    """The seed-aware difference on the items every run of both arms scored."""
+    ids = sorted(
+        set.intersection(
+            *(
+                {i for i, r in run.items() if r.values.get(metric) is not None}
+                for by_seed in runs.values()
+                for run in by_seed.values()
+            )
+        )
+    )
+    scores = {
+        role: {s: [float(run[i].values[metric]) for i in ids] for s, run in by_seed.items()}  # type: ignore[arg-type]
+        for role, by_seed in runs.items()
+    }
+    return seeded_difference(metric, scores["control"], scores["experiment"])
 
 
 def _excluded(

@@ -1,7 +1,8 @@
 """What each stage is expected to cost, before anything runs: the original plan's "Cost Summary by
 Stage".
 
-A stage's time is its `estimate.hours`. Its money is `estimate.usd` when the plan states one (the
+A stage's time is its `estimate.hours`, times its `seeds` (the estimate is for one training run per
+arm). Its money is `estimate.usd` when the plan states one (the
 original plan's own figures: $3, $12, $242 include its evaluation calls), else the plan's cost
 model: GPU hours × `cost.gpu_usd_per_hour`, plus electricity (`cost.gpu_watts` × hours ×
 `cost.usd_per_kwh`) when both are given. Validation is every stage before the last; the last is the
@@ -52,11 +53,14 @@ def hourly_usd(plan: Plan) -> float:
 
 
 def stage_cost(plan: Plan, index: int, stage: Stage) -> StageCost:
-    hours = stage.estimate.hours
+    """A stage's estimate is for one training run per arm; `seeds: N` pays it N times."""
+    hours = stage.estimate.hours * stage.seeds
     if stage.estimate.usd > 0:
-        usd, source = stage.estimate.usd, "plan estimate"
+        usd, source = stage.estimate.usd * stage.seeds, "plan estimate"
     else:
         usd, source = hours * hourly_usd(plan), "cost model"
+    if stage.seeds > 1:
+        source += f" × {stage.seeds} seeds"
     return StageCost(index, stage.name, stage.description, hours, usd, source)
 
 

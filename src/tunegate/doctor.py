@@ -447,8 +447,8 @@ def disk_need(plan: Plan) -> DiskNeed:
             else 0
         )
         arms = stage.arms or list(plan.arms)
-        arms_per_stage = max(arms_per_stage, len(arms))
-        for arm in arms:
+        arms_per_stage = max(arms_per_stage, len(arms) * stage.seeds)
+        for arm in [a for a in arms for _ in range(stage.seeds)]:  # each seed saves its own
             parts["adapters"] += int(saved) + tokenizer
             parts["checkpoints"] += min(saves, SAVE_TOTAL_LIMIT) * checkpoint
             parts["merged models"] += merged

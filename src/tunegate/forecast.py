@@ -4,10 +4,10 @@ A finished stage records its actual figures (`actual`): wall hours, device hours
 time on the accelerator), samples and tokens trained, tokens per second, judge calls and dollars,
 and its cost at the plan's hourly price. From the training stages measured so far, `forecast`
 predicts a later stage from its planned data size: seconds per sample trained (one rate per measured
-arm) × the samples the stage will train, plus the measured time a stage spends outside training
-(loading, generation, scoring). The interval spans the slowest and fastest measured rates, so two
-measured stages (the original plan's 2 and 3) give an honest spread; the plan's own estimate is
-shown next to it.
+training run) × the samples the stage will train (× its seeds), plus the measured time a stage
+spends outside training (loading, generation, scoring; per seed). The interval spans the slowest
+and fastest measured rates, so two measured stages (the original plan's 2 and 3) give an honest
+spread; the plan's own estimate is shown next to it.
 
 A stage measured at another batch size (the original plan's micro stage trains at batch 1) brackets
 the rate instead: batching never makes a sample slower (the measured rate is the slow end) and at
@@ -67,6 +67,11 @@ def actual(plan: Plan, stage: Stage, record: StageRecord, train_items: int) -> A
     )
 
 
+def _seeds(record: StageRecord) -> int:
+    """How many seeds the stage trained each arm with (1 unless it had several)."""
+    return len({arm.seed for arm in record.arms.values()}) or 1
+
+
 def effective_batch(plan: Plan, stage: Stage) -> int:
     t = plan.stage_training(stage)
     return t.batch_size * t.gradient_accumulation_steps
@@ -100,12 +105,13 @@ def forecast(
                 rates.append(rate * math.sqrt(amortized))
         train_total = sum(t.train_seconds for t in trains)
         if record.seconds:
-            overheads.append(max(0.0, record.seconds - train_total))
+            # Loading, generating and scoring happen once per seed: per seed, then × seeds.
+            overheads.append(max(0.0, record.seconds - train_total) / _seeds(record))
     if not rates:
         return None
-    arms = len(stage.arms or plan.arms)
+    arms = len(stage.arms or plan.arms) * stage.seeds
     samples = samples_per_arm(plan, stage, train_items)
-    overhead = statistics.median(overheads) if overheads else 0.0
+    overhead = (statistics.median(overheads) if overheads else 0.0) * stage.seeds
 
     def hours(rate: float) -> float:
         return (rate * samples * arms + overhead) / 3600
@@ -123,7 +129,7 @@ def forecast(
         samples=samples * arms,
         basis=f"{len(rates)} measured arm(s) over {len(used)} stage(s)"
         + ("" if same else f", none at batch {batch}"),
-        estimate_hours=stage.estimate.hours,
-        estimate_usd=stage.estimate.usd,
+        estimate_hours=stage.estimate.hours * stage.seeds,  # the estimate is per seed
+        estimate_usd=stage.estimate.usd * stage.seeds,
         same_batch=bool(same),
     )

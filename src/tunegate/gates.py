@@ -15,7 +15,7 @@ from typing import Any, Literal
 from tunegate.plan import Gates
 from tunegate.registry import GATES, metric_spec
 from tunegate.score import MetricGap
-from tunegate.stats import Comparison
+from tunegate.stats import Comparison, SeededDifference
 
 Verdict = Literal["PASS", "INVESTIGATE", "FAIL"]
 
@@ -67,6 +67,8 @@ class StageEvidence:
     no_value: dict[str, str] = field(default_factory=dict)
     # The primary pooled over several scenarios with a cluster-robust SE (`analysis`).
     clustered: dict[str, Any] | None = None
+    # The primary over several training seeds per arm, with the seeds' variance (`analysis`).
+    seeds: SeededDifference | None = None
 
 
 def loss_trend(losses: list[tuple[int, float]]) -> tuple[bool, str]:
@@ -232,7 +234,9 @@ def _max_p_value(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
     (docs/power.md): from 5 scenarios, the cluster-robust t over them (G − 1 df); with 2–4, the
     weakest scenario's own exact test, with its gain (the effect must hold in every scenario, an
     intersection–union test). A gain carried by one scenario cannot pass as if every item were
-    its own experiment."""
+    its own experiment. A stage that trained each arm with several seeds also takes the larger
+    of that and the seed-aware t (`stats.seeded_difference`): a gain one lucky run gives is not
+    an effect."""
     p = ev.primary
     value = None if p is None else (p.p_adjusted if p.p_adjusted is not None else p.p_value)
     if p is None or value is None:
@@ -266,6 +270,17 @@ def _max_p_value(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
         )
         value = max(value, scenario_p)
         gained = gained and all(_gain(c) > 0 for c in ev.per_scenario.values())
+    if ev.seeds is not None:
+        # Each arm trained with several seeds: a gain one lucky run could give is no evidence.
+        seeded = ev.seeds
+        if seeded.p_value is None:
+            return False, f"{p.metric}: no seed-aware p ({'; '.join(seeded.notes)})"
+        runs = " and ".join(f"{len(m)} {r}" for r, m in seeded.run_means.items())
+        basis += (
+            f"; the larger of it and the seed-aware t p = {seeded.p_value:.4g} over {runs} "
+            f"training runs, df = {seeded.df:.1f}"
+        )
+        value = max(value, seeded.p_value)
     return value < threshold and gained, f"{p.metric}: p = {value:.4g} ({basis}) vs < {threshold}"
 
 

@@ -343,8 +343,12 @@ class DataChecks(_Strict):
 
 
 class Estimate(_Strict):
-    hours: float = Field(0, ge=0, description="Wall time the stage is expected to take.")
-    usd: float = Field(0, ge=0, description="What the stage is expected to cost.")
+    hours: float = Field(
+        0, ge=0, description="Wall time the stage is expected to take, with one seed per arm."
+    )
+    usd: float = Field(
+        0, ge=0, description="What the stage is expected to cost, with one seed per arm."
+    )
 
 
 class Stage(_Strict):
@@ -358,6 +362,17 @@ class Stage(_Strict):
     arms: list[str] | None = Field(None, description="Arms to train; None = all.")
     data: DataSelection = DataSelection()
     training: TrainingOverrides = TrainingOverrides()
+    # 1, as the original plan: one training run per arm. Its difference then mixes the data's
+    # effect with seed-to-seed noise that nothing measures; 2 or more measure it.
+    seeds: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Training runs per arm, with the plan's seed, seed + 1, …: each trains, "
+        "generates and is scored on the same items. From 2, the report shows the spread "
+        "between one arm's runs and the p-value accounts for the seeds' variance as well as "
+        "the items'. Multiplies the stage's cost.",
+    )
     evaluation: EvaluationConfig = EvaluationConfig()
     # Validated when left out too: a training stage without gates is refused, not gate-less.
     gates: Gates = Field(default_factory=Gates, validate_default=True)
@@ -452,7 +467,11 @@ class Plan(_Strict):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Names the run directory (<output_dir>/<name>) and the MLflow parent run.",
     )
-    seed: int = Field(42, description="Data selection, both arms' data order and LoRA init.")
+    seed: int = Field(
+        42,
+        description="Data selection, both arms' data order and LoRA init (a stage with "
+        "`seeds: N` trains runs with seed, seed + 1, …; its data selection stays this seed's).",
+    )
     output_dir: Path = Field(
         Path("runs"), description="Run directories and the default MLflow store go here."
     )
@@ -505,6 +524,10 @@ class Plan(_Strict):
     # --- derived views ------------------------------------------------------------------
     def arm_name(self, role: str) -> str:
         return next(name for name, arm in self.arms.items() if arm.role == role)
+
+    def training_seeds(self, stage: Stage) -> list[int]:
+        """The seeds a stage trains each arm with: the plan's first, then the next ones."""
+        return [self.seed + k for k in range(stage.seeds)]
 
     def stage_training(self, stage: Stage) -> TrainingConfig:
         overrides = stage.training.model_dump(exclude_none=True)

@@ -9,6 +9,7 @@ of the last stage against the plan's budget. Any box left unticked stops the cli
 
 from __future__ import annotations
 
+from tunegate.costs import stage_cost
 from tunegate.forecast import budget_need
 from tunegate.plan import Plan, Stage
 from tunegate.state import Box, Forecast, LadderState
@@ -91,7 +92,8 @@ def _budget_boxes(plan: Plan, state: LadderState, forecast: Forecast | None) -> 
     if forecast:  # as the budget guard reads it
         need_h, need_usd, basis = budget_need(forecast)
     else:
-        need_h, need_usd, basis = last.estimate.hours, last.estimate.usd, "plan estimate"
+        estimate = stage_cost(plan, len(plan.stages) - 1, last)  # × its seeds
+        need_h, need_usd, basis = estimate.hours, estimate.usd, "plan estimate"
     if budget.hours is None:
         time_box = Box(
             f"{need_h:.2f} h of time available for {last.name}",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rich.table import Table
 
-from tunegate.costs import summarize
+from tunegate.costs import stage_cost, summarize
 from tunegate.plan import Plan, Stage
 from tunegate.registry import metric_spec
 
@@ -44,7 +44,10 @@ def describe_training(plan: Plan, stage: Stage) -> str:
         return "–"
     t = plan.stage_training(stage)
     length = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epochs"
-    return f"{plan.quantization.method}, {length}, batch {t.batch_size}, lr {t.learning_rate:g}"
+    seeds = f", {stage.seeds} seeds per arm" if stage.seeds > 1 else ""
+    return (
+        f"{plan.quantization.method}, {length}, batch {t.batch_size}, lr {t.learning_rate:g}{seeds}"
+    )
 
 
 def describe_gates(stage: Stage) -> str:
@@ -75,6 +78,7 @@ def plan_table(plan: Plan, warnings: dict[int, list[str]] | None = None) -> Tabl
         gates = describe_gates(stage)
         for w in (warnings or {}).get(i, []):
             gates += f"\n[yellow]⚠ {w}[/]"
+        cost = stage_cost(plan, i, stage)  # × seeds: the estimate is for one run per arm
         table.add_row(
             str(i),
             stage.name,
@@ -82,13 +86,13 @@ def plan_table(plan: Plan, warnings: dict[int, list[str]] | None = None) -> Tabl
             describe_training(plan, stage),
             evaluate,
             gates,
-            _hours(stage.estimate.hours),
-            f"${stage.estimate.usd:,.2f}",
+            _hours(cost.hours),
+            f"${cost.usd:,.2f}",
         )
         if i < len(plan.stages) - 1:
-            total_h += stage.estimate.hours
-            total_usd += stage.estimate.usd
-    last = plan.stages[-1].estimate
+            total_h += cost.hours
+            total_usd += cost.usd
+    last = stage_cost(plan, len(plan.stages) - 1, plan.stages[-1])
     share = f" ({total_usd / last.usd:.0%} of the last stage)" if last.usd else ""
     table.caption = (
         f"Validation before the last stage: {_hours(total_h)}, ${total_usd:,.2f}"
@@ -235,4 +239,21 @@ def comparison_line(c: Any, no_value: str | None = None) -> str:
         f"{format_value(c.metric, c.experiment_mean)} "
         f"({format_value(c.metric, c.difference, signed=True)})"
         + (f", n = {c.n}; {left_out[0]}" if left_out else "")
+    )
+
+
+def seeds_line(seeded: Any) -> str:
+    """Each arm's runs and their spread (the A/A within the real setup), and the seed-aware
+    test: 'seeds: control 40.0% / 45.0% (spread 5.0 points), experiment …; p = …'."""
+    spec = metric_spec(seeded.metric)
+    arms = []
+    for role, means in seeded.run_means.items():
+        runs = " / ".join(spec.show(v) for v in means.values())
+        spread = spec.show_difference(max(means.values()) - min(means.values())).lstrip("+")
+        arms.append(f"{role} {runs} (spread {spread})")
+    p = "undefined" if seeded.p_value is None else f"{seeded.p_value:.4g}"
+    se = spec.show_difference(seeded.se).lstrip("+")
+    return (
+        f"{seeded.metric} by seed: {'; '.join(arms)}; seed-aware difference "
+        f"{spec.show_difference(seeded.difference)} ± {se} (SE), p = {p}, df = {seeded.df:.1f}"
     )

@@ -32,7 +32,7 @@ from tunegate.rundir import RunDir, atomic_write_text
 
 if TYPE_CHECKING:
     from tunegate.state import LadderState, StageRecord
-    from tunegate.stats import Comparison
+    from tunegate.stats import Comparison, SeededDifference
 
 REPORT_DIR = "report"  # inside the run directory; also the MLflow artifact path
 
@@ -228,7 +228,8 @@ def _training(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Secti
             losses = [(float(s), float(v)) for s, v in t.losses]
             curves[name] = losses
             evals[name] = (t.eval_loss_before, t.eval_loss_after)
-            roles[name] = plan.arms[name].role if name in plan.arms else ""
+            base = arm.arm or name  # a run of several seeds is "<arm>.seed<seed>"
+            roles[name] = plan.arms[base].role if base in plan.arms else ""
             loss = f"{losses[0][1]:.3f} → {losses[-1][1]:.3f}" if losses else "–"
             rows.append(
                 [
@@ -298,7 +299,7 @@ def _comparison_row(
 
 
 def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
-    metric_rows, scenario_rows, forest_rows = [], [], []
+    metric_rows, scenario_rows, forest_rows, seed_rows = [], [], [], []
     for i, stage in enumerate(plan.stages):
         rec = records.get(stage.name)
         comp = rec.comparison if rec else None
@@ -306,6 +307,7 @@ def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
             continue
         alpha = stage.gates.max_p_value or 0.05
         label_stage = f"{i} {stage.name}"
+        seed_rows += _seed_rows(label_stage, comp.seeds)
         secondary = comp.secondary.values()
         entries = [(comp.primary, True)] + [(c, False) for c in secondary]
         for c, primary in entries:
@@ -316,6 +318,11 @@ def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
             scenario_rows.append(_comparison_row(label_stage, c, f"{scenario}: {c.metric}"))
             forest_rows.append(_forest_row(f"{stage.name}: {scenario}", c, alpha, False))
         notes = list(comp.primary.notes)
+        if stage.seeds == 1:
+            notes.append(
+                "one training run per arm: its difference holds seed-to-seed noise that "
+                "nothing measured (`seeds: 2` on the stage measures it)"
+            )
         notes += [f"{c.metric}: {n}" for c in secondary for n in c.notes if "left out" in n]
         for note in notes:
             metric_rows.append([label_stage, "note", "", note, "", "", "", "", "", "", ""])
@@ -329,6 +336,18 @@ def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
     if scenario_rows:
         tables.append(
             Table(columns, scenario_rows, "scenarios", "The primary metric per scenario.")
+        )
+    if seed_rows:
+        columns = ["stage", "arm", "runs (seed: mean)", "spread", "difference ± SE", "p", "df"]
+        tables.append(
+            Table(
+                columns,
+                seed_rows,
+                "seeds",
+                "Each arm trained with several seeds: the spread between one arm's runs is an "
+                "A/A inside the real setup; the difference's SE holds the items' and the "
+                "seeds' variance.",
+            )
         )
     drawable = [r for r in forest_rows if r is not None]
     figures = []
@@ -351,6 +370,38 @@ def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
         tables=tables,
         figures=figures,
     )
+
+
+def _seed_rows(stage: str, seeded: SeededDifference | None) -> list[list[str]]:
+    """Per arm its runs' means and their spread, then the seed-aware test's row."""
+    if seeded is None:
+        return []
+    spec = metric_spec(seeded.metric)
+    rows = [
+        [
+            stage,
+            f"{role}: {seeded.metric}",
+            ", ".join(f"{seed}: {spec.show(v)}" for seed, v in means.items()),
+            spec.show_difference(seeded.spread[role]).lstrip("+"),
+            "",
+            "",
+            "",
+        ]
+        for role, means in seeded.run_means.items()
+    ]
+    rows.append(
+        [
+            stage,
+            "experiment − control",
+            f"{seeded.items} items × every run",
+            "",
+            f"{spec.show_difference(seeded.difference)} ± "
+            + spec.show_difference(seeded.se).lstrip("+"),
+            _p(seeded.p_value),
+            f"{seeded.df:.1f}",
+        ]
+    )
+    return rows
 
 
 def _forest_row(label: str, c: Comparison, alpha: float, primary: bool) -> ForestRow | None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from tunegate.determinism import MachineRecord
 from tunegate.gates import GateResult
-from tunegate.stats import Comparison
+from tunegate.stats import Comparison, SeededDifference
 from tunegate.train.qlora import TrainResult
 
 STATE_SCHEMA: Final = "tunegate.state/2"
@@ -117,6 +117,9 @@ class ArmRecord(_Record):
     mlflow_run: str | None = None
     train: TrainResult | None = None  # set once the adapter is complete
     error: str | None = None  # why training failed
+    # A stage with several seeds keys each training run as "<arm>.seed<seed>": its arm and seed.
+    arm: str | None = None
+    seed: int | None = None
 
 
 class EvaluationCost(_Record):
@@ -139,6 +142,7 @@ class ComparisonRecord(_Record):
     secondary: dict[str, Comparison] = Field(default_factory=dict)
     per_scenario: dict[str, Comparison] = Field(default_factory=dict)
     clustered: dict[str, Any] | None = None  # pooled primary with cluster-robust SE
+    seeds: SeededDifference | None = None  # the primary over several seeds per arm
     excluded: dict[str, int] = Field(default_factory=dict)  # metric → pairs left out
     no_value: dict[str, str] = Field(default_factory=dict)  # metric → why it has no value
     n_for_observed_effect: int | None = None  # paired items the observed d_z needs

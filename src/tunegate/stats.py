@@ -381,3 +381,105 @@ def clustered_difference(
     t = mean / se
     p = float(2 * sps.t.sf(abs(t), len(groups) - 1))
     return mean, se, p
+
+
+@dataclass
+class SeededDifference:
+    """Control vs experiment when each arm was trained with several seeds and every run scored
+    the same items: the mean difference with a standard error that holds both the items' and
+    the seeds' variance (`seeded_difference`), and each arm's run means (the A/A spread)."""
+
+    metric: str
+    items: int
+    difference: float  # experiment − control, over every run of each arm
+    se: float
+    df: float  # Satterthwaite
+    p_value: float | None  # two-sided t on `df`; None when se is 0
+    item_variance: float  # the items' share of Var(difference)
+    seed_variance: float  # σ²_seed: the between-run variance of one arm beyond item noise
+    run_means: dict[str, dict[int, float]]  # role → seed → that run's mean
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spread(self) -> dict[str, float]:
+        """Per arm, its best run's mean minus its worst run's: seed noise in the real setup."""
+        return {r: max(m.values()) - min(m.values()) for r, m in self.run_means.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seeded_difference(
+    metric: str,
+    control: dict[int, list[float]],
+    experiment: dict[int, list[float]],
+) -> SeededDifference | None:
+    """The arms' difference when each trained with several seeds (seed → its run's scores on
+    the same n items, in the same order).
+
+    The model is a crossed random-effects one: y[arm, seed, item] = μ_arm + u_item +
+    w_arm,item + v_arm,seed + e. The difference of the arm means then has variance
+    2σ²_w/n + σ²_e(1/S_c + 1/S_e)/n + σ²_v(1/S_c + 1/S_e): the first two are what the spread of
+    the per-item (seed-averaged) differences estimates, the last is the runs' own noise, which
+    those differences cannot see (a seed that helps every item moves them all alike). σ²_v is
+    estimated by the ANOVA method of moments: the spread of one arm's run means, less the
+    item noise in them (MS_run − MS_residual / n), floored at 0. These are the REML estimates
+    of the same model when the design is balanced and they are positive (the tests compare
+    with statsmodels' MixedLM), and the t has Satterthwaite's degrees of freedom: with 2 seeds
+    per arm and a real seed variance, they fall toward 2, the honest price of 4 runs.
+    None without two seeds in each arm and two items."""
+    runs = {"control": control, "experiment": experiment}
+    if any(len(r) < 2 for r in runs.values()):
+        return None
+    y = {role: np.asarray([r[s] for s in sorted(r)], dtype=float) for role, r in runs.items()}
+    n = y["control"].shape[1]
+    if n < 2 or any(a.shape[1] != n for a in y.values()):
+        return None
+    k = sum(1 / a.shape[0] for a in y.values())  # 1/S_c + 1/S_e
+    d = y["experiment"].mean(axis=0) - y["control"].mean(axis=0)  # per item, seed-averaged
+    item_part = float(d.var(ddof=1)) / n
+    ss_run = ss_res = 0.0
+    df_run = df_res = 0
+    for a in y.values():
+        seeds = a.shape[0]
+        run_means, item_means = a.mean(axis=1), a.mean(axis=0)
+        ss_run += float(((run_means - run_means.mean()) ** 2).sum())
+        resid = a - item_means[None, :] - run_means[:, None] + a.mean()
+        ss_res += float((resid**2).sum())
+        df_run += seeds - 1
+        df_res += (seeds - 1) * (n - 1)
+    ms_run, ms_res = ss_run / df_run, ss_res / df_res
+    seed_var = ms_run - ms_res / n
+    # Float noise around 0 (two runs' identical means) is not variance between seeds.
+    seed_var = seed_var if seed_var > 1e-12 * max(1.0, ms_run) else 0.0
+    variance = item_part + k * seed_var
+    notes = []
+    diff = float(y["experiment"].mean() - y["control"].mean())
+    se = math.sqrt(variance)
+    if se == 0:  # as the paired t: no difference is p = 1, a constant one is untestable
+        return SeededDifference(
+            metric, n, diff, 0.0, float(n - 1), 1.0 if diff == 0 else None, 0.0, 0.0,
+            _run_means(runs), ["every run scores every item alike: nothing varies"],
+        )  # fmt: skip
+    if seed_var > 0:
+        terms = [(item_part, n - 1), (k * ms_run, df_run), (k * ms_res / n, df_res)]
+        df = variance**2 / sum(t**2 / f for t, f in terms)
+    else:
+        df = float(n - 1)
+        notes.append("no seed variance beyond item noise was measured: the items' t alone")
+    return SeededDifference(
+        metric=metric,
+        items=n,
+        difference=diff,
+        se=se,
+        df=float(df),
+        p_value=float(2 * sps.t.sf(abs(diff / se), df)),
+        item_variance=item_part,
+        seed_variance=seed_var,
+        run_means=_run_means(runs),
+        notes=notes,
+    )
+
+
+def _run_means(runs: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, float]]:
+    return {role: {s: float(np.mean(r[s])) for s in sorted(r)} for role, r in runs.items()}

@@ -85,6 +85,7 @@ def stats(
 def render(analysis: object, alpha: float) -> Table:
     from tunegate.analysis import Analysis
     from tunegate.power import stage_power
+    from tunegate.render import seeds_line
 
     assert isinstance(analysis, Analysis)
     table = Table(title="Paired comparison: experiment − control", title_justify="left")
@@ -126,6 +127,7 @@ def render(analysis: object, alpha: float) -> Table:
             for n in c.notes
             if "left out" in n
         )
+        + (f"\nseeds: {seeds_line(analysis.seeds)}" if analysis.seeds else "")
     )
     table.caption_justify = "left"
     return table

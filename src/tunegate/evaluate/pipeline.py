@@ -215,6 +215,7 @@ class ArmToScore:
     items: list[Item]
     generations: Generations
     model: str | None = None  # what generated them, recorded in the summary when given
+    seed: int | None = None  # its training seed, when the arm has several runs (replicates)
 
 
 @dataclass
@@ -240,7 +241,11 @@ def evaluate_arms(
     rows: list[dict[str, Any]] = []
     for arm in arms:
         ctx.progress = progress(arm.name) if progress is not None else None
-        rows += score_arm(arm.name, arm.role, arm.items, arm.generations, settings, ctx)
+        arm_rows = score_arm(arm.name, arm.role, arm.items, arm.generations, settings, ctx)
+        if arm.seed is not None:
+            for row in arm_rows:
+                row["seed"] = arm.seed
+        rows += arm_rows
     summary = summarize(rows, settings.metrics)
     for arm in arms:
         if arm.model is not None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tunegate.determinism import MachineRecord
     from tunegate.gates import GateResult, Verdict
     from tunegate.state import ArmRecord, Box, Check, Forecast, LadderState, StageRecord
-    from tunegate.stats import Comparison
+    from tunegate.stats import Comparison, SeededDifference
     from tunegate.train.qlora import TrainResult
 
 
@@ -185,6 +185,7 @@ class Compared(Event):
     no_value: dict[str, str]
     record: StageRecord = field(metadata=RECORD, repr=False)
     n_for_observed_effect: int | None = None  # paired items to detect the observed effect
+    seeds: SeededDifference | None = None  # the primary over several training seeds per arm
 
 
 @dataclass

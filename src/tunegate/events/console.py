@@ -22,7 +22,7 @@ from tunegate.events import (
     StageStarted,
     TrainingStarted,
 )
-from tunegate.render import comparison_line, duration
+from tunegate.render import comparison_line, duration, seeds_line
 
 _LEVEL = {"info": "", "warning": "yellow", "error": "red", "success": "green"}
 _STATUS = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
@@ -111,6 +111,8 @@ class ConsoleSink:
                 + (f", d_z = {p.d_z:.2f}" if p.d_z is not None else "")
             )
         )
+        if event.seeds is not None:
+            self._say(f"  {escape(seeds_line(event.seeds))}")
         for m, c in event.secondary.items():
             self._say(f"  {escape(comparison_line(c, event.no_value.get(m)))}")
 

@@ -165,6 +165,12 @@ class TrackingSink:
         }
         # A figure without a value (no pair, no test) is not logged: a 0 would be made up.
         numbers = {f"{p.metric}.{k}": v for k, v in values.items() if v is not None}
+        if (seeded := event.seeds) is not None:  # several seeds per arm: their spread and test
+            numbers[f"{p.metric}.seed_se"] = seeded.se
+            numbers[f"{p.metric}.seed_variance"] = seeded.seed_variance
+            numbers.update({f"{p.metric}.{r}_seed_spread": v for r, v in seeded.spread.items()})
+            if seeded.p_value is not None:
+                numbers[f"{p.metric}.seed_p_value"] = seeded.p_value
         if p.n and numbers:
             self.tracker.metrics(self._run(event.record.mlflow_run), numbers)
 

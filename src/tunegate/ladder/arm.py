@@ -41,11 +41,21 @@ class ArmJob:
     val_items: list[Item]
     test_items: list[Item]
     record: ArmRecord
+    seed: int  # of this training run: its data order, LoRA init and sampling
+    replicated: bool = False  # one of several seeds of its arm
 
     @classmethod
-    def of(cls, climb: Climb, run: StageRun, name: str, model_dir: Path) -> ArmJob:
-        role = climb.plan.arms[name].role
+    def of(
+        cls, climb: Climb, run: StageRun, arm: str, model_dir: Path, seed: int | None = None
+    ) -> ArmJob:
+        """The arm's training run with `seed` (default the plan's). Several seeds of one arm
+        are named "<arm>.seed<seed>", in the state, the run directory and tracking."""
+        role = climb.plan.arms[arm].role
         sel = climb.selection(run.index)
+        replicated = run.stage.seeds > 1
+        seed = climb.plan.seed if seed is None else seed
+        name = f"{arm}.seed{seed}" if replicated else arm
+        fresh = ArmRecord(arm=arm, seed=seed) if replicated else ArmRecord()
         return cls(
             run=run,
             name=name,
@@ -55,8 +65,16 @@ class ArmJob:
             train_items=selection_items(climb.exp, role, sel, sel.train),
             val_items=selection_items(climb.exp, role, sel, sel.val),
             test_items=selection_items(climb.exp, role, sel, sel.test),
-            record=run.record.arms.setdefault(name, ArmRecord()),
+            record=run.record.arms.setdefault(name, fresh),
+            seed=seed,
+            replicated=replicated,
         )
+
+
+def arm_jobs(climb: Climb, run: StageRun, arms: list[str], model_dir: Path) -> list[ArmJob]:
+    """Every training run of the stage: each arm once per seed, arm by arm."""
+    seeds = climb.plan.training_seeds(run.stage)
+    return [ArmJob.of(climb, run, arm, model_dir, seed) for arm in arms for seed in seeds]
 
 
 def run_arm(climb: Climb, arm: ArmJob) -> tuple[ArmEvidence, Generations]:
@@ -97,7 +115,7 @@ def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
         "train_items": len(arm.train_items),
         "val_items": len(arm.val_items),
         "train_data_hash": items_hash(arm.train_items),
-        "seed": plan.seed,
+        "seed": arm.seed,
         "method": plan.quantization.method,
         "model": plan.model.name,
     }
@@ -146,7 +164,7 @@ def _train_here(climb: Climb, arm: ArmJob, training: TrainingConfig) -> TrainRes
         quant=plan.quantization,
         lora=plan.lora,
         max_length=plan.model.max_length,
-        seed=plan.seed,
+        seed=arm.seed,
         metric_sink=_steps_to_events(climb, arm),
         on_step=climb.bars.training(f"{arm.name}: train"),
         allow_truncation=stage.checks.truncation == "warn",
@@ -177,7 +195,7 @@ def _train_in_docker(climb: Climb, arm: ArmJob, training: TrainingConfig) -> Tra
         quant=plan.quantization,
         lora=plan.lora,
         max_length=plan.model.max_length,
-        seed=plan.seed,
+        seed=arm.seed,
         tracking_uri=tracking_uri(plan),
     )
     (arm_dir / "docker-command.json").write_text(json.dumps(run.argv, indent=1))
@@ -208,7 +226,7 @@ def _reload_and_generate(climb: Climb, arm: ArmJob, adapter: Path, ev: ArmEviden
     climb.events.emit(SmokeGenerated(arm.name, ev.smoke_generation))
     if stage.evaluation.mode != "full":
         return Generations()
-    settings = Settings.from_config(stage.evaluation, climb.plan.seed)
+    settings = Settings.from_config(stage.evaluation, arm.seed)
     total = len(arm.test_items) * (1 + (settings.samples if settings.wants_samples else 0))
     return generate_arm(
         TransformersBackend(model, tokenizer, name=arm.name),

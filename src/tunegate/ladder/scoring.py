@@ -26,7 +26,12 @@ def score(
 ) -> None:
     ev_cfg = run.stage.evaluation
     settings = Settings.from_config(ev_cfg, climb.plan.seed)
-    to_score = [ArmToScore(a.name, a.role, a.test_items, generations[a.name]) for a in arms]
+    to_score = [
+        ArmToScore(
+            a.name, a.role, a.test_items, generations[a.name], seed=a.seed if a.replicated else None
+        )
+        for a in arms
+    ]
     done = evaluate_arms(to_score, settings, _judge(climb), run.stage_dir, climb.bars.ticker)
     rows = done.rows
     for arm in arms:
@@ -90,6 +95,7 @@ def _compare(
     evidence.per_scenario = analysis.per_scenario
     evidence.secondary = analysis.secondary
     evidence.clustered = analysis.clustered
+    evidence.seeds = analysis.seeds
     summary = analysis.to_json()
     summary["no_value"] = dict(evidence.no_value)  # metric → why (the report shows it)
     needed = None
@@ -109,5 +115,6 @@ def _compare(
             dict(evidence.no_value),
             run.record,
             n_for_observed_effect=needed,
+            seeds=analysis.seeds,
         )
     )

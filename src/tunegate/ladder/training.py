@@ -10,7 +10,7 @@ from tunegate.data.items import items_hash
 from tunegate.evaluate.pipeline import Generations
 from tunegate.events import ArmFinished, DataChecked
 from tunegate.gates import StageEvidence
-from tunegate.ladder.arm import ArmJob, run_arm
+from tunegate.ladder.arm import arm_jobs, run_arm
 from tunegate.ladder.context import Climb, StageRun
 from tunegate.ladder.scoring import score
 from tunegate.ladder.selection import selection_items
@@ -28,7 +28,7 @@ def run_training(climb: Climb, run: StageRun) -> StageEvidence:
     evidence.data_checks = _data_checks(climb, run, arm_names, model_dir)
     if any(c["verdict"] == "fail" for c in evidence.data_checks):
         return evidence  # nothing trains on data that failed its checks
-    arms = [ArmJob.of(climb, run, name, model_dir) for name in arm_names]
+    arms = arm_jobs(climb, run, arm_names, model_dir)
     generations: dict[str, Generations] = {}
     for arm in arms:
         evidence.arms[arm.name], generations[arm.name] = run_arm(climb, arm)
