@@ -535,10 +535,18 @@ class Plan(_Strict):
 
     def stage_hash(self, index: int) -> str:
         """What a stage's result depends on — its settings, the plan's shared settings, the
-        arms' data *contents* and the model's bytes — so that changing any of them re-runs it."""
+        arms' data *contents* and the model's bytes — so that changing any of them re-runs it.
+
+        No path is part of it: a run directory copied or moved (with its plan and data, or to
+        a larger disk) keeps every stage it passed. The arms' files count by their digests and
+        a local model by its fingerprint, not by where they lie."""
         body = self.model_dump(mode="json", exclude={"stages", "tracking", "output_dir"})
         if body.get("judge"):  # as plan.json records it: a password is not a setting
             body["judge"]["endpoint"] = redact(body["judge"]["endpoint"])
+        for arm in body["arms"].values():
+            del arm["data"]  # its contents are body["data"] below
+        if self.model.name != TINY_LLAMA:
+            body["model"]["name"] = "local"  # a directory: its bytes are body["model_bytes"]
         body["stage"] = self.stages[index].model_dump(mode="json")
         body["data"] = {name: _file_digest(arm.data) for name, arm in sorted(self.arms.items())}
         body["model_bytes"] = model_fingerprint(self.model.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -173,11 +174,13 @@ class Answer:
         return f"{self.word} — {self.reason}" if self.reason else self.word
 
 
-def answer(plan: Plan, state: LadderState) -> Answer:
+def answer(plan: Plan, state: LadderState, missing: Mapping[str, str] | None = None) -> Answer:
     """GO only when every stage up to the furthest that ran has a PASS of its own: run, not
-    forced past a stage that did not pass, and judged on the plan as it is now. A FAIL is FIX
-    and an INVESTIGATE is INVESTIGATE, whatever comes after; a stage that never ran, was forced
-    or whose plan changed since its verdict makes it NOT A GO, said in words."""
+    forced past a stage that did not pass, judged on the plan as it is now, and with its
+    artifacts still there (`missing`: stage name → what is gone, from
+    `artifacts.missing_artifacts`). A FAIL is FIX and an INVESTIGATE is INVESTIGATE, whatever
+    comes after; a stage that never ran, was forced, whose plan changed since its verdict or
+    whose artifacts are gone makes it NOT A GO, said in words."""
     records = [(i, stage, state.stage(stage.name)) for i, stage in enumerate(plan.stages)]
     ran = [i for i, _, rec in records if rec is not None and rec.verdict is not None]
     if not ran:
@@ -201,6 +204,8 @@ def answer(plan: Plan, state: LadderState) -> Answer:
             )
         if rec.hash != plan.stage_hash(i):
             gaps.append(f"{label} passed under a plan that has changed since")
+        if missing and stage.name in missing:
+            gaps.append(f"{label} passed, but {missing[stage.name]}")
     if gaps:
         return Answer("NOT A GO", "; ".join(gaps))
     if max(ran) == len(plan.stages) - 1:
@@ -208,9 +213,9 @@ def answer(plan: Plan, state: LadderState) -> Answer:
     return Answer("GO so far", f"passed through '{plan.stages[max(ran)].name}'")
 
 
-def final_answer(plan: Plan, state: LadderState) -> str:
+def final_answer(plan: Plan, state: LadderState, missing: Mapping[str, str] | None = None) -> str:
     """The answer as one line: GO / GO so far / INVESTIGATE / FIX / NOT A GO, and why."""
-    return str(answer(plan, state))
+    return str(answer(plan, state, missing))
 
 
 def format_value(metric_name: str, value: float, *, signed: bool = False) -> str:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from tunegate.artifacts import missing_artifacts
 from tunegate.costs import stage_cost
 from tunegate.determinism import MachineRecord
 from tunegate.errors import UserError
@@ -164,7 +165,7 @@ def build(run_dir: Path) -> Report:
     ]
     return Report(
         title=f"tunegate report: {plan.name}",
-        answer=final_answer(plan, state),
+        answer=final_answer(plan, state, missing_artifacts(plan, state, run)),
         facts=facts,
         sections=[s for s in sections if s is not None],
     )

@@ -6,9 +6,13 @@ the old state or the new one, never half of either.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +58,65 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+class RunLock:
+    """One climber per run directory: an exclusive `flock` on `<run>/.lock`.
+
+    The OS releases it when its holder exits, however it exits (`kill -9` included), so a
+    crashed climb never leaves a stale lock to clean up. The holder writes who it is into the
+    file, for the message the next climber gets. Readers (`status`, `report`) take no lock:
+    the state is replaced atomically, so they always read a whole one."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self, command: str) -> None:
+        """Hold the lock, or raise a UserError naming its holder (PID, host, since when)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(os.read(fd, 4096))
+            os.close(fd)
+            raise UserError(
+                f"another climb is running in this run directory ({holder}); wait for it or "
+                "stop it. `tunegate status` reads the run meanwhile",
+                where=str(self.path.parent),
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": command or " ".join(sys.argv),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)  # nobody holds it: a later reader sees no stale holder
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _holder(raw: bytes) -> str:
+    """'PID 123 on host h since 2026-…, `tunegate run …`', from the lock file's contents."""
+    try:
+        who = json.loads(raw.decode("utf-8"))
+        text = f"PID {who['pid']} on host {who['host']} since {who['since']}"
+        command = str(who.get("command") or "")
+        return text + (f": `{command[:200]}`" if command else "")
+    except (ValueError, KeyError, TypeError):
+        return "a process that has not yet said who it is"
 
 
 class RunDir:

@@ -112,6 +112,13 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FileEntry(_Record):
+    """One file an arm left (`tunegate.artifacts`): what proves it is still the same."""
+
+    size: int
+    sha256: str
+
+
 class ArmRecord(_Record):
     status: Literal["pending", "training", "done", "failed"] = "pending"
     mlflow_run: str | None = None
@@ -120,6 +127,9 @@ class ArmRecord(_Record):
     # A stage with several seeds keys each training run as "<arm>.seed<seed>": its arm and seed.
     arm: str | None = None
     seed: int | None = None
+    # Its adapter's (and merged model's) files, by path inside the arm's directory: reuse and
+    # "passed" both check them (`tunegate.artifacts`).
+    manifest: dict[str, FileEntry] = Field(default_factory=dict)
 
 
 class EvaluationCost(_Record):

@@ -89,6 +89,7 @@ def run(
 
     p = load_plan(plan_path)
     exp = load_experiment(p)
+    from tunegate.artifacts import missing_artifacts
     from tunegate.events import Sink
     from tunegate.events.jsonl import JsonLinesSink
     from tunegate.ladder import Ladder, RunOptions
@@ -115,7 +116,8 @@ def run(
     else:
         console.print()
         console.print(verdict_table(p, state))
-        console.print(f"[bold]{final_answer(p, state)}[/]   run directory: {ladder.run.root}")
+        answered = final_answer(p, state, missing_artifacts(p, state, ladder.run))
+        console.print(f"[bold]{answered}[/]   run directory: {ladder.run.root}")
         report = report_file(ladder.run.root, "html")
         if report.is_file():
             console.print(f"Report: {report}", highlight=False, soft_wrap=True)
@@ -128,8 +130,10 @@ def run(
 
 def _verdicts_json(p: Any, state: LadderState, root: Path) -> dict[str, Any]:
     """`run --json`: the answer and each stage's verdict with its gates, for scripts."""
+    from tunegate.artifacts import missing_artifacts
     from tunegate.render import answer
     from tunegate.report import report_file
+    from tunegate.rundir import RunDir
 
     stages = []
     for i, stage in enumerate(p.stages):
@@ -145,7 +149,7 @@ def _verdicts_json(p: Any, state: LadderState, root: Path) -> dict[str, Any]:
                 "actual": rec.actual.to_json() if rec and rec.actual else None,
             }
         )
-    answered = answer(p, state)
+    answered = answer(p, state, missing_artifacts(p, state, RunDir(root)))
     return {
         "answer": str(answered),
         "verdict": answered.word,  # GO, GO so far, INVESTIGATE, FIX, NOT A GO or NOT RUN
@@ -173,12 +177,15 @@ def status(
     plan_path: Path = typer.Option(DEFAULT_PLAN, "--plan"),
 ) -> None:
     """Show each stage's verdict and evidence for a run."""
+    from tunegate.artifacts import missing_artifacts
     from tunegate.render import final_answer, verdict_table
     from tunegate.report import load
+    from tunegate.rundir import RunDir
 
-    p, state = load(_run_dir(run_dir, plan_path))
+    root = _run_dir(run_dir, plan_path)
+    p, state = load(root)
     console.print(verdict_table(p, state))
-    console.print(f"[bold]{final_answer(p, state)}[/]")
+    console.print(f"[bold]{final_answer(p, state, missing_artifacts(p, state, RunDir(root)))}[/]")
 
 
 class ReportFormat(StrEnum):

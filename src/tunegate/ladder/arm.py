@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunegate.artifacts import ADAPTER, arm_problem, manifest
 from tunegate.data.items import Item, items_hash, write_items
 from tunegate.evaluate.pipeline import Generations, Settings, generate_arm
 from tunegate.events import (
@@ -84,9 +85,17 @@ def run_arm(climb: Climb, arm: ArmJob) -> tuple[ArmEvidence, Generations]:
     )
     ev = ArmEvidence()
     recorded = arm.record.train
-    adapter = Path(recorded.adapter_dir) if recorded else arm.arm_dir / "adapter"
-    # tunegate.json is written last: its presence means the adapter is complete.
-    if recorded and arm.record.status == "done" and (adapter / "tunegate.json").is_file():
+    # Where this run directory holds it now, not where it was trained: a moved or copied run
+    # directory reuses its own adapters.
+    adapter = arm.arm_dir / ADAPTER
+    problem = None
+    if recorded and arm.record.status == "done":
+        problem = arm_problem(arm.arm_dir, arm.record, full=True)  # every byte, as recorded
+        if problem:
+            climb.events.say(
+                f"  {arm.name}: {problem} since it was trained: training it again", "warning"
+            )
+    if recorded and arm.record.status == "done" and problem is None:
         climb.events.emit(ArmReused(arm.name, adapter))
         result = recorded
     else:
@@ -101,7 +110,7 @@ def run_arm(climb: Climb, arm: ArmJob) -> tuple[ArmEvidence, Generations]:
     ev.eval_loss_before = result.eval_loss_before
     ev.eval_loss_after = result.eval_loss_after
     ev.linear4bit_layers = result.linear4bit_layers
-    return ev, _reload_and_generate(climb, arm, Path(result.adapter_dir), ev)
+    return ev, _reload_and_generate(climb, arm, adapter, ev)
 
 
 def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
@@ -137,6 +146,7 @@ def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
         climb.events.emit(ArmFailed(arm.name, error))
         return error
     arm.record.status, arm.record.train, arm.record.error = "done", result, None
+    arm.record.manifest = manifest(arm.arm_dir)  # what reuse and "passed" will check
     climb.save()
     climb.events.emit(ArmTrained(arm.name, result, arm.record))
     return result

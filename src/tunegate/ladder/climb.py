@@ -12,6 +12,7 @@ from typing import TextIO
 
 from rich.console import Console
 
+from tunegate.artifacts import missing_artifacts, stage_artifacts_problem
 from tunegate.data.arms import Experiment
 from tunegate.data.items import items_hash
 from tunegate.determinism import machine_record, pin
@@ -34,7 +35,7 @@ from tunegate.ladder.selection import RunOptions, power_notes, run_dir_for, stag
 from tunegate.ladder.training import run_training
 from tunegate.plan import Plan, dump_plan, plan_hash
 from tunegate.progress import Bars
-from tunegate.rundir import atomic_write_json
+from tunegate.rundir import RunLock, atomic_write_json
 
 # One runner per stage kind (`stages[].kind` in the plan).
 RUNNERS: dict[str, StageRunner] = {"environment": run_environment, "train": run_training}
@@ -64,9 +65,19 @@ class Ladder:
         self.ctx = Climb(plan, exp, self.run, self.events, Bars(console))
 
     def climb(self, opts: RunOptions) -> list[StageOutcome]:
+        # One climber per run directory, held until this climb ends (the OS frees it if the
+        # process dies): two would train the same arms into the same folders.
+        lock = RunLock(self.run.root)
+        lock.acquire(opts.command)
+        try:
+            return self._climb_locked(opts)
+        finally:
+            lock.release()
+
+    def _climb_locked(self, opts: RunOptions) -> list[StageOutcome]:
         climb = self.ctx
         state = self.run.load_state()  # read-only look first: validate before writing
-        start, end = stage_range(self.plan, state, opts)
+        start, end = stage_range(self.plan, state, opts, self.run)
         for i in range(start, end + 1):
             if self.plan.stages[i].kind == "train":
                 climb.selection(i)  # a bad selection is refused before anything is written
@@ -77,6 +88,8 @@ class Ladder:
             return []
         log = self._open()
         try:
+            if opts.start is None and opts.stage is None:
+                self._say_why_again(start)
             with climb.bars:
                 outcomes = self._climb(opts, start, end)
             self._report()
@@ -84,6 +97,19 @@ class Ladder:
             return outcomes
         finally:
             log.close()
+
+    def _say_why_again(self, start: int) -> None:
+        """A stage that passed runs again when its artifacts are gone or changed: say so."""
+        stage = self.plan.stages[start]
+        record = self.ctx.state.stage(stage.name)
+        if record is None or record.verdict != "PASS":
+            return
+        problem = stage_artifacts_problem(record, self.run.stage_dir(start, stage.name))
+        if problem:
+            self.events.say(
+                f"stage {start} ({stage.name}) passed, but {problem}: running it again",
+                "warning",
+            )
 
     def _open(self) -> TextIO:
         """Load the state, pin the machine's numerics, and open tracking (a sink)."""
@@ -214,7 +240,9 @@ class Ladder:
 
         try:
             write(self.run.root)
-            now_answer = answer(self.plan, self.ctx.state)
+            now_answer = answer(
+                self.plan, self.ctx.state, missing_artifacts(self.plan, self.ctx.state, self.run)
+            )
             self.events.emit(
                 ReportWritten(
                     self.run.root / REPORT_DIR,

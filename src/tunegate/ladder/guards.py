@@ -52,7 +52,7 @@ def _not_started(climb: Climb, index: int) -> str:
 
 
 def _after_previous(climb: Climb, index: int, opts: RunOptions) -> Admission:
-    if index == 0 or stage_passed(climb.plan, climb.state, index - 1):
+    if index == 0 or stage_passed(climb.plan, climb.state, index - 1, climb.run):
         return Admission()
     prev = climb.plan.stages[index - 1].name
     prev_verdict = climb.state.verdict(prev) or "not run"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tunegate.artifacts import stage_artifacts_problem
 from tunegate.data.arms import Experiment
 from tunegate.data.items import Item
 from tunegate.data.select import Selection, select
@@ -20,18 +21,26 @@ class RunOptions:
     start: int | None = None
     until: int | None = None
     force: set[int] = field(default_factory=set)
+    command: str = ""  # as typed, for the run lock's holder (the process's arguments if empty)
 
 
 def run_dir_for(plan: Plan) -> RunDir:
     return RunDir(plan.output_dir / plan.name)
 
 
-def stage_passed(plan: Plan, state: LadderState, index: int) -> bool:
-    record = state.stage(plan.stages[index].name)
-    return bool(record and record.verdict == "PASS" and record.hash == plan.stage_hash(index))
+def stage_passed(plan: Plan, state: LadderState, index: int, run: RunDir | None = None) -> bool:
+    """The stage has a PASS of its own for the plan as it is now; with `run`, its arms'
+    artifacts are also still there (a stage whose adapters are gone has not passed)."""
+    stage = plan.stages[index]
+    record = state.stage(stage.name)
+    if not (record and record.verdict == "PASS" and record.hash == plan.stage_hash(index)):
+        return False
+    return run is None or stage_artifacts_problem(record, run.stage_dir(index, stage.name)) is None
 
 
-def stage_range(plan: Plan, state: LadderState, opts: RunOptions) -> tuple[int, int]:
+def stage_range(
+    plan: Plan, state: LadderState, opts: RunOptions, run: RunDir | None = None
+) -> tuple[int, int]:
     last = len(plan.stages) - 1
     for flag, value in (
         ("--stage", opts.stage),
@@ -47,7 +56,8 @@ def stage_range(plan: Plan, state: LadderState, opts: RunOptions) -> tuple[int, 
         start = opts.start
     else:
         start = next(
-            (i for i in range(len(plan.stages)) if not stage_passed(plan, state, i)), last + 1
+            (i for i in range(len(plan.stages)) if not stage_passed(plan, state, i, run)),
+            last + 1,
         )
     return start, last if opts.until is None else opts.until
 
