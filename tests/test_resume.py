@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,93 @@ def test_sigkill_then_resume_gives_the_same_figures(
     client = MlflowClient(tracking_uri=after["tracking_uri"])
     steps = [m.step for m in client.get_metric_history(record["mlflow_run"], "loss")]
     assert sorted(steps) == list(range(1, record["train"]["steps"] + 1))
+
+
+def _kill_once(plan: Path, until: str, ready: Callable[[Path], bool]) -> None:
+    """Start the climb and SIGKILL its process group as soon as `ready(run_dir)` holds."""
+    proc = subprocess.Popen(
+        [TUNEGATE, "run", str(plan), "--until", until],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    run_dir = plan.parent / RUN
+    deadline = time.monotonic() + 900
+    try:
+        while not ready(run_dir):
+            assert proc.poll() is None, "the run ended before the point to kill it at"
+            assert time.monotonic() < deadline, "the point to kill it at never came"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=120)
+
+
+def _arm_status(run_dir: Path, stage: str, arm: str) -> str | None:
+    try:
+        state = json.loads((run_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state.get("stages", {}).get(stage, {}).get("arms", {}).get(arm, {}).get("status")
+
+
+def _generating(run_dir: Path, stage: str, arm: str) -> bool:
+    """`arm` of `stage` has smoke-generated: its test answers are being generated now."""
+    path = run_dir / "events.jsonl"
+    in_stage = False
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # the line being written
+        if event.get("event") == "stage_started":
+            in_stage = event.get("stage") == stage
+        elif in_stage and event.get("event") == "smoke_generated" and event.get("arm") == arm:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("until", "point"),
+    [
+        # Between the arms: the control is done and recorded, the experiment not yet begun.
+        pytest.param(
+            "1",
+            lambda run: _arm_status(run, "micro", "control") == "done",
+            id="micro-between-arms",
+        ),
+        # During the evaluation: both arms trained, the experiment's test answers being
+        # generated (its smoke generation came first); long-running, in the slow set.
+        pytest.param(
+            "2",
+            lambda run: _generating(run, "small", "experiment"),
+            id="small-during-evaluation",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_killed_between_arms_or_in_evaluation_resumes_to_the_same_figures(
+    until: str,
+    point: Callable[[Path], bool],
+    uninterrupted,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    plan = _copy_example(tmp_path / "exp")
+    _kill_once(plan, until, point)
+    killed = _state(plan)
+    done = {
+        (s, a): (plan.parent / RUN / f"stage-{i}-{s}" / a / "adapter" / "adapter_model.safetensors")
+        for i, s in enumerate(("environment", *STAGES))
+        for a, r in killed["stages"].get(s, {}).get("arms", {}).items()
+        if r["status"] == "done"
+    }
+    assert done, "nothing had finished when it was killed"
+    mtimes = {k: p.stat().st_mtime_ns for k, p in done.items()}
+    resumed = run_cli("run", str(plan), "--until", until)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert _figures(plan, until) == uninterrupted(until)
+    for key, path in done.items():  # what had finished is reused, not trained again
+        assert path.stat().st_mtime_ns == mtimes[key], key
 
 
 def test_resuming_from_a_mid_epoch_checkpoint_restores_everything(tmp_path: Path) -> None:
