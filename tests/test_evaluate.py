@@ -4,6 +4,7 @@ per-item results of two tiny-model arms through `tunegate evaluate`, and bad inp
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -165,6 +166,8 @@ def test_evaluate_two_tiny_arms_with_every_metric(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 12  # 6 items × 2 arms
+    for name in ("results.jsonl", "summary.json", "control.jsonl"):  # readable by a teammate
+        assert (out / name).stat().st_mode & 0o044 == 0o044 & ~os.umask(os.umask(0))
     assert {r["arm"] for r in rows} == {"control", "experiment"}
     ids = {r["id"] for r in rows if r["arm"] == "control"}
     assert ids == {r["id"] for r in rows if r["arm"] == "experiment"}  # paired

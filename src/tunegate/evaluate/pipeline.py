@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from tunegate.errors import UserError
 from tunegate.evaluate.metrics import Case, Context, metric
 from tunegate.generate import Backend, Sampling
 from tunegate.models import cache_dir
+from tunegate.rundir import atomic_write_text
 from tunegate.score import RESULTS_SCHEMA, MetricGap, Score, Status, status_of
 
 # The original plan's evaluation pricing: ~$0.01 per API call, 7 evaluator calls per item and arm,
@@ -361,10 +361,9 @@ def write_results(
         files[f"{arm}.jsonl"] = "".join(json.dumps(r) + "\n" for r in rows if r["arm"] == arm)
     written = {}
     for name, text in files.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out_dir / name)
+        # Atomic, fsynced and readable as open() would make it (not mkstemp's 0600): results
+        # are what a teammate reads next to the report.
+        atomic_write_text(out_dir / name, text)
         written[name] = out_dir / name
     return written
 
