@@ -302,7 +302,7 @@ RAW_PLAN_CASES = [
     pytest.param(
         replace("  r: 16", "  r: [16"),
         "  alpha: 32",  # where the unclosed flow sequence meets `alpha:`
-        "invalid YAML: expected ',' or ']', but got ':'",
+        "invalid YAML: did not find expected ',' or ']'",
         id="yaml-unclosed-bracket",
     ),
     pytest.param(lambda text: "- name: a\n- arms: {}\n", None, NOT_A_MAPPING, id="yaml-list"),

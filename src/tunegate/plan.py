@@ -6,8 +6,11 @@ Relative paths in a plan are resolved against the plan file's directory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +26,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from yaml.composer import Composer
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.resolver import Resolver
 
 from tunegate.errors import UserError
 from tunegate.models import TINY_LLAMA, model_fingerprint
@@ -40,7 +46,71 @@ from tunegate.registry import (
 
 class _Strict(BaseModel):
     # An unknown field is almost always a typo that would silently do nothing: reject it.
-    model_config = ConfigDict(extra="forbid")
+    # Every number must be finite: YAML reads `.inf` and `.nan` (and 1e999) as floats, and an
+    # infinite learning rate or estimate would pass a `ge=0` bound.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# Bounds on numbers. A value past one cannot be meant (or would crash the run later); values
+# that are merely unusual load with a warning (`_plan_warnings`). Each bound's reason:
+# AdamW moves every weight by about lr per step whatever the gradient's scale; weights are
+# ~0.01-0.1, so at lr > 1 the first step replaces them with noise.
+MAX_LEARNING_RATE = 1.0
+# Warned above: LoRA fine-tuning uses 1e-5 to 1e-3 (the QLoRA paper: 2e-4, 1e-4 from 33B;
+# full fine-tuning 1e-5 to 5e-5); from 1e-2 a pretrained model's loss usually diverges.
+HIGH_LEARNING_RATE = 1e-2
+# Per device: 65,536 sequences of >= 16 tokens is a million tokens of activations per step,
+# more than any one GPU holds for a model worth fine-tuning.
+MAX_BATCH_SIZE = 65_536
+# Accumulation multiplies the batch: 65,536 x 65,536 sequences per update is no fine-tune.
+MAX_ACCUMULATION = 65_536
+# Ten million optimizer steps: 20x Llama 2's whole pre-training (500k steps).
+MAX_STEPS = 10_000_000
+# Warned above: more than 100 passes over the same items memorizes them (the QLoRA paper
+# trains 1 to 3 epochs; the example's random-init tiny-llama needs 30).
+HIGH_EPOCHS = 100
+# 10,000 passes: at the refused end of memorization, and almost surely a typo for max_steps.
+MAX_EPOCHS = 10_000
+# Tokens in one sequence: no open model reads or writes more than ~1M (Llama 4 Scout aside,
+# whose 10M context no single GPU fine-tunes).
+MAX_TOKENS = 1 << 20
+# AdamW shrinks each weight by lr x weight_decay per step; common values are 0 (Trainer),
+# 0.01 and 0.1 (Llama pre-training). Past 10, at any lr worth training with, decay, not the
+# data, decides the weights.
+MAX_WEIGHT_DECAY = 10.0
+# torch's thread pool: more threads than any one machine's hardware threads (dual-socket
+# servers top out near 1,000) only contend.
+MAX_THREADS = 1024
+# A LoRA rank is at most its layer's width; the widest open model is 16,384 (Llama 3.1 405B).
+MAX_LORA_RANK = 16_384
+# LoRA scales its update by alpha / r; alpha = 2r at the largest rank is 32,768.
+MAX_LORA_ALPHA = 65_536
+# Loss watchdog windows: a window longer than any stage's steps never fills.
+MAX_DIVERGENCE_WINDOW = 10_000
+# A test program that needs more than an hour is no unit test; a stage waits that per item.
+MAX_PROGRAM_TIMEOUT_S = 3600.0
+# pass@k: Chen et al. (2021) sample n = 200 for k up to 100; n multiplies generation time.
+MAX_SAMPLES = 1000
+# At T = 10 the next-token distribution is close to uniform over the vocabulary: noise.
+MAX_TEMPERATURE = 10.0
+# Judge calls in flight: 4x vLLM's default max_num_seqs (256); beyond, calls only queue at
+# the server while their timeouts run.
+MAX_JUDGE_CONCURRENCY = 1024
+# Each retry waits up to 30 s (tunegate.endpoint): 20 retries hold a call ~10 minutes;
+# more would hide an endpoint that is down.
+MAX_JUDGE_RETRIES = 20
+# A judgment repeated 100 times measures the judge's noise well; more only costs.
+MAX_JUDGE_REPEATS = 100
+# numpy (through transformers.set_seed) takes seeds in [0, 2**32); a stage adds up to 15 for
+# its seeds. 2**31 - 1 also fits every 32-bit signed generator.
+MAX_SEED = 2**31 - 1
+
+
+def _no_nul(path: Path) -> Path:
+    # The OS cannot name a file with a NUL byte: os.stat and mkdir raise ValueError, not OSError.
+    if "\0" in str(path):
+        raise ValueError("a path cannot contain a NUL byte")
+    return path
 
 
 class ModelConfig(_Strict):
@@ -52,6 +122,7 @@ class ModelConfig(_Strict):
     max_length: int = Field(
         512,
         ge=16,
+        le=MAX_TOKENS,
         description="Token limit per sample. TRL's default is 1024 and truncates silently; "
         "tunegate counts tokens first and fails the arm, naming every sample that is too long.",
     )
@@ -82,8 +153,18 @@ class QuantizationConfig(_Strict):
 
 
 class LoraSettings(_Strict):
-    r: int = Field(16, ge=1, description="peft default is 8; 16 is the QLoRA paper's 7B setting.")
-    alpha: int = Field(32, ge=1, description="peft default is 8; alpha = 2r keeps the scale at 2.")
+    r: int = Field(
+        16,
+        ge=1,
+        le=MAX_LORA_RANK,
+        description="peft default is 8; 16 is the QLoRA paper's 7B setting.",
+    )
+    alpha: int = Field(
+        32,
+        ge=1,
+        le=MAX_LORA_ALPHA,
+        description="peft default is 8; alpha = 2r keeps the scale at 2.",
+    )
     dropout: float = Field(0.05, ge=0, lt=1, description="peft default is 0.0; QLoRA used 0.05.")
     target_modules: str | list[str] = Field(
         "all-linear", description="All linear layers, as the QLoRA paper (peft's default: q,v)."
@@ -92,22 +173,57 @@ class LoraSettings(_Strict):
 
 class TrainingConfig(_Strict):
     learning_rate: float = Field(
-        2e-4, ge=0, description="SFTConfig's default is 2e-5; 2e-4 is the QLoRA paper's."
+        2e-4,
+        ge=0,
+        le=MAX_LEARNING_RATE,
+        description="SFTConfig's default is 2e-5; 2e-4 is the QLoRA paper's. Above 1 AdamW's "
+        "first step replaces the weights with noise; above 1e-2 `tunegate plan` warns (LoRA "
+        "fine-tuning uses 1e-5 to 1e-3), and at 0 (nothing trains: a negative control).",
     )
-    batch_size: int = Field(4, ge=1, description="Per device; the original plan's BATCH_SIZE.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Effective batch multiplier.")
-    epochs: float = Field(3, gt=0, description="The original plan's EPOCHS.")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Per device; the original plan's BATCH_SIZE. At most 65,536: a million "
+        "tokens of activations per step.",
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, le=MAX_ACCUMULATION, description="Effective batch multiplier."
+    )
+    epochs: float = Field(
+        3,
+        gt=0,
+        le=MAX_EPOCHS,
+        description="The original plan's EPOCHS. Above 100 `tunegate plan` warns: the model "
+        "memorizes its items (the QLoRA paper trains 1 to 3).",
+    )
     max_steps: int | None = Field(
-        None, ge=1, description="The original plan's MAX_STEPS; wins over epochs."
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description="The original plan's MAX_STEPS; wins over epochs. At most 10 million "
+        "(20x Llama 2's pre-training).",
     )
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "constant",
         description="Trainer's default is linear decay; constant keeps short stages comparable.",
     )
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (Trainer default).")
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        le=MAX_STEPS,
+        description="Linear warm-up steps (linear and cosine only: transformers' constant "
+        "schedule has no warm-up, and `tunegate plan` warns that they are ignored).",
+    )
+    weight_decay: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_WEIGHT_DECAY,
+        description="AdamW weight decay (Trainer default). Common: 0, 0.01, 0.1; past 10 "
+        "decay, not the data, decides the weights.",
+    )
     save_steps: int = Field(
-        25, ge=1, description="Checkpoint interval; resume starts from the last."
+        25, ge=1, le=MAX_STEPS, description="Checkpoint interval; resume starts from the last."
     )
     gradient_checkpointing: bool = Field(
         True, description="As SFTConfig; trades ~30% speed for much less activation memory."
@@ -118,7 +234,10 @@ class TrainingConfig(_Strict):
         "padding-free attention). Faster on short samples; the loss is still per sample.",
     )
     divergence_window: int = Field(
-        5, ge=2, description="Loss watchdog: steps per window compared for divergence."
+        5,
+        ge=2,
+        le=MAX_DIVERGENCE_WINDOW,
+        description="Loss watchdog: steps per window compared for divergence.",
     )
     divergence_factor: float = Field(
         3.0,
@@ -133,6 +252,7 @@ class TrainingConfig(_Strict):
     threads: int | None = Field(
         None,
         ge=1,
+        le=MAX_THREADS,
         description="CPU threads for torch (training and local generation). None: torch's "
         "default here (the physical cores), fixed when the process starts and recorded with "
         "the run. Another thread count sums in another order, so the numbers differ slightly.",
@@ -149,21 +269,22 @@ class TrainingConfig(_Strict):
 class TrainingOverrides(_Strict):
     """A stage's changes to the plan's training settings; unset fields keep the plan's value."""
 
-    learning_rate: float | None = Field(None, ge=0)
-    batch_size: int | None = Field(None, ge=1)
-    gradient_accumulation_steps: int | None = Field(None, ge=1)
-    epochs: float | None = Field(None, gt=0)
-    max_steps: int | None = Field(None, ge=1)
+    # The same bounds as TrainingConfig's, for the same reasons.
+    learning_rate: float | None = Field(None, ge=0, le=MAX_LEARNING_RATE)
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
+    gradient_accumulation_steps: int | None = Field(None, ge=1, le=MAX_ACCUMULATION)
+    epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     lr_scheduler: Literal["constant", "linear", "cosine"] | None = None
-    warmup_steps: int | None = Field(None, ge=0)
-    weight_decay: float | None = Field(None, ge=0)
-    save_steps: int | None = Field(None, ge=1)
+    warmup_steps: int | None = Field(None, ge=0, le=MAX_STEPS)
+    weight_decay: float | None = Field(None, ge=0, le=MAX_WEIGHT_DECAY)
+    save_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     gradient_checkpointing: bool | None = None
     packing: bool | None = None
-    divergence_window: int | None = Field(None, ge=2)
+    divergence_window: int | None = Field(None, ge=2, le=MAX_DIVERGENCE_WINDOW)
     divergence_factor: float | None = Field(None, gt=1)
     merge_adapter: bool | None = None
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     deterministic: bool | None = None
 
 
@@ -176,6 +297,8 @@ class ArmConfig(_Strict):
         description="Fields besides prompt and metadata this arm may change (e.g. completion, "
         "for an experiment that rewrites answers). Pairing by id is always required.",
     )
+
+    no_nul_in_data = field_validator("data")(_no_nul)
 
 
 class DataSelection(_Strict):
@@ -231,8 +354,16 @@ class EvaluationConfig(_Strict):
     limit: int | None = Field(
         None, ge=1, description="The original plan's --limit: at most this many items."
     )
-    max_new_tokens: int = Field(96, ge=1, description="Generation length per test item.")
-    timeout_s: float = Field(5.0, gt=0, description="Per program, for functional correctness.")
+    max_new_tokens: int = Field(
+        96, ge=1, le=MAX_TOKENS, description="Generation length per test item."
+    )
+    timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=MAX_PROGRAM_TIMEOUT_S,
+        description="Per program, for functional correctness. At most an hour: a program that "
+        "needs more is no unit test.",
+    )
     # pass@k's sampling. Chen et al. (2021) sample at T = 0.8 for pass@10 and above; top-p 0.95
     # as in their Codex evaluation. Greedy metrics ignore these.
     tests: dict[str, Literal["t", "wilcoxon", "mcnemar", "sign", "permutation"]] = Field(
@@ -240,8 +371,18 @@ class EvaluationConfig(_Strict):
         description="Primary paired test per metric (default: exact McNemar for binary metrics, "
         "paired t for continuous ones); the others are reported alongside.",
     )
-    samples: int = Field(10, ge=1, description="n samples per item for pass@K metrics.")
-    temperature: float = Field(0.8, gt=0, description="Sampling temperature for pass@K.")
+    samples: int = Field(
+        10,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="n samples per item for pass@K metrics (Chen et al. used 200 for k up to 100).",
+    )
+    temperature: float = Field(
+        0.8,
+        gt=0,
+        le=MAX_TEMPERATURE,
+        description="Sampling temperature for pass@K. At most 10: near uniform, noise.",
+    )
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling for pass@K.")
 
     @field_validator("metrics")
@@ -283,11 +424,18 @@ class JudgeConfig(_Strict):
     price_per_1k_completion_usd: float = Field(
         0.0, ge=0, description="Price per 1k completion tokens."
     )
-    concurrency: int = Field(4, ge=1, description="Judge calls in flight at once.")
-    max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts.")
-    timeout_s: float = Field(60.0, gt=0, description="Per call.")
+    concurrency: int = Field(
+        4, ge=1, le=MAX_JUDGE_CONCURRENCY, description="Judge calls in flight at once."
+    )
+    max_retries: int = Field(
+        4, ge=0, le=MAX_JUDGE_RETRIES, description="Retries on 429, 5xx and timeouts."
+    )
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="Per call; at most an hour.")
     repeats: int = Field(
-        1, ge=1, description="Judgments per input; above 1 measures the judge's noise."
+        1,
+        ge=1,
+        le=MAX_JUDGE_REPEATS,
+        description="Judgments per input; above 1 measures the judge's noise.",
     )
     budget_usd: float | None = Field(
         None, gt=0, description="Stop paying the judge once this much is spent."
@@ -422,13 +570,66 @@ class ExecutorConfig(_Strict):
     )
 
 
+# The tracking stores MLflow's client opens (its tracking store registry), less the Unity
+# Catalog ones, which hold models, not runs. postgresql, mysql and mssql need their driver.
+TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+# Kernel filesystems: no store can be created there, and MLflow fails only when it tries.
+_KERNEL_FS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def check_tracking_uri(uri: str) -> str:
+    """`uri` if MLflow can track to it, else ValueError saying why: checked when the plan loads,
+    not when the first stage's tracking starts."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  # parsing the port raises ValueError on a bad one
+    except ValueError as err:
+        raise ValueError(f"not a valid URI ({err})") from None
+    scheme = parts.scheme.lower().split("+")[0]  # postgresql+psycopg2: the driver is extra
+    local: str | None = None
+    if not parts.scheme:
+        local = uri  # a bare path: MLflow's file store
+    elif scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"an {scheme} tracking URI needs a host ({scheme}://host:port)")
+    elif scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError("a file: tracking URI names a local path (file:///path)")
+        local = parts.path
+    elif scheme == "sqlite":
+        local = parts.path[1:]  # sqlite:///relative.db, sqlite:////absolute.db
+        if local in ("", ":memory:"):
+            raise ValueError(
+                "an in-memory sqlite store is gone when each process ends: name a file "
+                "(sqlite:///path/mlflow.db)"
+            )
+    elif scheme not in TRACKING_SCHEMES:
+        raise ValueError(
+            f"unsupported tracking store '{_clip(parts.scheme, 40)}:' (MLflow tracks to "
+            + ", ".join(f"{s}:" for s in TRACKING_SCHEMES)
+            + " or a local path)"
+        )
+    if local:
+        where = Path(local)
+        if any(where == fs or fs in where.parents for fs in _KERNEL_FS):
+            raise ValueError(f"{_clip(local)} is on a kernel filesystem: no store can live there")
+    return uri
+
+
 class TrackingConfig(_Strict):
     uri: str | None = Field(
         None,
         description="MLflow tracking URI. None: $MLFLOW_TRACKING_URI, else a sqlite store in the "
-        "output directory (mlflow's own default is ./mlflow.db in the working directory).",
+        "output directory (mlflow's own default is ./mlflow.db in the working directory). "
+        "http(s)://host, file:///path (or a bare path), sqlite:///path, postgresql://, "
+        "mysql://, mssql:// or databricks; anything else is refused when the plan loads.",
     )
     experiment: str = Field("tunegate", description="MLflow experiment the runs go into.")
+
+    @field_validator("uri")
+    @classmethod
+    def _trackable(cls, uri: str | None) -> str | None:
+        return None if uri is None else check_tracking_uri(uri)
 
 
 class HostConfig(_Strict):
@@ -469,6 +670,8 @@ class Plan(_Strict):
     )
     seed: int = Field(
         42,
+        ge=0,
+        le=MAX_SEED,
         description="Data selection, both arms' data order and LoRA init (a stage with "
         "`seeds: N` trains runs with seed, seed + 1, …; its data selection stays this seed's).",
     )
@@ -501,6 +704,12 @@ class Plan(_Strict):
     stages: list[Stage] = Field(default_factory=list)
     _source: Path | None = PrivateAttr(None)
     _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What loads but is probably not meant (`file:line: field: why`), for `tunegate plan`."""
+        return self._warnings
 
     @property
     def source(self) -> str:
@@ -511,6 +720,8 @@ class Plan(_Strict):
         """`file:line` of a field (or its nearest enclosing key), for checks made after loading."""
         line = _line_of(self._lines, loc)
         return f"{self.source}:{line}" if line else self.source
+
+    no_nul_in_output_dir = field_validator("output_dir")(_no_nul)
 
     # A field validator, not a model validator: the error then names `arms` and its line.
     @field_validator("arms")
@@ -661,25 +872,182 @@ def default_stages() -> list[Stage]:
 
 # --- loading -------------------------------------------------------------------------------
 
+# Limits on a plan file: each far above any real plan (the example is 5 KB, ~250 values, 5
+# levels deep) and far below what would hurt.
+# 1 MiB, 200x the example: read in well under a second, and a 50 MB value is never read whole.
+MAX_PLAN_BYTES = 1 << 20
+# Values (scalars, lists, mappings) with every alias expanded: a 1 KB "billion laughs" file
+# expands to 10^9, and validating or walking that takes gigabytes.
+MAX_PLAN_VALUES = 50_000
+# Nesting: a plan's deepest field is 5 levels down (stages, 0, evaluation, tests, <metric>);
+# past 32 the file is no plan, and parsing on would end in a RecursionError.
+MAX_PLAN_DEPTH = 32
+# A value quoted back in an error is cut here, so that the message stays one short line.
+ECHO_CHARS = 200
 
-def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path in a YAML document to its 1-based line, for error messages."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how long it was: messages quote user values."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def _echo(value: object) -> str:
+    """A value as an error message quotes it: its repr, cut."""
+    return _clip(repr(value))
+
+
+class _Refused(Exception):
+    """A plan refused while it is read (too deep, too many values, a key twice), at a line."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+try:  # libyaml's parser: ~10x faster than PyYAML's own on a large file, with the same events
+    from yaml.cyaml import CParser as _Parser
+
+    _LIBYAML = True
+except ImportError:  # a PyYAML built without libyaml
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+
+    _LIBYAML = False
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+class _PlanLoader(Composer, SafeConstructor, Resolver, _Parser):  # type: ignore[misc]
+    """YAML's safe loader (no tags beyond YAML's own, so `!!python/...` runs nothing), with
+    PyYAML's composer over libyaml's parser. The composer here also bounds nesting and counts
+    values with aliases expanded; an alias's size is looked up, never walked again."""
+
+    def __init__(self, text: str) -> None:
+        _Parser.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self.depth = 0  # of the node being composed
+        self.values = 0  # composed so far, aliases expanded
+        self.sizes: dict[int, tuple[int, int]] = {}  # id(node): (values, levels), expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self.sizes:
+                raise _Refused(
+                    line,
+                    f"alias *{_clip(event.anchor, 40)} is inside the value it names: "
+                    "it would expand forever",
+                )
+            node = super().compose_node(parent, index)  # an unknown anchor: ComposerError
+            values, levels = self.sizes[id(node)]
+            self._grow(line, values, alias=True)
+            if self.depth + levels > MAX_PLAN_DEPTH:
+                raise _Refused(
+                    line, f"aliases nest the plan more than {MAX_PLAN_DEPTH} levels deep"
+                )
+            return node
+        self.depth += 1
+        if self.depth > MAX_PLAN_DEPTH:
+            raise _Refused(
+                line,
+                f"nested more than {MAX_PLAN_DEPTH} levels deep (a plan's deepest field is 5 "
+                "levels down)",
+            )
+        start = self.values
+        self._grow(line, 1, alias=False)
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        levels = 1 + max((self.sizes[id(c)][1] for c in _children(node)), default=0)
+        self.sizes[id(node)] = (self.values - start, levels)
+        return node
+
+    def _grow(self, line: int, values: int, *, alias: bool) -> None:
+        self.values += values
+        if self.values > MAX_PLAN_VALUES:
+            if alias:
+                why = "aliases expand the plan past"
+                size = "; a 'billion laughs' file of aliases of aliases has 10^9"
+            else:
+                why, size = "the plan has more than", ""
+            raise _Refused(
+                line, f"{why} {MAX_PLAN_VALUES:,} values (a plan has a few hundred{size})"
+            )
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as err:  # month 13, an int of 5,000 digits
+            raise ConstructorError(
+                None, None, f"cannot read this value ({_clip(str(err), 120)})", node.start_mark
+            ) from None
+
+
+def _read_yaml(text: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """The document's data and the line of each key path. Raises _Refused or YAMLError."""
+    loader = _PlanLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, {}
+        lines = _yaml_lines(root)
+        return loader.construct_document(root), lines
+    finally:
+        loader.dispose()
+
+
+def _yaml_lines(root: yaml.Node) -> dict[tuple[str, ...], int]:
+    """Map each key path in a YAML document to its 1-based line, for error messages. A key
+    given twice in one mapping is refused: YAML would keep the last one silently. An alias is
+    walked where it is used (its lines are its anchor's), within MAX_PLAN_VALUES."""
     lines: dict[tuple[str, ...], int] = {}
 
     def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
             for key, value in node.value:
-                sub = (*path, str(key.value))
-                lines[sub] = key.start_mark.line + 1
+                line = key.start_mark.line + 1
+                scalar = isinstance(key, yaml.ScalarNode)
+                sub = (*path, str(key.value) if scalar else "?")  # the constructor refuses "?"
+                if scalar and key.tag != _MERGE_TAG:  # `<<` merges; its keys may be overridden
+                    ident = (key.tag, key.value)
+                    if ident in first:
+                        both = f"lines {first[ident]} and {line}" if first[ident] != line else ""
+                        raise _Refused(
+                            line,
+                            f"{_clip('.'.join(sub))}: given twice{f' ({both})' if both else ''}"
+                            " in one mapping; YAML would silently keep the last",
+                        )
+                    first[ident] = line
+                lines[sub] = line
                 walk(value, sub)
         elif isinstance(node, yaml.SequenceNode):
             for i, value in enumerate(node.value):
                 walk(value, (*path, str(i)))
 
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
+    walk(root, ())
     return lines
 
 
@@ -692,38 +1060,101 @@ def _line_of(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | N
     return next((lines[loc[:k]] for k in range(len(loc), 0, -1) if loc[:k] in lines), None)
 
 
+def _shown(field: str, value: object) -> str:
+    """A rejected input as the error quotes it: cut, and a URI without its password."""
+    if field in ("tracking.uri", "judge.endpoint") and isinstance(value, str):
+        with contextlib.suppress(ValueError):  # not even a URI: no password to find in it
+            value = redact(value)
+    return _echo(value)
+
+
 def _first_error(err: ValidationError, path: Path, lines: dict[tuple[str, ...], int]) -> UserError:
     e = err.errors()[0]
     loc = tuple(str(p) for p in e["loc"])
     line = _line_of(lines, loc)
-    field = ".".join(loc) or "(top level)"
+    field = _clip(".".join(loc)) or "(top level)"
     if e["type"] == "extra_forbidden":
         msg = "unknown field"
     elif e["type"] == "missing":
         msg = "missing required field"
     else:
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = _clip(e["msg"].removeprefix("Value error, "), 2 * ECHO_CHARS)
         if "input" in e and not isinstance(e["input"], dict | list | BaseModel):
-            msg += f" (got {e['input']!r})"
+            msg += f" (got {_shown('.'.join(loc), e['input'])})"
     where = f"{path}:{line}" if line else str(path)
     return UserError(f"{field}: {msg}", where=where)
 
 
+def _not_a_file(path: Path) -> str | None:
+    """None for a regular file, else what `path` is instead, found without opening it (a FIFO
+    would block the read until something writes to it): 'missing', 'a directory', ..."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    except OSError as err:
+        return f"unreadable ({err.strerror})"
+    except ValueError:  # a NUL byte in the path
+        return "missing"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket"}
+    kinds |= {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def _yaml_error(err: yaml.YAMLError, path: Path, data: bytes) -> UserError:
+    """A parser's error as one line at its line."""
+    if isinstance(err, yaml.reader.ReaderError):  # a control character: a position, no mark
+        # libyaml counts bytes of the UTF-8 text; PyYAML's own reader counts characters.
+        before = data[: err.position] if _LIBYAML else data.decode("utf-8")[: err.position]
+        line = before.count(b"\n" if _LIBYAML else "\n") + 1  # type: ignore[arg-type]
+        return UserError(f"invalid YAML: {_clip(err.reason, 100)}", where=f"{path}:{line}")
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark and problem == "found character that cannot start any token":
+        # libyaml leaves out which character; a tab, YAML's most common error, is worth naming.
+        text = data.decode("utf-8").splitlines()
+        found = text[mark.line] if mark.line < len(text) else ""
+        if mark.column < len(found):
+            problem = f"found character {found[mark.column]!r} that cannot start any token"
+    return UserError(f"invalid YAML: {_clip(problem)}", where=where)
+
+
 def load_plan(path: Path) -> Plan:
     """Parse and validate a plan file. Raises UserError naming the file, line and field."""
-    if not path.is_file():
+    kind = _not_a_file(path)
+    if kind == "missing":
         raise UserError("plan file not found (create one with `tunegate init`)", where=str(path))
+    if kind is not None:
+        raise UserError(f"the plan is {kind}, not a file", where=str(path))
     try:
-        text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
-        lines = _yaml_lines(text)
+        with path.open("rb") as f:
+            data = f.read(MAX_PLAN_BYTES + 1)  # no more: a 50 MB file is refused unread
+    except OSError as err:
+        raise UserError(f"cannot read the plan ({err.strerror})", where=str(path)) from None
+    if len(data) > MAX_PLAN_BYTES:
+        line = data[:MAX_PLAN_BYTES].count(b"\n") + 1
+        raise UserError(
+            f"the plan is {path.stat().st_size:,} bytes, past the limit of {MAX_PLAN_BYTES:,} on "
+            "this line (a plan is a few KB)",
+            where=f"{path}:{line}",
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError("not UTF-8 text", where=str(path)) from None
+    try:
+        raw, lines = _read_yaml(text)
+    except _Refused as err:
+        raise UserError(err.message, where=f"{path}:{err.line}") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise UserError(f"invalid YAML: {problem}", where=where) from None
+        raise _yaml_error(err, path, data) from None
+    except RecursionError:  # a last resort: MAX_PLAN_DEPTH stops nesting long before
+        raise UserError("invalid YAML: nested too deeply", where=str(path)) from None
     if not isinstance(raw, dict):
         raise UserError("a plan is a YAML mapping (name:, arms:, ...)", where=str(path))
     try:
@@ -737,6 +1168,7 @@ def load_plan(path: Path) -> Plan:
     plan._source = path
     plan._lines = lines
     _check_references(plan, path, lines)
+    plan._warnings = _plan_warnings(plan, path, lines)
     return plan
 
 
@@ -760,28 +1192,47 @@ def _check_references(plan: Plan, path: Path, lines: dict[tuple[str, ...], int])
 
     def fail(loc: tuple[str, ...], msg: str) -> UserError:
         line = _line_of(lines, loc)
-        return UserError(f"{'.'.join(loc)}: {msg}", where=f"{path}:{line}" if line else str(path))
+        where = f"{path}:{line}" if line else str(path)
+        return UserError(f"{_clip('.'.join(loc))}: {msg}", where=where)
 
     for name, arm in plan.arms.items():
-        if not arm.data.is_file():
-            raise fail(("arms", name, "data"), f"dataset file does not exist: {arm.data}")
+        kind = _not_a_file(arm.data)
+        if kind == "missing":
+            problem = "dataset file does not exist"
+        elif kind is not None and kind.startswith("unreadable"):
+            problem = f"dataset file is {kind}"
+        elif kind is not None:
+            problem = f"dataset path is {kind}, not a regular file"
+        else:
+            continue
+        raise fail(("arms", name, "data"), f"{problem}: {_clip(str(arm.data))}")
     seen: set[str] = set()
+    trained: Stage | None = None  # the first training stage
     for i, stage in enumerate(plan.stages):
         if stage.name in seen:
-            raise fail(("stages", str(i), "name"), f"duplicate stage name '{stage.name}'")
+            raise fail(("stages", str(i), "name"), f"duplicate stage name {_echo(stage.name)}")
         seen.add(stage.name)
+        if stage.kind == "environment" and trained is not None:
+            raise fail(
+                ("stages", str(i), "kind"),
+                f"an environment stage checks the machine before anything trains; stage {i} "
+                f"comes after training stage {_echo(trained.name)}: move it first",
+            )
+        trained = trained or (stage if stage.kind == "train" else None)
         for j, arm_name in enumerate(stage.arms or []):
             if arm_name not in plan.arms:
                 raise fail(
                     ("stages", str(i), "arms", str(j)),
-                    f"unknown arm '{arm_name}' (the plan's arms: {', '.join(plan.arms)})",
+                    f"unknown arm {_echo(arm_name)} (the plan's arms: "
+                    f"{_clip(', '.join(plan.arms))})",
                 )
         if plan.scenarios is not None:
             for j, scenario in enumerate(stage.data.scenarios or []):
                 if scenario not in plan.scenarios:
                     raise fail(
                         ("stages", str(i), "data", "scenarios", str(j)),
-                        f"unknown scenario '{scenario}' (the plan's: {', '.join(plan.scenarios)})",
+                        f"unknown scenario {_echo(scenario)} (the plan's: "
+                        f"{_clip(', '.join(plan.scenarios))})",
                     )
         ev = stage.evaluation
         if ev.mode == "full" and ev.primary_metric not in ev.metrics:
@@ -807,7 +1258,70 @@ def _check_references(plan: Plan, path: Path, lines: dict[tuple[str, ...], int])
                     f"'{name}' is not among the stage's metrics ({', '.join(ev.metrics)})",
                 )
     if plan.pilot_scenario and plan.scenarios and plan.pilot_scenario not in plan.scenarios:
-        raise fail(("pilot_scenario",), f"unknown scenario '{plan.pilot_scenario}'")
+        raise fail(("pilot_scenario",), f"unknown scenario {_echo(plan.pilot_scenario)}")
+
+
+def _plan_warnings(plan: Plan, path: Path, lines: dict[tuple[str, ...], int]) -> list[str]:
+    """What loads but is probably not meant, each as `file:line: field: value and why`."""
+    found: dict[str, None] = {}  # in order, once: stages that inherit a value share its line
+
+    def warn(loc: tuple[str, ...], message: str) -> None:
+        line = _line_of(lines, loc)
+        where = f"{path}:{line}" if line else str(path)
+        found[f"{where}: {'.'.join(loc)}: {message}"] = None
+
+    for i, stage in enumerate(plan.stages):
+        if stage.kind != "train":
+            continue
+        own = stage.training.model_dump(exclude_none=True)
+
+        def loc(name: str, i: int = i, own: dict[str, Any] = own) -> tuple[str, ...]:
+            """Where a stage's setting comes from: the stage's override or the plan's value."""
+            return ("stages", str(i), "training", name) if name in own else ("training", name)
+
+        t = plan.stage_training(stage)
+        if t.learning_rate > HIGH_LEARNING_RATE:
+            warn(
+                loc("learning_rate"),
+                f"{t.learning_rate:g} is high for AdamW: LoRA fine-tuning uses 1e-5 to 1e-3 (the "
+                f"QLoRA paper 2e-4), and above {HIGH_LEARNING_RATE:g} a pretrained model's loss "
+                "usually diverges",
+            )
+        elif t.learning_rate == 0:
+            warn(loc("learning_rate"), "0: nothing trains, so loss_decreased fails")
+        if t.max_steps is None and t.epochs > HIGH_EPOCHS:
+            warn(
+                loc("epochs"),
+                f"{t.epochs:g} passes over the same items: the model memorizes them (the QLoRA "
+                "paper trains 1 to 3 epochs)",
+            )
+        if t.warmup_steps and t.lr_scheduler == "constant":
+            warn(
+                loc("warmup_steps"),
+                f"{t.warmup_steps} is ignored: transformers' constant schedule has no warm-up "
+                "(lr_scheduler linear or cosine has)",
+            )
+        elif t.warmup_steps and t.max_steps is not None and t.warmup_steps >= t.max_steps:
+            warn(
+                loc("warmup_steps"),
+                f"{t.warmup_steps} ≥ max_steps ({t.max_steps}): training stops before the "
+                "learning rate reaches its value",
+            )
+    control, experiment = (plan.arm_name(role) for role in ("control", "experiment"))
+    if _same_file(plan.arms[control].data, plan.arms[experiment].data):
+        warn(
+            ("arms", experiment, "data"),
+            f"the same file as the control arm {_echo(control)}: an A/A control, so any "
+            "difference between the arms is noise",
+        )
+    return list(found)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # a link or another spelling of the path is the same file
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def plan_hash(plan: Plan) -> str:

@@ -57,8 +57,17 @@ def plan(plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]")) -> No
     from tunegate.render import cost_table, plan_table
 
     warnings = power_notes(p, exp)
+    _print_warnings(p.warnings, console)
     console.print(plan_table(p, warnings))
     console.print(cost_table(p))
+
+
+def _print_warnings(warnings: list[str], to: Console) -> None:
+    """What the plan loads with but probably does not mean, one line each."""
+    from rich.markup import escape
+
+    for warning in warnings:  # escape: a path or value with [brackets] prints verbatim
+        to.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def run(
@@ -89,6 +98,8 @@ def run(
 
     p = load_plan(plan_path)
     exp = load_experiment(p)
+    if not quiet:  # on stderr: `--json` and `--events -` keep stdout for what they print
+        _print_warnings(p.warnings, Console(stderr=True))
     from tunegate.artifacts import missing_artifacts
     from tunegate.events import Sink
     from tunegate.events.jsonl import JsonLinesSink
