@@ -20,6 +20,7 @@ from tunegate.cli.common import (
     quiet_libraries,
     refuse_overwrite,
 )
+from tunegate.rundir import RunDir
 
 if TYPE_CHECKING:
     from tunegate.state import LadderState
@@ -89,6 +90,9 @@ def run(
 
     p = load_plan(plan_path)
     exp = load_experiment(p)
+    # A state.json this climb cannot resume from is refused before the heavy imports (torch,
+    # transformers), as a bad plan is; the directory is the ladder's `run_dir_for`.
+    RunDir(p.output_dir / p.name).load_state(p.name)
     from tunegate.events import Sink
     from tunegate.events.jsonl import JsonLinesSink
     from tunegate.ladder import Ladder, RunOptions
@@ -173,10 +177,12 @@ def status(
     plan_path: Path = typer.Option(DEFAULT_PLAN, "--plan"),
 ) -> None:
     """Show each stage's verdict and evidence for a run."""
+    root = _run_dir(run_dir, plan_path)
+    RunDir(root).check_state()  # in a blink, before the report's imports
     from tunegate.render import final_answer, verdict_table
     from tunegate.report import load
 
-    p, state = load(_run_dir(run_dir, plan_path))
+    p, state = load(root)
     console.print(verdict_table(p, state))
     console.print(f"[bold]{final_answer(p, state)}[/]")
 
@@ -204,9 +210,11 @@ def report(
     confidence intervals, power, cost and time, recovery actions, plan, hashes and versions."""
     import shutil
 
+    root = _run_dir(run_dir, plan_path)
+    RunDir(root).check_state()  # in a blink, before the report's imports
     from tunegate.report import write
 
-    path = write(_run_dir(run_dir, plan_path), (fmt.value,))[fmt.value]
+    path = write(root, (fmt.value,))[fmt.value]
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, output)

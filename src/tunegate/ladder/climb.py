@@ -65,7 +65,8 @@ class Ladder:
 
     def climb(self, opts: RunOptions) -> list[StageOutcome]:
         climb = self.ctx
-        state = self.run.load_state()  # read-only look first: validate before writing
+        # Read-only look first: validate (this plan's state, whole) before writing anything.
+        state = self.run.load_state(self.plan.name)
         start, end = stage_range(self.plan, state, opts)
         for i in range(start, end + 1):
             if self.plan.stages[i].kind == "train":
