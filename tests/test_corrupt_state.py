@@ -1,5 +1,5 @@
 """Whatever `state.json` holds, `status`, `report` and `run` answer in one line with a way
-forward, and leave it as it was.
+forward, and leave it as it was; Ctrl-C during a climb says what it cut short and how to resume.
 
 The corpus is written into the example's run directory (`runs/metadata-experiment/`, with the
 `plan.json` a climb writes there first) and run through the installed `tunegate`, as a user would.
@@ -8,17 +8,21 @@ The corpus is written into the example's run directory (`runs/metadata-experimen
 from __future__ import annotations
 
 import json
+import os
 import random
 import shlex
+import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import TUNEGATE, run_cli
 
 from tunegate.plan import dump_plan, load_plan
+from tunegate.rundir import RunDir
 from tunegate.state import STATE_SCHEMA
 
 PLAN_NAME = "metadata-experiment"
@@ -161,3 +165,49 @@ def test_a_sound_state_is_read(run_dir: Path) -> None:
     result = run_cli("status", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert "NOT RUN" in result.stdout
+
+
+def _interrupt_at(plan: Path, text: str, timeout: float = 600) -> tuple[int, str]:
+    """`tunegate run PLAN --until 1`, sent Ctrl-C once `text` is printed: SIGINT to its whole
+    process group, as a terminal sends it. Its exit code and output (stdout and stderr)."""
+    proc = subprocess.Popen(
+        [TUNEGATE, "run", str(plan), "--until", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True,
+    )
+    watchdog = threading.Timer(timeout, proc.kill)  # a climb that never gets there fails, not hangs
+    watchdog.start()
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if text in line:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        seen.append(proc.communicate()[0])
+    finally:
+        watchdog.cancel()
+    return proc.returncode, "".join(seen)
+
+
+@pytest.mark.slow  # two climbs through stage 1, start-up included: about a minute
+def test_ctrl_c_says_what_it_cut_short_and_how_to_resume(example: Path) -> None:
+    code, output = _interrupt_at(example, "training on")
+    assert code == 130, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert (
+        "Interrupted stage 1 (micro), while training arm control; the state is saved.\n"
+        f"Resume with: tunegate run {example} --until 1\n"
+    ) in output, output[-3000:]
+    state = RunDir(example.parent / "runs" / PLAN_NAME).load_state(PLAN_NAME)  # whole, valid
+    assert state.verdict("environment") == "PASS"
+    assert state.stages["micro"].status == "running"
+    assert state.stages["micro"].arms["control"].status == "training"
+    # The printed command resumes at the stage cut short and finishes it.
+    again = run_cli("run", str(example), "--until", "1")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Stage 0" not in again.stdout and "Stage 1 · micro" in again.stdout

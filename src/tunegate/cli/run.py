@@ -15,6 +15,7 @@ from rich.console import Console
 
 from tunegate.cli.common import (
     DEFAULT_PLAN,
+    EXIT_ABORTED,
     EXIT_FAILED,
     console,
     quiet_libraries,
@@ -23,6 +24,7 @@ from tunegate.cli.common import (
 from tunegate.rundir import RunDir
 
 if TYPE_CHECKING:
+    from tunegate.ladder import Ladder
     from tunegate.state import LadderState
 
 
@@ -92,25 +94,32 @@ def run(
     exp = load_experiment(p)
     # A state.json this climb cannot resume from is refused before the heavy imports (torch,
     # transformers), as a bad plan is; the directory is the ladder's `run_dir_for`.
-    RunDir(p.output_dir / p.name).load_state(p.name)
-    from tunegate.events import Sink
-    from tunegate.events.jsonl import JsonLinesSink
-    from tunegate.ladder import Ladder, RunOptions
-    from tunegate.render import final_answer, verdict_table
-    from tunegate.report import report_file
+    before = RunDir(p.output_dir / p.name).load_state(p.name)
+    ladder: Ladder | None = None
+    try:
+        from tunegate.events import Sink
+        from tunegate.events.jsonl import JsonLinesSink
+        from tunegate.ladder import Ladder, RunOptions
+        from tunegate.render import final_answer, verdict_table
+        from tunegate.report import report_file
 
-    quiet_libraries()
-    to_stdout = events is not None and str(events) == "-"
-    with contextlib.ExitStack() as stack:
-        sinks: list[Sink] = []
-        if events is not None:
-            stream = sys.stdout if to_stdout else stack.enter_context(events.open("a"))
-            sinks.append(JsonLinesSink(stream))
-        quiet_console = Console(quiet=quiet or as_json or to_stdout, width=console.width)
-        ladder = Ladder(p, exp, quiet_console, sinks)
-        records = ladder.climb(
-            RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
-        )
+        quiet_libraries()
+        to_stdout = events is not None and str(events) == "-"
+        with contextlib.ExitStack() as stack:
+            sinks: list[Sink] = []
+            if events is not None:
+                stream = sys.stdout if to_stdout else stack.enter_context(events.open("a"))
+                sinks.append(JsonLinesSink(stream))
+            quiet_console = Console(quiet=quiet or as_json or to_stdout, width=console.width)
+            ladder = Ladder(p, exp, quiet_console, sinks)
+            records = ladder.climb(
+                RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
+            )
+    except KeyboardInterrupt:
+        # Left to typer, Ctrl-C is a silent exit 130: say what it cut short and how to go on.
+        now = ladder.ctx.state if ladder is not None else before
+        _say_interrupted(before, now, plan_path, (start, stage, until, force_stage))
+        raise typer.Exit(EXIT_ABORTED) from None
     state = ladder.run.load_state()
     if to_stdout:
         pass  # the events were the output
@@ -128,6 +137,53 @@ def run(
     end = until if until is not None else (stage if stage is not None else len(p.stages) - 1)
     if records and records[-1].index < end:
         raise typer.Exit(EXIT_FAILED)  # blocked before the requested end
+
+
+def _say_interrupted(
+    before: LadderState,
+    state: LadderState,
+    plan_path: Path,
+    flags: tuple[int | None, int | None, int | None, list[int]],
+) -> None:
+    """Ctrl-C during `run`: what it cut short and the command that goes on from there. The state
+    on disk is whole (every save is atomic); `before` is the one the climb began from, `flags`
+    are the command's --from, --stage, --until and --force-stage."""
+    import shlex
+
+    start, stage, until, force = flags
+
+    def started_now(name: str) -> bool:
+        old = before.stage(name)
+        return state.stages[name].started != (old.started if old else None)
+
+    command = ["tunegate", "run", str(plan_path)]
+    # A stage left running by an earlier interrupted climb is not this one's.
+    running = [n for n, r in state.stages.items() if r.status == "running" and started_now(n)]
+    if running:
+        record = state.stages[running[0]]
+        training = [arm for arm, a in record.arms.items() if a.status == "training"]
+        what = f"stage {record.index} ({running[0]})"
+        if training:
+            what += f", while training arm {', '.join(training)}"
+    elif any(started_now(name) for name in state.stages):
+        what = "the climb between stages"
+    else:
+        what = "the climb before its first stage"
+        if start is not None:
+            command += ["--from", str(start)]  # nothing of it ran: ask for it again
+    # Otherwise no --from: the climb resumes at the first stage not passed, the one cut short.
+    if stage is not None:
+        command += ["--stage", str(stage)]
+    if until is not None:
+        command += ["--until", str(until)]
+    for index in sorted(set(force)):
+        command += ["--force-stage", str(index)]
+    Console(stderr=True).print(
+        f"Interrupted {what}; the state is saved.\nResume with: {shlex.join(command)}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def _verdicts_json(p: Any, state: LadderState, root: Path) -> dict[str, Any]:
