@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import socket
 import sys
 import tempfile
@@ -130,21 +131,115 @@ class RunDir:
         return self.root / f"stage-{index}-{name}"
 
     def exists(self) -> bool:
-        return self.state_path.is_file()
+        """Whether anything is at `state.json`: a run, or something that must be refused as one
+        (a directory there is not "no run yet")."""
+        return self.state_path.exists() or self.state_path.is_symlink()
 
-    def load_state(self) -> LadderState:
+    def load_state(self, plan_name: str | None = None) -> LadderState:
         """The run's state (migrated from an earlier schema); a fresh one when there is none.
-        A file that is not valid JSON or not a state this version reads is a UserError."""
-        from tunegate.state import LadderState, StateError, parse_state
 
-        if not self.state_path.is_file():
+        Whatever else is at `state.json` is a UserError of one line that names the file and says
+        how to go on: not a file, not UTF-8, not JSON (truncated), not a state, from a newer
+        tunegate, or the state of a plan other than `plan_name` (default: the one `plan.json`
+        names). Nothing is rewritten: the file is the user's evidence.
+        """
+        data = self._read_state()
+        if data is None:
+            from tunegate.state import LadderState
+
             return LadderState()
+        # Imported only now: the state's records pull in scipy (seconds), and what is plainly
+        # broken is refused above without them.
+        from tunegate.state import StateError, parse_state
+
         try:
-            return parse_state(json.loads(self.state_path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as err:
-            raise UserError(f"corrupt state ({err.msg})", where=str(self.state_path)) from None
+            state = parse_state(data)
         except StateError as err:
-            raise UserError(str(err), where=str(self.state_path)) from None
+            raise self._refused(str(err)) from None
+        expected = plan_name or self._plan_json_name()
+        if state.plan_name is None:
+            # Every climb names its plan before its first save: no tunegate wrote this one.
+            raise self._refused("not a run's state (it names no plan_name)")
+        if expected is not None and state.plan_name != expected:
+            raise self._refused(
+                f"the state of plan {state.plan_name!r}, not of {expected!r} (copied from "
+                "another run?)"
+            )
+        return state
+
+    def check_state(self) -> None:
+        """Refuse a `state.json` that is plainly not a state (not a file, not UTF-8, not a JSON
+        object) in a blink, before a command's heavy imports; `load_state` checks the rest."""
+        self._read_state()
+
+    def _read_state(self) -> dict[str, Any] | None:
+        """`state.json` decoded, when it is a JSON object; None when there is nothing there."""
+        path = self.state_path
+        if not self.exists():
+            return None
+        if not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise self._refused(f"{kind}, where the run's state file belongs")
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise self._refused(f"cannot be read ({err.strerror})") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise self._refused(
+                f"corrupt state (not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start})"
+            ) from None
+        if not text.strip():
+            raise self._refused("corrupt state: an empty file (a copy cut short? a full disk?)")
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise self._refused("corrupt state: not JSON this reads (nested too deep)") from None
+        except json.JSONDecodeError as err:
+            # The writer is atomic, so a file that stops short was cut by something else (a copy
+            # interrupted, a full disk on another machine): say so.
+            cut = "" if text.rstrip().endswith("}") else ", truncated?"
+            raise self._refused(
+                f"corrupt state: not JSON ({err.msg}: line {err.lineno} column {err.colno}{cut})"
+            ) from None
+        if not isinstance(data, dict):
+            raise self._refused(f"not a run's state (a JSON {_json_kind(data)}, not an object)")
+        return data
+
+    def _plan_json_name(self) -> str | None:
+        """The plan this run directory belongs to, as its `plan.json` names it."""
+        try:
+            name = json.loads((self.root / "plan.json").read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError):
+            return None  # no (readable) plan.json: the readers that need one say so
+        return name if isinstance(name, str) else None
+
+    def _refused(self, problem: str) -> UserError:
+        """A UserError for `state.json` that ends in the way forward: the exact command that
+        moves the run directory aside (kept whole, the file included), after which `tunegate
+        run` starts afresh. The whole directory, not the file alone: without a state to say
+        which configuration they belong to, a stage's checkpoints must not be resumed."""
+        aside = self.root.with_name(f"{self.root.name}.aside")
+        n = 1
+        while aside.exists() or aside.is_symlink():
+            aside = self.root.with_name(f"{self.root.name}.aside-{n}")
+            n += 1
+        command = f"mv {shlex.quote(str(self.root))} {shlex.quote(str(aside))}"
+        return UserError(
+            f"{problem}; to keep it and start afresh, move the run directory aside: {command}",
+            where=str(self.state_path),
+        )
 
     def save_state(self, state: LadderState) -> None:
         atomic_write_json(self.state_path, state.to_json())
+
+
+def _json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    kinds = {list: "list", str: "string", int: "number", float: "number"}
+    return kinds.get(type(value), type(value).__name__)

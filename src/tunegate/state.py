@@ -16,7 +16,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from tunegate.determinism import MachineRecord
 from tunegate.gates import GateResult
@@ -31,7 +40,12 @@ Verdict = Literal["PASS", "INVESTIGATE", "FAIL"]
 
 def _machine(value: Any) -> Any:
     # Read tolerantly: a record from a container or another tunegate version may lack fields.
-    return MachineRecord.from_json(value) if isinstance(value, dict) else value
+    # As a dict, so that the fields it has are then checked as any other field is (the report
+    # joins cpu_flags and formats every field: a null there would crash it).
+    return MachineRecord.from_json(value).to_json() if isinstance(value, dict) else value
+
+
+_MACHINE: Final = TypeAdapter(MachineRecord)
 
 
 Machine = Annotated[
@@ -131,6 +145,19 @@ class ArmRecord(_Record):
     # "passed" both check them (`tunegate.artifacts`).
     manifest: dict[str, FileEntry] = Field(default_factory=dict)
 
+    @field_validator("train")
+    @classmethod
+    def _machine_checked(cls, train: TrainResult | None) -> TrainResult | None:
+        # TrainResult keeps its machine as a plain dict; it is read back as a MachineRecord.
+        if train is not None and train.machine:
+            try:
+                _MACHINE.validate_python(_machine(train.machine))
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise ValueError(f"machine.{where}: {first['msg']}") from None
+        return train
+
 
 class EvaluationCost(_Record):
     """What a stage's evaluation paid, and what the original plan's per-call pricing would have."""
@@ -226,10 +253,13 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """A state dict of any readable schema, in the current one."""
     schema = data.get("schema", "tunegate.state/1")
     if schema not in READABLE_STATE_SCHEMAS:
-        raise StateError(
-            f"schema {schema!r} is from a newer tunegate (this one reads "
-            f"{', '.join(READABLE_STATE_SCHEMAS)}): upgrade tunegate, or run in a new output_dir"
-        )
+        readable = ", ".join(READABLE_STATE_SCHEMAS)
+        if isinstance(schema, str) and schema.startswith("tunegate.state/"):
+            raise StateError(
+                f"schema {schema!r} is from a newer tunegate (this one reads {readable}): "
+                "upgrade tunegate"
+            )
+        raise StateError(f"schema {schema!r} is no tunegate state's (this one reads {readable})")
     if schema == "tunegate.state/1":
         data = {**data, "schema": STATE_SCHEMA}
         # Only what is well formed is rewritten; validation then names what is not.
@@ -258,8 +288,9 @@ def parse_state(data: Any) -> LadderState:
         return LadderState.model_validate(migrate(data))
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise StateError(
-            f"{where}: {first['msg']} (written by an incompatible tunegate?): move the run "
-            "directory away to start afresh"
-        ) from None
+        # repr for a key with a newline or a control character: the message stays one line.
+        where = ".".join(
+            str(part) if str(part).isprintable() else repr(part) for part in first["loc"]
+        )
+        message = f"{where}: {first['msg']} (written by an incompatible tunegate?)"
+        raise StateError(message) from None

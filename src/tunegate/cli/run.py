@@ -15,13 +15,16 @@ from rich.console import Console
 
 from tunegate.cli.common import (
     DEFAULT_PLAN,
+    EXIT_ABORTED,
     EXIT_FAILED,
     console,
     quiet_libraries,
     refuse_overwrite,
 )
+from tunegate.rundir import RunDir
 
 if TYPE_CHECKING:
+    from tunegate.ladder import Ladder
     from tunegate.state import LadderState
 
 
@@ -100,25 +103,35 @@ def run(
     exp = load_experiment(p)
     if not quiet:  # on stderr: `--json` and `--events -` keep stdout for what they print
         _print_warnings(p.warnings, Console(stderr=True))
-    from tunegate.artifacts import missing_artifacts
-    from tunegate.events import Sink
-    from tunegate.events.jsonl import JsonLinesSink
-    from tunegate.ladder import Ladder, RunOptions
-    from tunegate.render import final_answer, verdict_table
-    from tunegate.report import report_file
+    # A state.json this climb cannot resume from is refused before the heavy imports (torch,
+    # transformers), as a bad plan is; the directory is the ladder's `run_dir_for`.
+    before = RunDir(p.output_dir / p.name).load_state(p.name)
+    ladder: Ladder | None = None
+    try:
+        from tunegate.artifacts import missing_artifacts
+        from tunegate.events import Sink
+        from tunegate.events.jsonl import JsonLinesSink
+        from tunegate.ladder import Ladder, RunOptions
+        from tunegate.render import final_answer, verdict_table
+        from tunegate.report import report_file
 
-    quiet_libraries()
-    to_stdout = events is not None and str(events) == "-"
-    with contextlib.ExitStack() as stack:
-        sinks: list[Sink] = []
-        if events is not None:
-            stream = sys.stdout if to_stdout else stack.enter_context(events.open("a"))
-            sinks.append(JsonLinesSink(stream))
-        quiet_console = Console(quiet=quiet or as_json or to_stdout, width=console.width)
-        ladder = Ladder(p, exp, quiet_console, sinks)
-        records = ladder.climb(
-            RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
-        )
+        quiet_libraries()
+        to_stdout = events is not None and str(events) == "-"
+        with contextlib.ExitStack() as stack:
+            sinks: list[Sink] = []
+            if events is not None:
+                stream = sys.stdout if to_stdout else stack.enter_context(events.open("a"))
+                sinks.append(JsonLinesSink(stream))
+            quiet_console = Console(quiet=quiet or as_json or to_stdout, width=console.width)
+            ladder = Ladder(p, exp, quiet_console, sinks)
+            records = ladder.climb(
+                RunOptions(stage=stage, start=start, until=until, force=set(force_stage))
+            )
+    except KeyboardInterrupt:
+        # Left to typer, Ctrl-C is a silent exit 130: say what it cut short and how to go on.
+        now = ladder.ctx.state if ladder is not None else before
+        _say_interrupted(before, now, plan_path, (start, stage, until, force_stage))
+        raise typer.Exit(EXIT_ABORTED) from None
     state = ladder.run.load_state()
     if to_stdout:
         pass  # the events were the output
@@ -139,12 +152,58 @@ def run(
         raise typer.Exit(EXIT_FAILED)  # blocked before the requested end
 
 
+def _say_interrupted(
+    before: LadderState,
+    state: LadderState,
+    plan_path: Path,
+    flags: tuple[int | None, int | None, int | None, list[int]],
+) -> None:
+    """Ctrl-C during `run`: what it cut short and the command that goes on from there. The state
+    on disk is whole (every save is atomic); `before` is the one the climb began from, `flags`
+    are the command's --from, --stage, --until and --force-stage."""
+    import shlex
+
+    start, stage, until, force = flags
+
+    def started_now(name: str) -> bool:
+        old = before.stage(name)
+        return state.stages[name].started != (old.started if old else None)
+
+    command = ["tunegate", "run", str(plan_path)]
+    # A stage left running by an earlier interrupted climb is not this one's.
+    running = [n for n, r in state.stages.items() if r.status == "running" and started_now(n)]
+    if running:
+        record = state.stages[running[0]]
+        training = [arm for arm, a in record.arms.items() if a.status == "training"]
+        what = f"stage {record.index} ({running[0]})"
+        if training:
+            what += f", while training arm {', '.join(training)}"
+    elif any(started_now(name) for name in state.stages):
+        what = "the climb between stages"
+    else:
+        what = "the climb before its first stage"
+        if start is not None:
+            command += ["--from", str(start)]  # nothing of it ran: ask for it again
+    # Otherwise no --from: the climb resumes at the first stage not passed, the one cut short.
+    if stage is not None:
+        command += ["--stage", str(stage)]
+    if until is not None:
+        command += ["--until", str(until)]
+    for index in sorted(set(force)):
+        command += ["--force-stage", str(index)]
+    Console(stderr=True).print(
+        f"Interrupted {what}; the state is saved.\nResume with: {shlex.join(command)}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+
+
 def _verdicts_json(p: Any, state: LadderState, root: Path) -> dict[str, Any]:
     """`run --json`: the answer and each stage's verdict with its gates, for scripts."""
     from tunegate.artifacts import missing_artifacts
     from tunegate.render import answer
     from tunegate.report import report_file
-    from tunegate.rundir import RunDir
 
     stages = []
     for i, stage in enumerate(p.stages):
@@ -188,12 +247,12 @@ def status(
     plan_path: Path = typer.Option(DEFAULT_PLAN, "--plan"),
 ) -> None:
     """Show each stage's verdict and evidence for a run."""
+    root = _run_dir(run_dir, plan_path)
+    RunDir(root).check_state()  # in a blink, before the report's imports
     from tunegate.artifacts import missing_artifacts
     from tunegate.render import final_answer, verdict_table
     from tunegate.report import load
-    from tunegate.rundir import RunDir
 
-    root = _run_dir(run_dir, plan_path)
     p, state = load(root)
     console.print(verdict_table(p, state))
     console.print(f"[bold]{final_answer(p, state, missing_artifacts(p, state, RunDir(root)))}[/]")
@@ -222,9 +281,11 @@ def report(
     confidence intervals, power, cost and time, recovery actions, plan, hashes and versions."""
     import shutil
 
+    root = _run_dir(run_dir, plan_path)
+    RunDir(root).check_state()  # in a blink, before the report's imports
     from tunegate.report import write
 
-    path = write(_run_dir(run_dir, plan_path), (fmt.value,))[fmt.value]
+    path = write(root, (fmt.value,))[fmt.value]
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, output)

@@ -65,6 +65,9 @@ class Ladder:
         self.ctx = Climb(plan, exp, self.run, self.events, Bars(console))
 
     def climb(self, opts: RunOptions) -> list[StageOutcome]:
+        # A state this climb cannot resume from is refused before anything is written, lock
+        # file included.
+        self.run.load_state(self.plan.name)
         # One climber per run directory, held until this climb ends (the OS frees it if the
         # process dies): two would train the same arms into the same folders.
         lock = RunLock(self.run.root)
@@ -76,7 +79,8 @@ class Ladder:
 
     def _climb_locked(self, opts: RunOptions) -> list[StageOutcome]:
         climb = self.ctx
-        state = self.run.load_state()  # read-only look first: validate before writing
+        # Read-only look first: validate (this plan's state, whole) before writing anything.
+        state = self.run.load_state(self.plan.name)
         start, end = stage_range(self.plan, state, opts, self.run)
         for i in range(start, end + 1):
             if self.plan.stages[i].kind == "train":
