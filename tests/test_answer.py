@@ -17,7 +17,7 @@ STAGES = ["environment", "micro", "small", "pilot", "production"]
 
 
 def _state(plan: Plan, verdicts: dict[str, str], **extra: dict[str, object]) -> LadderState:
-    state = LadderState()
+    state = LadderState(plan_name=plan.name)  # as every run's state names its plan
     for i, stage in enumerate(plan.stages):
         if stage.name in verdicts:
             fields = {"index": i, "hash": plan.stage_hash(i), "status": "done"}

@@ -18,6 +18,8 @@ from tunegate.train.qlora import TrainResult
 def _without_stages(plan_file: Path, extra: str = "") -> Path:
     text = plan_file.read_text()
     text = re.sub(r"^stages:\n(?:  .*\n|\n|    .*\n)*", "", text, flags=re.M)
+    for key in re.findall(r"^(\w+):", extra, flags=re.M):  # replaced, not given twice
+        text = re.sub(rf"^{key}:.*\n", "", text, flags=re.M)
     plan_file.write_text(text + extra)
     return plan_file
 

@@ -91,7 +91,7 @@ def _fake_run(example: Path, state: dict, recovery: list[str] | None = None) -> 
     run_dir = example.parent / "runs" / plan.name
     run_dir.mkdir(parents=True)
     (run_dir / "plan.json").write_text(json.dumps(plan.model_dump(mode="json")))
-    (run_dir / "state.json").write_text(json.dumps(state))
+    (run_dir / "state.json").write_text(json.dumps({"plan_name": plan.name, **state}))
     return run_dir
 
 
