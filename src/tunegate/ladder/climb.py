@@ -190,7 +190,7 @@ class Ladder:
                     [gate],
                     record.forced,
                     record.seconds or 0.0,
-                    [err.fix[0].upper() + err.fix[1:]],
+                    [],  # not the plan's recovery: the fix is on the line that ends the climb
                     verdict_file,
                     record,
                 )

@@ -160,7 +160,8 @@ class StepRecorder(TrainerCallback):
 class StopOnFailedWrite(TrainerCallback):
     """A step-metrics write failed (`MetricBuffer.failed`): save a checkpoint at the end of this
     step and stop, so that the failure ends training in one step, not at the last one, and the
-    resume loses nothing. `MetricBuffer.close` then raises it."""
+    resume loses nothing. `MetricBuffer.close` then raises it (in a distributed run, where only
+    rank 0 writes, at the end of training)."""
 
     def __init__(self, metrics: MetricBuffer) -> None:
         self.metrics = metrics
@@ -168,6 +169,8 @@ class StopOnFailedWrite(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        if args.world_size > 1:
+            return  # rank 0 alone writes metrics: stopping it alone would hang the others
         if self.metrics.failed is not None and not control.should_training_stop:
             control.should_save = True
             control.should_training_stop = True
