@@ -44,10 +44,14 @@ MLFLOW_HTTP_DEFAULTS = {
 # The hard bound on one tracking call, whatever MLflow's settings: a hung server's 5 attempts of
 # 10 s would take 65 s. TUNEGATE_TRACKING_DEADLINE_S overrides it (a slow link, a big artifact).
 CALL_DEADLINE_S = 45.0
+RESUMES = (
+    "then `tunegate run` resumes: nothing is lost (the run directory's events.jsonl and "
+    "state.json have every event), MLflow runs are re-attached and steps already logged are "
+    "skipped"
+)
 TRACKING_FIX = (
-    "start the MLflow server (`mlflow server`) or fix tracking.uri / MLFLOW_TRACKING_URI; then "
-    "`tunegate run` resumes: nothing is lost (the run directory's events.jsonl and state.json "
-    "have every event), MLflow runs are re-attached and steps already logged are skipped"
+    "start the MLflow server (`mlflow server`) or fix tracking.uri / MLFLOW_TRACKING_URI; "
+    + RESUMES
 )
 
 
@@ -230,7 +234,10 @@ class Tracker:
         self._fail(f"{what}: {_reason(value)} (after {time.monotonic() - started:.0f} s)", value)
 
     def _fail(self, reason: str, cause: BaseException | None = None) -> NoReturn:
-        self.down = TrackingFailed(f"tracking {self.shown}: {reason}")
+        fix = TRACKING_FIX
+        if self.store is not None:
+            fix = f"check the local store {self.store} (its disk, a lock on it); {RESUMES}"
+        self.down = TrackingFailed(f"tracking {self.shown}: {reason}", fix)
         raise self.down from cause
 
     def system_metrics(self, run_id: str, interval_s: float = 5.0) -> Any:

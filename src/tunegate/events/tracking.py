@@ -242,7 +242,7 @@ class DeferredTracking:
     """Tracking whose store did not answer when the climb opened (the doctor's check failed).
 
     Nothing waits on it: events are held. An environment stage runs without tracking and FAILs
-    on that check, with its fix; any other stage needs tracking, so its start opens it (`open`,
+    on that check, with its fix; any other stage needs tracking, so its start opens it (`open_sink`,
     which checks again, briefly): still down, the climb stops with one line before the stage
     shows; up, the held events are replayed into it in order and it tracks from then on. A climb
     that ends without opening it drops what it held (events.jsonl has it).
