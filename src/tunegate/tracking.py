@@ -84,6 +84,9 @@ def _reason(err: BaseException) -> str:
     found = re.search(r"\[Errno -?\d+\]\s*([^'\")]*)", text)
     if found and found.group(1).strip():
         return found.group(1).strip().lower()
+    status = re.search(r"too many (\d{3}) error responses|error code (\d{3}) != 200", text)
+    if status:
+        return f"HTTP {status.group(1) or status.group(2)} from the server"
     if "timeout" in text.lower() or "timed out" in text.lower():
         return "timed out"
     first = (text.strip().splitlines() or [type(err).__name__])[0]
