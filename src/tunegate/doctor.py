@@ -31,12 +31,13 @@ from urllib.parse import urlsplit
 from tunegate.errors import UserError
 from tunegate.models import TINY_LLAMA, cache_dir
 from tunegate.models.tiny import build_key
-from tunegate.plan import ExecutorConfig, Plan, redact
+from tunegate.plan import ExecutorConfig, Plan, Stage, redact
 from tunegate.state import Check
 from tunegate.tracking import tracking_uri
 from tunegate.train.memory import (
     DEFAULT_VRAM_GIB,
     DTYPE_BYTES,
+    ModelShape,
     TrainingShape,
     advice,
     estimate,
@@ -97,6 +98,8 @@ CHECKPOINT_EXTRAS = 4 * MIB
 DATA_FACTOR = 2
 # MLflow's sqlite store and its small artifacts (JSON, plots) for one climb.
 TRACKING_ALLOWANCE = 64 * MIB
+# One stage's share: its runs' metrics and params, its verdict, the report logged after it.
+STAGE_TRACKING_ALLOWANCE = 16 * MIB
 # tiny-llama's build (fp32 weights + its tokenizer: 1.8 MiB measured), rounded up.
 TINY_LLAMA_BYTES = 4 * MIB
 
@@ -409,6 +412,40 @@ def _tokenizer_bytes(model_name: str) -> int:
     return sum(p.stat().st_size for p in files) or TOKENIZER_ALLOWANCE
 
 
+def _stage_need(
+    plan: Plan, stage: Stage, shape: ModelShape, dtype: str, tokenizer: int
+) -> tuple[dict[str, int], int, int]:
+    """What one train stage writes, without the checkpoint in flight: its parts, its largest
+    checkpoint and its training runs (arms × seeds)."""
+    t = plan.stage_training(stage)
+    est = estimate(
+        shape,
+        TrainingShape.from_settings(
+            t, plan.quantization, plan.lora, plan.model.max_length, compute_dtype=dtype
+        ),
+    )
+    method = plan.quantization.method
+    saved = est.components["weights" if method == "full" else "lora parameters"]
+    checkpoint = int(saved + est.components["optimizer states"]) + tokenizer
+    checkpoint += CHECKPOINT_EXTRAS
+    saves = t.max_steps // t.save_steps + 1 if t.max_steps else SAVE_TOTAL_LIMIT
+    merged = (
+        shape.total_params * DTYPE_BYTES[dtype] + tokenizer
+        if t.merge_adapter and method != "full"
+        else 0
+    )
+    parts = {"adapters": 0, "checkpoints": 0, "merged models": 0, "data": 0}
+    arms = stage.arms or list(plan.arms)
+    for arm in [a for a in arms for _ in range(stage.seeds)]:  # each seed saves its own
+        parts["adapters"] += int(saved) + tokenizer
+        parts["checkpoints"] += min(saves, SAVE_TOTAL_LIMIT) * checkpoint
+        parts["merged models"] += merged
+        data = plan.arms[arm].data if arm in plan.arms else None
+        if data is not None and data.is_file():
+            parts["data"] += DATA_FACTOR * data.stat().st_size
+    return parts, checkpoint, len(arms) * stage.seeds
+
+
 def disk_need(plan: Plan) -> DiskNeed:
     """A conservative estimate of what the plan writes under output_dir, per train stage and arm:
 
@@ -421,44 +458,78 @@ def disk_need(plan: Plan) -> DiskNeed:
     - the data: DATA_FACTOR × the arm's file; plus the MLflow store once.
     Parameter counts come from the memory estimate's components, so they match `tunegate memory`.
     """
-    shape = load_shape(plan.model.name)
-    dtype = _save_dtype(plan)
+    shape, dtype = load_shape(plan.model.name), _save_dtype(plan)
     tokenizer = _tokenizer_bytes(plan.model.name)
     parts = {"adapters": 0, "checkpoints": 0, "merged models": 0, "data": 0}
     largest_checkpoint = 0
     stages = [s for s in plan.stages if s.kind == "train"]
     arms_per_stage = 0
     for stage in stages:
-        t = plan.stage_training(stage)
-        est = estimate(
-            shape,
-            TrainingShape.from_settings(
-                t, plan.quantization, plan.lora, plan.model.max_length, compute_dtype=dtype
-            ),
-        )
-        method = plan.quantization.method
-        saved = est.components["weights" if method == "full" else "lora parameters"]
-        checkpoint = int(saved + est.components["optimizer states"]) + tokenizer
-        checkpoint += CHECKPOINT_EXTRAS
-        saves = t.max_steps // t.save_steps + 1 if t.max_steps else SAVE_TOTAL_LIMIT
-        merged = (
-            shape.total_params * DTYPE_BYTES[dtype] + tokenizer
-            if t.merge_adapter and method != "full"
-            else 0
-        )
-        arms = stage.arms or list(plan.arms)
-        arms_per_stage = max(arms_per_stage, len(arms) * stage.seeds)
-        for arm in [a for a in arms for _ in range(stage.seeds)]:  # each seed saves its own
-            parts["adapters"] += int(saved) + tokenizer
-            parts["checkpoints"] += min(saves, SAVE_TOTAL_LIMIT) * checkpoint
-            parts["merged models"] += merged
-            data = plan.arms[arm].data if arm in plan.arms else None
-            if data is not None and data.is_file():
-                parts["data"] += DATA_FACTOR * data.stat().st_size
+        stage_parts, checkpoint, runs = _stage_need(plan, stage, shape, dtype, tokenizer)
+        for k, v in stage_parts.items():
+            parts[k] += v
+        arms_per_stage = max(arms_per_stage, runs)
         largest_checkpoint = max(largest_checkpoint, checkpoint)
     parts["checkpoints"] += largest_checkpoint  # the one in flight while rotating
     parts["tracking"] = TRACKING_ALLOWANCE
     return DiskNeed(sum(parts.values()), parts, len(stages), arms_per_stage)
+
+
+def stage_disk_need(plan: Plan, index: int) -> DiskNeed:
+    """What train stage `index` alone writes (as `disk_need` counts it), its checkpoint in flight
+    and its share of the tracking allowance included; the budget guard's disk twin reads it."""
+    shape, dtype = load_shape(plan.model.name), _save_dtype(plan)
+    stage = plan.stages[index]
+    parts, checkpoint, runs = _stage_need(
+        plan, stage, shape, dtype, _tokenizer_bytes(plan.model.name)
+    )
+    parts["checkpoints"] += checkpoint
+    parts["tracking"] = STAGE_TRACKING_ALLOWANCE
+    return DiskNeed(sum(parts.values()), parts, 1, runs)
+
+
+def _local_store(plan: Plan) -> Path | None:
+    """The directory a local MLflow store (sqlite, file) writes to; None for a server."""
+    uri = tracking_uri(plan)
+    scheme = urlsplit(uri).scheme
+    if scheme == "sqlite":
+        # sqlite:////abs/path or sqlite:///rel/path; the directory takes the db and its journal.
+        return Path(uri.removeprefix("sqlite:///")).parent
+    if scheme in ("file", ""):
+        return Path(uri.removeprefix("file://"))
+    return None
+
+
+def stage_disk_problem(plan: Plan, index: int, stage_dir: Path) -> str | None:
+    """Why train stage `index` will not fit on disk, or None when it will: its need
+    (`stage_disk_need`), less what `stage_dir` already holds (a resumed stage's checkpoints are
+    rotated, not added to), against the free space where each part lands: the stage directory,
+    and the tracking store when it is local (on another disk, it is counted there)."""
+    try:
+        need = stage_disk_need(plan, index)
+    except (UserError, OSError):  # the model's size cannot be read: the doctor said so
+        return None
+    written = sum(f.stat().st_size for f in stage_dir.rglob("*") if f.is_file())
+    places: dict[int, tuple[Path, int]] = {}  # device → (where, bytes to write there)
+    tracking = need.parts["tracking"]
+    store = _local_store(plan)
+    for where, n in ((stage_dir, max(0, need.total - tracking - written)), (store, tracking)):
+        if where is None:
+            continue  # a tracking server keeps its own disk
+        base = _nearest_existing(where.resolve())
+        device = base.stat().st_dev
+        first, before = places.get(device, (base, 0))
+        places[device] = (first, before + n)
+    for base, n in places.values():
+        free = shutil.disk_usage(base).free
+        if n > free:
+            parts = ", ".join(f"{k} {gib(v)}" for k, v in need.parts.items() if v)
+            return (
+                f"needs ~{gib(n)} at {base} ({parts}; a conservative estimate"
+                + (f", {gib(written)} already written" if written else "")
+                + f"), {gib(free)} free: free space there or move output_dir"
+            )
+    return None
 
 
 def _tiny_llama_cache() -> Path:
@@ -514,33 +585,54 @@ def _disk(plan: Plan) -> Check:
         "a conservative estimate)"
     )
     largest = max(need.parts, key=lambda k: need.parts[k])
+    # Headroom: logs, pip and HF caches share the disk; one filled to the last MiB breaks more
+    # than this run.
+    wanted = total + max(GIB, total // 10)
     fix = (
-        f"free {gib(total - free)} or more at {probe}, move output_dir to a larger disk, "
-        f"or write less (the largest part: {largest}, {gib(need.parts[largest])})"
+        f"free {gib((total if free < total else wanted) - free)} or more at {probe}, move "
+        f"output_dir to a larger disk, or write less (the largest part: {largest}, "
+        f"{gib(need.parts[largest])})"
     )
     if free < total:
         return Check("free disk", "FAIL", value, fix)
-    # Headroom: logs, pip and HF caches share the disk; one filled to the last MiB breaks more
-    # than this run.
-    if free < total + max(GIB, total // 10):
+    if free < wanted:
         return Check("free disk", "WARN", value + "; little headroom", fix)
     return Check("free disk", "PASS", value)
 
 
 # --- services ----------------------------------------------------------------------------------
+def tracking_check(plan: Plan, timeout_s: float = TOTAL_TIMEOUT_S) -> Check:
+    """The tracking check alone, within `timeout_s`: what a climb asks before it opens tracking,
+    so that a store that is down costs seconds, not MLflow's retries."""
+    slot: list[Check] = []
+
+    def work() -> None:
+        try:
+            slot.append(_tracking(plan))
+        except Exception as err:  # as run_checks reports a check that crashed
+            slot.append(Check("tracking", "FAIL", f"check crashed: {err}", ""))
+
+    thread = threading.Thread(target=work, name="doctor tracking", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if slot:
+        return slot[0]
+    return Check(
+        "tracking",
+        "FAIL",
+        f"{redact(tracking_uri(plan))}: no answer in {timeout_s:g} s",
+        "check the store: is the server up, is the disk it is on answering?",
+    )
+
+
 def _tracking(plan: Plan) -> Check:
     uri = tracking_uri(plan)
     shown = redact(uri)
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
         return _tracking_server(uri.rstrip("/"), shown.rstrip("/"))
-    if scheme in ("sqlite", "file", ""):
-        if scheme == "sqlite":
-            # sqlite:////abs/path or sqlite:///rel/path; the directory must take the db file and
-            # its journal.
-            store = Path(uri.removeprefix("sqlite:///")).parent
-        else:
-            store = Path(uri.removeprefix("file://"))
+    store = _local_store(plan)
+    if store is not None:
         problem = _writable(store)
         if problem:
             return Check(

@@ -2,16 +2,95 @@
 
 Uses `MlflowClient` with explicit run ids rather than mlflow's global active-run stack, so a
 resumed ladder re-attaches to the same runs (ids recorded in the run directory's state).
+
+Every call has a deadline. MLflow's own HTTP defaults retry 7 times with a backoff of up to
+120 s: a call to a server that is down failed only after about 250 s, and a climb that made
+several such calls looked hung. Here MLflow's settings give up within about 16 s when the
+connection is refused (riding out a restart of a few seconds), and each call also runs under a
+hard deadline that nothing can stretch (a server that accepts and never answers, a locked store).
+The first call that fails marks the store down for this process: later calls fail at once, so a
+climb that stops on it does so within one deadline, not one per call (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
-from tunegate.plan import Plan
+from tunegate.diskspace import disk_full
+from tunegate.errors import UserError
+from tunegate.plan import Plan, redact
+
+T = TypeVar("T")
+
+# MLflow's HTTP client as tunegate sets it; each is a default the user's environment overrides
+# (names from mlflow/environment_variables.py). A request times out after 10 s of silence; 4
+# retries sleep 0, 2, 4 and 8 s (+ up to 0.5 s jitter each): about 16 s in all when refused.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    # MLflow 3 prints "🏃 View run … at: URL" on stdout as each run of a server ends, in the
+    # middle of the console's lines; the report links every run.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+# The hard bound on one tracking call, whatever MLflow's settings: a hung server's 5 attempts of
+# 10 s would take 65 s. TUNEGATE_TRACKING_DEADLINE_S overrides it (a slow link, a big artifact).
+CALL_DEADLINE_S = 45.0
+RESUMES = (
+    "then `tunegate run` resumes: nothing is lost (the run directory's events.jsonl and "
+    "state.json have every event), MLflow runs are re-attached and steps already logged are "
+    "skipped"
+)
+TRACKING_FIX = (
+    "start the MLflow server (`mlflow server`) or fix tracking.uri / MLFLOW_TRACKING_URI; "
+    + RESUMES
+)
+
+
+class TrackingFailed(UserError):
+    """A tracking call failed, or gave no answer within its deadline: said on one line, exit 1
+    (an environment to fix, as a failed check; not bad input)."""
+
+    exit_code = 1
+
+    def __init__(self, reason: str, fix: str = TRACKING_FIX) -> None:
+        self.reason, self.fix = reason, fix
+        super().__init__(f"{reason} — {fix}")
+
+
+def apply_mlflow_defaults() -> None:
+    for name, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    # A local store's failure is said once, by the TrackingFailed or DiskFull it becomes; MLflow
+    # would log it first, with its traceback.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+def call_deadline_s() -> float:
+    return float(os.environ.get("TUNEGATE_TRACKING_DEADLINE_S") or CALL_DEADLINE_S)
+
+
+def _reason(err: BaseException) -> str:
+    """One short cause: 'connection refused', not MLflow's 400-character retry report."""
+    text = str(err)
+    found = re.search(r"\[Errno -?\d+\]\s*([^'\")]*)", text)
+    if found and found.group(1).strip():
+        return found.group(1).strip().lower()
+    status = re.search(r"too many (\d{3}) error responses|error code (\d{3}) != 200", text)
+    if status:
+        return f"HTTP {status.group(1) or status.group(2)} from the server"
+    if "timeout" in text.lower() or "timed out" in text.lower():
+        return "timed out"
+    first = (text.strip().splitlines() or [type(err).__name__])[0]
+    return f"{type(err).__name__}: {first[:200]}"
 
 
 def tracking_uri(plan: Plan) -> str:
@@ -76,16 +155,24 @@ def seed_local_store(uri: str) -> None:
 
 class Tracker:
     def __init__(self, uri: str, experiment: str, local_dir: Path) -> None:
-        """`local_dir` holds a local sqlite store's artifacts (a server keeps its own)."""
+        """`local_dir` holds a local sqlite store's artifacts (a server keeps its own). Raises
+        TrackingFailed when the store does not answer within the deadline."""
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        apply_mlflow_defaults()
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        self.shown = redact(uri)
+        self.deadline_s = call_deadline_s()
+        self.down: TrackingFailed | None = None  # the first failure: later calls fail at once
+        # A local store's file: where a full disk is (its messages do not say).
+        self.store: Path | None = None
         if self.uri.startswith("sqlite:"):
             local_dir.mkdir(parents=True, exist_ok=True)
             seed_local_store(self.uri)
+            self.store = Path(self.uri.removeprefix("sqlite:///"))
         self.client = MlflowClient(tracking_uri=self.uri)
-        existing = self.client.get_experiment_by_name(experiment)
+        existing = self._call("open the experiment", self.client.get_experiment_by_name, experiment)
         if existing is not None:
             self.experiment_id = existing.experiment_id
         else:
@@ -93,13 +180,19 @@ class Tracker:
             if self.uri.startswith("sqlite:"):
                 artifacts = (local_dir / "mlartifacts").resolve().as_uri()
             try:
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=artifacts
+                self.experiment_id = self._call(
+                    "create the experiment",
+                    self.client.create_experiment,
+                    experiment,
+                    artifact_location=artifacts,
+                    answers=("RESOURCE_ALREADY_EXISTS",),
                 )
             except Exception as err:  # another process created it since we looked
                 if getattr(err, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
                     raise
-                found = self.client.get_experiment_by_name(experiment)
+                found = self._call(
+                    "open the experiment", self.client.get_experiment_by_name, experiment
+                )
                 if found is None:
                     raise
                 self.experiment_id = found.experiment_id
@@ -107,6 +200,48 @@ class Tracker:
     @classmethod
     def for_plan(cls, plan: Plan) -> Tracker:
         return cls(tracking_uri(plan), plan.tracking.experiment, plan.output_dir)
+
+    def _call(
+        self, what: str, fn: Callable[..., T], *args: Any, answers: tuple[str, ...] = (), **kw: Any
+    ) -> T:
+        """`fn(*args, **kw)` within the deadline. An MLflow error whose code is in `answers` is
+        the store's answer and is raised as is (the caller handles it); a full local disk is
+        DiskFull; anything else, or no answer in time, is TrackingFailed and marks the store down.
+
+        The call runs in a daemon thread: one that never returns is left behind, and neither
+        the caller nor the interpreter's exit waits for it."""
+        if self.down is not None:
+            raise TrackingFailed(self.down.reason, self.down.fix)
+        outcome: list[Any] = []
+
+        def work() -> None:
+            try:
+                outcome.append((True, fn(*args, **kw)))
+            except BaseException as err:  # handed to the caller's thread
+                outcome.append((False, err))
+
+        started = time.monotonic()
+        thread = threading.Thread(target=work, name=f"tunegate tracking: {what}", daemon=True)
+        thread.start()
+        thread.join(self.deadline_s)
+        if not outcome:
+            self._fail(f"{what}: no answer in {self.deadline_s:g} s")
+        ok, value = outcome[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        if getattr(value, "error_code", None) in answers:
+            raise value
+        full = disk_full(value, self.store)
+        if full is not None and self.store is not None:
+            raise full from value
+        self._fail(f"{what}: {_reason(value)} (after {time.monotonic() - started:.0f} s)", value)
+
+    def _fail(self, reason: str, cause: BaseException | None = None) -> NoReturn:
+        fix = TRACKING_FIX
+        if self.store is not None:
+            fix = f"check the local store {self.store} (its disk, a lock on it); {RESUMES}"
+        self.down = TrackingFailed(f"tracking {self.shown}: {reason}", fix)
+        raise self.down from cause
 
     def system_metrics(self, run_id: str, interval_s: float = 5.0) -> Any:
         """MLflow's system-metrics monitor (CPU, memory, disk, GPU via pynvml where present) on
@@ -133,9 +268,14 @@ class Tracker:
         """Return `run_id` re-opened if given and present, else a new run."""
         if run_id:
             try:
-                run = self.client.get_run(run_id)
+                run = self._call(
+                    "re-open a run",
+                    self.client.get_run,
+                    run_id,
+                    answers=("RESOURCE_DOES_NOT_EXIST",),
+                )
                 if run.info.status != "RUNNING":
-                    self.client.update_run(run_id, status="RUNNING")
+                    self._call("re-open a run", self.client.update_run, run_id, status="RUNNING")
                 return run_id
             except Exception as err:
                 # Only a store that lost the run (a deleted db) starts a new one; a server that
@@ -145,31 +285,29 @@ class Tracker:
         all_tags = dict(tags or {})
         if parent:
             all_tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        return run.info.run_id
+        run = self._call(
+            "open a run", self.client.create_run, self.experiment_id, run_name=name, tags=all_tags
+        )
+        return str(run.info.run_id)
 
     def params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        existing = self.client.get_run(run_id).data.params
+        existing = self._call("read params", self.client.get_run, run_id).data.params
         fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
         if fresh:
-            self.client.log_batch(run_id, params=fresh)
+            self._call("log params", self.client.log_batch, run_id, params=fresh)
 
     def metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()]
         if batch:
-            self.client.log_batch(run_id, metrics=batch)
+            self._call("log metrics", self.client.log_batch, run_id, metrics=batch)
 
     def step_metrics(self, run_id: str, entries: list[tuple[dict[str, float], int]]) -> None:
         """Log many steps in few requests (log_batch takes up to 1000 metrics)."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -179,7 +317,8 @@ class Tracker:
             for k, v in metrics.items()
         ]
         for start in range(0, len(batch), 1000):
-            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+            chunk = batch[start : start + 1000]
+            self._call("log training steps", self.client.log_batch, run_id, metrics=chunk)
 
     def step_sink(self, run_id: str) -> Any:
         """A trainer metric sink for `run_id` that logs each step once: a resumed run replays
@@ -195,16 +334,21 @@ class Tracker:
 
     def tags(self, run_id: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(run_id, k, v)
+            self._call("set a tag", self.client.set_tag, run_id, k, v)
 
     def artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         if path.is_dir():
-            self.client.log_artifacts(run_id, str(path), artifact_path)
+            self._call(
+                "upload artifacts", self.client.log_artifacts, run_id, str(path), artifact_path
+            )
         elif path.is_file():
-            self.client.log_artifact(run_id, str(path), artifact_path)
+            self._call(
+                "upload an artifact", self.client.log_artifact, run_id, str(path), artifact_path
+            )
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        self._call("close a run", self.client.set_terminated, run_id, status=status)
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+        found = self._call("read metric history", self.client.get_metric_history, run_id, key)
+        return [(m.step, m.value) for m in found]

@@ -80,6 +80,15 @@ def run_app(app: typer.Typer) -> NoReturn:
         if isinstance(err, _usage_errors()):
             err.show()  # type: ignore[attr-defined]  # "Usage: … Error: No such option"
             sys.exit(err.exit_code)  # type: ignore[attr-defined]
+        from tunegate.diskspace import disk_full
+
+        # A full disk trips every handler that tries to record it: one line for all of them.
+        full = disk_full(err)
+        if full is not None:
+            Console(stderr=True).print(
+                f"[red]error:[/] {escape(str(full))}", highlight=False, soft_wrap=True
+            )
+            sys.exit(full.exit_code)
         raise
 
 

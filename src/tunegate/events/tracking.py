@@ -3,10 +3,16 @@ grandchild per arm (`tunegate.tracking.Tracker` does the calls).
 
 It keeps each run's id in the state record the event carries (the ladder saves the state after
 each event), so a resumed climb re-attaches to the same runs instead of opening new ones.
+
+When tracking fails (a call that fails or passes its deadline, `Tracker`), the sink stops the
+climb: it tells the ladder once (`on_failure`, on the main thread: the ladder records the running
+stage's FAIL), then raises `TrackingFailed` for that event and every later one. Nothing is lost:
+the JSON-lines sink, before this one, has written every event, and a resume completes MLflow.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from tunegate.events import (
@@ -26,19 +32,48 @@ from tunegate.events import (
     TrainingSteps,
 )
 from tunegate.plan import redact
-from tunegate.tracking import Tracker
+from tunegate.tracking import Tracker, TrackingFailed
 
 StepSink = Callable[[list[tuple[dict[str, float], int]]], None]
 
 
 class TrackingSink:
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(
+        self, tracker: Tracker, on_failure: Callable[[TrackingFailed], None] | None = None
+    ) -> None:
         self.tracker = tracker
         self.parent: str | None = None
         self._plan = ""
         self._steps: dict[str, StepSink] = {}  # arm run → its step logger (skips logged steps)
+        self.on_failure = on_failure
+        self.failed: TrackingFailed | None = None
+        self._told = False  # on_failure was called
+        self._telling = False  # on_failure is running: what it emits is not tracked
 
     def emit(self, event: Event) -> None:
+        if self.failed is None:
+            try:
+                self._emit(event)
+                return
+            except TrackingFailed as err:
+                self.failed = err
+        if self._telling:
+            return
+        # Only the main thread tells the ladder: the trainer's metric writer, in its own thread,
+        # learns of it from the raise below, and training stops at its next step.
+        if (
+            self.on_failure
+            and not self._told
+            and threading.current_thread() is threading.main_thread()
+        ):
+            self._told = self._telling = True
+            try:
+                self.on_failure(self.failed)
+            finally:
+                self._telling = False
+        raise TrackingFailed(self.failed.reason, self.failed.fix)
+
+    def _emit(self, event: Event) -> None:
         t = self.tracker
         match event:
             case ClimbOpened():
@@ -201,3 +236,40 @@ class TrackingSink:
                 },
                 event.index,
             )
+
+
+class DeferredTracking:
+    """Tracking whose store did not answer when the climb opened (the doctor's check failed).
+
+    Nothing waits on it: events are held. An environment stage runs without tracking and FAILs
+    on that check, with its fix; any other stage needs tracking, so its start opens it (`open_sink`,
+    which checks again, briefly): still down, the climb stops with one line before the stage
+    shows; up, the held events are replayed into it in order and it tracks from then on. A climb
+    that ends without opening it drops what it held (events.jsonl has it).
+    """
+
+    def __init__(self, open_sink: Callable[[], TrackingSink], environment_stages: set[int]) -> None:
+        self.open_sink = open_sink
+        self.environment_stages = environment_stages
+        self.sink: TrackingSink | None = None
+        self.held: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        if self.sink is not None:
+            self.sink.emit(event)
+            return
+        if isinstance(event, StageStarted) and event.index not in self.environment_stages:
+            try:
+                sink = self.open_sink()
+            except TrackingFailed as err:
+                raise TrackingFailed(
+                    f"Stage {event.index} ({event.stage}) not started: {err.reason}", err.fix
+                ) from None
+            self.sink = sink
+            for held in [*self.held, event]:
+                sink.emit(held)
+            self.held.clear()
+        elif isinstance(event, ClimbEnded):
+            self.held.clear()
+        else:
+            self.held.append(event)

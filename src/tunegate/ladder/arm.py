@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tunegate.artifacts import ADAPTER, arm_problem, manifest
 from tunegate.data.items import Item, items_hash, write_items
+from tunegate.diskspace import disk_full
 from tunegate.evaluate.pipeline import Generations, Settings, generate_arm
 from tunegate.events import (
     ArmFailed,
@@ -138,6 +139,9 @@ def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:  # a crash is a FAIL verdict with its reason, not a traceback
+        full = disk_full(err, arm.arm_dir)
+        if full is not None:  # nothing more can be written: the CLI says it in one line
+            raise full from err
         error = f"{type(err).__name__}: {err}"
         arm.record.status, arm.record.error = "failed", error
         arm.arm_dir.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from tunegate.ladder.training import run_training
 from tunegate.plan import Plan, dump_plan, plan_hash
 from tunegate.progress import Bars
 from tunegate.rundir import RunLock, atomic_write_json
+from tunegate.tracking import TrackingFailed
 
 # One runner per stage kind (`stages[].kind` in the plan).
 RUNNERS: dict[str, StageRunner] = {"environment": run_environment, "train": run_training}
@@ -118,8 +119,6 @@ class Ladder:
     def _open(self) -> TextIO:
         """Load the state, pin the machine's numerics, and open tracking (a sink)."""
         from tunegate.events.jsonl import JsonLinesSink
-        from tunegate.events.tracking import TrackingSink
-        from tunegate.tracking import Tracker
 
         climb, plan = self.ctx, self.plan
         climb.state = state = self.run.load_state()
@@ -137,8 +136,11 @@ class Ladder:
         state.machine = machine = machine_record()
         self.run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run.root / "plan.json", dump_plan(plan))  # passwords ***
+        tracking, first = self._open_tracking()  # before the log: a failure leaves none open
         log = (self.run.root / "events.jsonl").open("a", encoding="utf-8")
-        self.events.sinks += [JsonLinesSink(log), TrackingSink(Tracker.for_plan(plan))]
+        # The JSON lines before tracking: an event whose tracking fails is on disk already.
+        opened: list[Sink] = [JsonLinesSink(log), tracking]
+        self.events.sinks = opened + self.events.sinks if first else self.events.sinks + opened
         self.events.emit(
             ClimbOpened(
                 plan.name,
@@ -152,6 +154,79 @@ class Ladder:
         )
         climb.save()
         return log
+
+    def _open_tracking(self) -> tuple[Sink, bool]:
+        """The tracking sink, and whether it goes before the console. The doctor's check comes
+        first (seconds at most): a store that fails it is not waited on. Then the environment
+        stage runs without tracking and FAILs on that check, with its fix; any other stage
+        stops the climb with one line before the console shows it (`DeferredTracking`)."""
+        from tunegate.doctor import tracking_check
+        from tunegate.events.tracking import DeferredTracking, TrackingSink
+        from tunegate.tracking import Tracker
+
+        def open_sink() -> TrackingSink:
+            return TrackingSink(Tracker.for_plan(self.plan), on_failure=self._tracking_failed)
+
+        check = tracking_check(self.plan)
+        if check.status != "FAIL":
+            return open_sink(), False
+
+        def open_again() -> TrackingSink:
+            again = tracking_check(self.plan)
+            if again.status == "FAIL":
+                raise TrackingFailed(f"tracking {again.value}", again.fix)
+            return open_sink()
+
+        environment = {i for i, s in enumerate(self.plan.stages) if s.kind == "environment"}
+        return DeferredTracking(open_again, environment), True
+
+    def _tracking_failed(self, err: TrackingFailed) -> None:
+        """Tracking failed mid-climb (the sink stops the climb after this): the running stage
+        FAILs on a `tracking` health gate with the reason, shown, recorded in its verdict.json
+        and the state, and in the report. Its arms' outputs stay for the resume."""
+        from datetime import datetime
+
+        from tunegate.events import GateDecided
+
+        state = self.ctx.state
+        for name, record in state.stages.items():
+            if record.status != "running":
+                continue
+            gate = GateResult("tracking", False, "health", err.reason)
+            record.status, record.verdict, record.finished = "done", "FAIL", now()
+            record.gates = [gate]
+            if record.started:
+                took = datetime.fromisoformat(record.finished) - datetime.fromisoformat(
+                    record.started
+                )
+                record.seconds = round(took.total_seconds(), 2)
+            verdict_file = self.run.stage_dir(record.index, name) / "verdict.json"
+            atomic_write_json(
+                verdict_file,
+                {
+                    "stage": name,
+                    "index": record.index,
+                    "verdict": "FAIL",
+                    "forced": record.forced,
+                    "gates": [asdict(gate)],
+                    "seconds": record.seconds,
+                },
+            )
+            self.events.emit(
+                GateDecided(
+                    record.index,
+                    name,
+                    "FAIL",
+                    [gate],
+                    record.forced,
+                    record.seconds or 0.0,
+                    [],  # not the plan's recovery: the fix is on the line that ends the climb
+                    verdict_file,
+                    record,
+                )
+            )
+        self.ctx.save()
+        self._report()
 
     def _climb(self, opts: RunOptions, start: int, end: int) -> list[StageOutcome]:
         for index, notes in power_notes(self.plan, self.exp).items():

@@ -1,5 +1,6 @@
 """Whether a stage may start: the stage before passed (or this one is forced, and that is
-recorded), the last stage's pre-flight checklist is ticked, and the budget holds."""
+recorded), the last stage's pre-flight checklist is ticked, the budget holds, and what the stage
+writes fits on its disk."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class Admission:
     forced: bool = False  # started although the stage before did not pass
     refused: str | None = None  # why it did not start
     # The health gate a refused stage FAILs on (recorded); None: not started, nothing recorded.
-    gate: Literal["preflight", "budget"] | None = None
+    gate: Literal["preflight", "budget", "disk"] | None = None
 
 
 def admit(climb: Climb, index: int, opts: RunOptions) -> Admission:
@@ -44,6 +45,12 @@ def admit(climb: Climb, index: int, opts: RunOptions) -> Admission:
         headline = _not_started(climb, index).removesuffix(":") + ", over budget:"
         climb.events.say(over, "error", headline)
         admission.refused, admission.gate = over, "budget"
+        return admission
+    short = out_of_disk(climb, index)
+    if short is not None:
+        headline = _not_started(climb, index).removesuffix(":") + ", not enough disk:"
+        climb.events.say(short, "error", headline)
+        admission.refused, admission.gate = short, "disk"
     return admission
 
 
@@ -110,3 +117,15 @@ def over_budget(climb: Climb, index: int) -> str | None:
             f"stage > {duration(budget.hours)} budget"
         )
     return None
+
+
+def out_of_disk(climb: Climb, index: int) -> str | None:
+    """Why train stage `index` must not start: its checkpoints, adapters, data and tracking
+    (`doctor.stage_disk_need`) do not fit in the free space where they go. A stage that runs
+    out of disk half-way has spent its time for nothing. None when it fits."""
+    stage = climb.plan.stages[index]
+    if stage.kind != "train":
+        return None
+    from tunegate.doctor import stage_disk_problem
+
+    return stage_disk_problem(climb.plan, index, climb.run.stage_dir(index, stage.name))

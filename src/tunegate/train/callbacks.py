@@ -33,21 +33,30 @@ class MetricBuffer:
 
     Flushed metrics go to the sink on a background thread, in order: training does not wait on an
     MLflow round trip at every checkpoint. A kill before the write lands is repaired on resume
-    from the checkpoint's own history (`replay`), as for a kill before the flush."""
+    from the checkpoint's own history (`replay`), as for a kill before the flush. A write that
+    fails (tracking down past its deadline, a full disk) is kept in `failed`: `StopOnFailedWrite`
+    stops training at the next step, and `close` raises it."""
 
     def __init__(self, sink: MetricSink | None) -> None:
         self.sink = sink  # None: nothing is written (no tracking, or not rank 0)
         self.held: list[tuple[dict[str, float], int]] = []
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunegate-metrics")
         self._pending: list[Future[None]] = []
+        self.failed: BaseException | None = None
 
     def add(self, metrics: dict[str, float], step: int) -> None:
         self.held.append((metrics, step))
 
     def flush(self) -> None:
         if self.sink and self.held:
-            self._pending.append(self._writer.submit(self.sink, list(self.held)))
+            future = self._writer.submit(self.sink, list(self.held))
+            future.add_done_callback(self._note_failure)
+            self._pending.append(future)
         self.held.clear()
+
+    def _note_failure(self, future: Future[None]) -> None:
+        if self.failed is None and not future.cancelled():
+            self.failed = future.exception()
 
     def close(self) -> None:
         """Flush, then wait for every write: a tracking error surfaces here, not lost in the
@@ -146,6 +155,25 @@ class StepRecorder(TrainerCallback):
             f"Training steps: {state.global_step}/{state.max_steps}  "
             f"loss {float(logs['loss']):.4f}" + (f"  {rate:,.0f} tokens/s" if rate else "")
         )
+
+
+class StopOnFailedWrite(TrainerCallback):
+    """A step-metrics write failed (`MetricBuffer.failed`): save a checkpoint at the end of this
+    step and stop, so that the failure ends training in one step, not at the last one, and the
+    resume loses nothing. `MetricBuffer.close` then raises it (in a distributed run, where only
+    rank 0 writes, at the end of training)."""
+
+    def __init__(self, metrics: MetricBuffer) -> None:
+        self.metrics = metrics
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if args.world_size > 1:
+            return  # rank 0 alone writes metrics: stopping it alone would hang the others
+        if self.metrics.failed is not None and not control.should_training_stop:
+            control.should_save = True
+            control.should_training_stop = True
 
 
 class SigtermCheckpoint(TrainerCallback):

@@ -317,7 +317,13 @@ def train_arm(
     bar), and replaces the per-step line when given.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from tunegate.train.callbacks import LossGuard, MetricBuffer, SigtermCheckpoint, StepRecorder
+    from tunegate.train.callbacks import (
+        LossGuard,
+        MetricBuffer,
+        SigtermCheckpoint,
+        StepRecorder,
+        StopOnFailedWrite,
+    )
 
     started = time.perf_counter()
     pin(training.threads, deterministic=training.deterministic)
@@ -330,8 +336,9 @@ def train_arm(
     sigterm = SigtermCheckpoint()
     recorder = StepRecorder(metrics, loaded.baseline_gib, say, on_step)
     checkpoints = out_dir / "checkpoints"
+    stop = StopOnFailedWrite(metrics)
     trainer = build_trainer(
-        loaded, arm, train_items, val_items, checkpoints, [guard, recorder, sigterm]
+        loaded, arm, train_items, val_items, checkpoints, [guard, recorder, sigterm, stop]
     )
     resume = _last_checkpoint(checkpoints)
     eval_before = eval_loss_before(trainer, out_dir) if val_items else None
