@@ -148,7 +148,7 @@ def test_bad_data_line_is_named(tmp_path: Path) -> None:
 
 def test_exploding_loss_stops_with_the_step_and_fails(micro: Path, tmp_path: Path) -> None:
     env = _env(
-        tmp_path, DATASET_PATH=str(micro), MAX_STEPS="30", BATCH_SIZE="1", LEARNING_RATE="100"
+        tmp_path, DATASET_PATH=str(micro), MAX_STEPS="30", BATCH_SIZE="1", LEARNING_RATE="1.0"
     )
     proc = _train(env, "--name", "boom")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -160,6 +160,14 @@ def test_exploding_loss_stops_with_the_step_and_fails(micro: Path, tmp_path: Pat
     run_id = json.loads((tmp_path / "models" / "boom" / "tracking.json").read_text())["run_id"]
     run = _client(tmp_path).get_run(run_id)
     assert run.info.status == "FAILED" and "at step" in run.data.tags["tunegate.error"]
+
+
+def test_a_learning_rate_the_plan_refuses_is_one_line(micro: Path, tmp_path: Path) -> None:
+    proc = _train(_env(tmp_path, DATASET_PATH=str(micro), LEARNING_RATE="100"), "--name", "x")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "LEARNING_RATE / --learning-rate: Input should be less than or equal to 1" in " ".join(
+        proc.stderr.split()
+    )
 
 
 def test_loss_watchdog_judges_windows_not_steps() -> None:

@@ -183,7 +183,14 @@ def resolve(job: TrainJob) -> ResolvedJob:
         )
         if getattr(job, k) is not None
     }
-    training = TrainingConfig.model_validate(training.model_dump() | updates)
+    try:
+        training = TrainingConfig.model_validate(training.model_dump() | updates)
+    except ValidationError as err:  # a value the plan would refuse too (an lr above 1, say)
+        error = err.errors()[0]
+        name = str(error["loc"][0])
+        var = next((v for v, (f, _) in KNOWN_ENV.items() if f == name), None)
+        flag = f"--{name.replace('_', '-')}"
+        raise UserError(f"{f'{var} / ' if var else ''}{flag}: {error['msg']}") from None
     if job.lora_r is not None:
         lora = lora.model_copy(update={"r": job.lora_r, "alpha": 2 * job.lora_r})
     if job.method is not None:
