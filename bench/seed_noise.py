@@ -4,7 +4,7 @@ The original plan trains each arm once. Two runs of the same arm on the same dat
 seed sets the data order, the LoRA init and the sampling, and a run that happens to land better
 is better on every test item at once. One exact McNemar test per item pair sees that luck as an
 effect. With `seeds: 2` a stage trains each arm twice; tunegate's gate then takes the larger of
-the exact sign test on the per-item seed means (McNemar's generalisation) and the seed-aware t
+the exact sign test on the per-item seed means (McNemar's generalisation) and the run-aware t
 (`stats.seeded_difference`: the items' and the runs' variance, Satterthwaite df). This measures
 what each rule does.
 
@@ -19,7 +19,7 @@ A/A: no effect; A/B: the experiment's rate is higher by +0.15. GO: the pilot's g
 
 - one run per arm: the first seed only, exact McNemar (the original plan);
 - seed means, items only: the sign test on the per-item means over 2 seeds, no seed variance;
-- tunegate: the larger of that and the seed-aware t.
+- tunegate: the larger of that and the run-aware t.
 
 The first VERIFY replicates of every cell also go through `analysis.analyze` and
 `gates.evaluate_gates` (the ladder's own code), asserting the same verdict.
@@ -115,7 +115,7 @@ def decide(y: np.ndarray, table: np.ndarray) -> dict[str, np.ndarray]:
     means = y[:, 1].mean(1) - y[:, 0].mean(1)
     gain_one, gain = first.mean(1), means.mean(1)
     p_items = sign_p(means)
-    p_rule = np.maximum(p_items, seeded_p(y))  # NaN (no seed-aware p) stays NaN: no GO
+    p_rule = np.maximum(p_items, seeded_p(y))  # NaN (no run-aware p) stays NaN: no GO
     effect = GATES.min_improvement
     return {
         "one run per arm": (gain_one > effect) & (sign_p(first) < 0.05),

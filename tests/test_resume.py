@@ -86,22 +86,7 @@ def uninterrupted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 def _kill_when(plan: Path, pattern: str, until: str, sig: int = signal.SIGKILL) -> None:
     """Start the climb, signal its whole process group once `pattern` exists in the run."""
-    proc = subprocess.Popen(
-        [TUNEGATE, "run", str(plan), "--until", until],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    run_dir = plan.parent / RUN
-    deadline = time.monotonic() + 600
-    try:
-        while not any(run_dir.glob(pattern)):
-            assert proc.poll() is None, f"the run ended before {pattern} appeared"
-            assert time.monotonic() < deadline, f"{pattern} never appeared"
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=120)
+    _kill_once(plan, until, lambda run: any(run.glob(pattern)), sig)
 
 
 @pytest.mark.parametrize(
@@ -173,8 +158,10 @@ def test_sigkill_then_resume_gives_the_same_figures(
     assert sorted(steps) == list(range(1, record["train"]["steps"] + 1))
 
 
-def _kill_once(plan: Path, until: str, ready: Callable[[Path], bool]) -> None:
-    """Start the climb and SIGKILL its process group as soon as `ready(run_dir)` holds."""
+def _kill_once(
+    plan: Path, until: str, ready: Callable[[Path], bool], sig: int = signal.SIGKILL
+) -> None:
+    """Start the climb and signal its process group as soon as `ready(run_dir)` holds."""
     proc = subprocess.Popen(
         [TUNEGATE, "run", str(plan), "--until", until],
         stdout=subprocess.DEVNULL,
@@ -189,7 +176,7 @@ def _kill_once(plan: Path, until: str, ready: Callable[[Path], bool]) -> None:
             assert time.monotonic() < deadline, "the point to kill it at never came"
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
         proc.wait(timeout=120)
 
 

@@ -139,7 +139,7 @@ def test_a_gain_from_one_lucky_seed_is_not_a_go() -> None:
     verdict, gates = evaluate_gates(Gates(min_improvement=0.1, max_p_value=0.05), ev)
     assert verdict == "INVESTIGATE"
     p_gate = next(g for g in gates if g.name == "max_p_value")
-    assert not p_gate.passed and "seed-aware t" in p_gate.evidence
+    assert not p_gate.passed and "run-aware t" in p_gate.evidence
 
 
 def test_a_gain_every_seed_shows_passes() -> None:
@@ -178,7 +178,7 @@ def test_results_with_seeds_are_read_and_checked(tmp_path: Path) -> None:
     read = load_rows([ok])
     assert {r.seed for r in read} == {1, 2}
     assert analyze(read, primary=METRIC).seeds is not None
-    # `tunegate stats` on the same file: the runs' means and the seed-aware test, in words.
+    # `tunegate stats` on the same file: the runs' means and the run-aware test, in words.
     shown = run_cli("stats", str(ok))
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"functional_correctness by seed: control \S+ / \S+ \(spread", shown.stdout)
@@ -293,7 +293,7 @@ def test_a_stage_trains_every_arm_with_each_seed(example: Path) -> None:
     assert state["verdict"] != "PASS"
     assert re.search(r"functional_correctness by seed: control \S+ / \S+ \(spread", out)
     report = (run_dir / "report" / "report.md").read_text()
-    assert "seed-aware" in report.lower() or "Each arm trained with several seeds" in report
+    assert "run-aware" in report.lower() or "Each arm trained with several seeds" in report
     assert "control.seed43" in report
     # Climbed again: every run is reused on its own record, and scores as before.
     again = run_cli("run", str(plan_file))

@@ -312,7 +312,7 @@ def _mean_over_seeds(runs: SeedRuns, names: list[str]) -> list[Row]:
 
 
 def _seeded(runs: SeedRuns, metric: str) -> SeededDifference | None:
-    """The seed-aware difference on the items every run of both arms scored."""
+    """The run-aware difference on the items every run of both arms scored."""
     ids = sorted(
         set.intersection(
             *(

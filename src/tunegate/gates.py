@@ -235,7 +235,7 @@ def _max_p_value(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
     weakest scenario's own exact test, with its gain (the effect must hold in every scenario, an
     intersection–union test). A gain carried by one scenario cannot pass as if every item were
     its own experiment. A stage that trained each arm with several seeds also takes the larger
-    of that and the seed-aware t (`stats.seeded_difference`): a gain one lucky run gives is not
+    of that and the run-aware t (`stats.seeded_difference`): a gain one lucky run gives is not
     an effect."""
     p = ev.primary
     value = None if p is None else (p.p_adjusted if p.p_adjusted is not None else p.p_value)
@@ -274,10 +274,10 @@ def _max_p_value(ev: StageEvidence, threshold: float) -> tuple[bool, str]:
         # Each arm trained with several seeds: a gain one lucky run could give is no evidence.
         seeded = ev.seeds
         if seeded.p_value is None:
-            return False, f"{p.metric}: no seed-aware p ({'; '.join(seeded.notes)})"
+            return False, f"{p.metric}: no run-aware p ({'; '.join(seeded.notes)})"
         runs = " and ".join(f"{len(m)} {r}" for r, m in seeded.run_means.items())
         basis += (
-            f"; the larger of it and the seed-aware t p = {seeded.p_value:.4g} over {runs} "
+            f"; the larger of it and the run-aware t p = {seeded.p_value:.4g} over {runs} "
             f"training runs, df = {seeded.df:.1f}"
         )
         value = max(value, seeded.p_value)

@@ -248,7 +248,7 @@ def comparison_line(c: Any, no_value: str | None = None) -> str:
 
 
 def seeds_line(seeded: Any) -> str:
-    """Each arm's runs and their spread (the A/A within the real setup), and the seed-aware
+    """Each arm's runs and their spread (the A/A within the real setup), and the run-aware
     test: 'seeds: control 40.0% / 45.0% (spread 5.0 points), experiment …; p = …'."""
     spec = metric_spec(seeded.metric)
     arms = []
@@ -259,6 +259,6 @@ def seeds_line(seeded: Any) -> str:
     p = "undefined" if seeded.p_value is None else f"{seeded.p_value:.4g}"
     se = spec.show_difference(seeded.se).lstrip("+")
     return (
-        f"{seeded.metric} by seed: {'; '.join(arms)}; seed-aware difference "
+        f"{seeded.metric} by seed: {'; '.join(arms)}; run-aware difference "
         f"{spec.show_difference(seeded.difference)} ± {se} (SE), p = {p}, df = {seeded.df:.1f}"
     )

@@ -374,7 +374,7 @@ def _comparison(plan: Plan, records: dict[str, StageRecord]) -> Section | None:
 
 
 def _seed_rows(stage: str, seeded: SeededDifference | None) -> list[list[str]]:
-    """Per arm its runs' means and their spread, then the seed-aware test's row."""
+    """Per arm its runs' means and their spread, then the run-aware test's row."""
     if seeded is None:
         return []
     spec = metric_spec(seeded.metric)
