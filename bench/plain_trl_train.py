@@ -1,27 +1,42 @@
 """Baseline for bench/train_throughput.py: the training a practitioner writes by hand.
 
-tiny-llama in 4-bit nf4 (double quant), peft's prepare_model_for_kbit_training, LoRA r=16 on all
+The model in 4-bit nf4 (double quant), peft's prepare_model_for_kbit_training, LoRA r=16 on all
 linear layers, trl's SFTTrainer with its defaults except what must match tunegate's run (steps,
-batch, learning rate, max length, packing). Prints one JSON line: real tokens trained and the
-seconds `trainer.train()` took.
+batch, learning rate and its schedule, max length, packing, gradient checkpointing). Prompts are
+used as the data file holds them (the bench renders them, for both sides alike); SFTTrainer
+computes the loss on the completion only, its default for prompt-completion data. Prints one
+JSON line: real tokens trained and the seconds `trainer.train()` took.
 
     python bench/plain_trl_train.py DATA.jsonl STEPS BATCH PACKING(0|1)
+        [--model tiny-llama|smollm2-135m] [--lr LR] [--scheduler NAME] [--warmup N]
+        [--max-length N] [--no-gradient-checkpointing]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 import tempfile
 import time
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def train_plain(
-    model_dir: str, rows: list[dict], steps: int, batch: int, packing: bool, max_length: int
+    model_dir: str,
+    rows: list[dict],
+    steps: int,
+    batch: int,
+    packing: bool,
+    max_length: int,
+    *,
+    learning_rate: float | None = None,
+    scheduler: str | None = None,
+    warmup: int | None = None,
+    gradient_checkpointing: bool = True,
 ) -> tuple[int, float]:
     """(real tokens trained, seconds of trainer.train()); bf16 on CUDA, fp32 on CPU."""
     import torch
@@ -43,7 +58,9 @@ def train_plain(
         dtype=dtype,
         device_map={"": "cuda" if cuda else "cpu"},
     )
-    model = prepare_model_for_kbit_training(model)
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=gradient_checkpointing
+    )
     model = get_peft_model(
         model,
         LoraConfig(
@@ -54,6 +71,15 @@ def train_plain(
             task_type="CAUSAL_LM",
         ),
     )
+    schedule: dict[str, Any] = {}
+    if scheduler is not None:
+        schedule["lr_scheduler_type"] = scheduler
+    if warmup is not None:
+        schedule["warmup_steps"] = warmup
+    if not gradient_checkpointing:
+        schedule["gradient_checkpointing"] = False
+    if learning_rate is None:
+        learning_rate = 3e-3 if not cuda else 1e-4
     with tempfile.TemporaryDirectory() as out:
         trainer = SFTTrainer(
             model=model,
@@ -61,7 +87,7 @@ def train_plain(
                 output_dir=out,
                 max_steps=steps,
                 per_device_train_batch_size=batch,
-                learning_rate=3e-3 if not cuda else 1e-4,
+                learning_rate=learning_rate,
                 max_length=max_length,
                 packing=packing,
                 include_num_input_tokens_seen="non_padding",
@@ -71,6 +97,7 @@ def train_plain(
                 use_cpu=not cuda,
                 disable_tqdm=True,
                 seed=42,
+                **schedule,
             ),
             train_dataset=Dataset.from_list(rows),
             processing_class=AutoTokenizer.from_pretrained(model_dir),
@@ -82,13 +109,35 @@ def train_plain(
 
 
 def main() -> None:
-    data_file, steps, batch, packing = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    from tunegate.models import ensure_tiny_llama
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("steps", type=int)
+    ap.add_argument("batch", type=int)
+    ap.add_argument("packing", choices=("0", "1"))
+    ap.add_argument("--model", default="tiny-llama")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--scheduler", default=None)
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--no-gradient-checkpointing", action="store_true")
+    args = ap.parse_args()
+    from tunegate.models import resolve_model
 
-    with open(data_file) as f:
+    with open(args.data) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
-    tokens, seconds = train_plain(str(ensure_tiny_llama()), rows, steps, batch, packing == "1", 512)
+    tokens, seconds = train_plain(
+        str(resolve_model(args.model)),
+        rows,
+        args.steps,
+        args.batch,
+        args.packing == "1",
+        args.max_length,
+        learning_rate=args.lr,
+        scheduler=args.scheduler,
+        warmup=args.warmup,
+        gradient_checkpointing=not args.no_gradient_checkpointing,
+    )
     print(json.dumps({"tokens": tokens, "seconds": seconds}))
 
 

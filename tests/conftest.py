@@ -109,3 +109,11 @@ def run_in_terminal(
         os.close(master)
     code = proc.wait(timeout=60)
     return code, ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """smollm2-135m converted once per session into the isolated cache (~50 s on 2 cores)."""
+    from tunegate.models import resolve_model
+
+    return resolve_model("smollm2-135m")

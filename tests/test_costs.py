@@ -128,3 +128,37 @@ def test_a_stage_measured_at_another_batch_brackets_the_forecast(example: Path) 
     assert f.high_hours * 3600 == pytest.approx(1.0 * samples + 10)
     assert f.low_hours * 3600 == pytest.approx(0.25 * samples + 10)
     assert f.hours * 3600 == pytest.approx(0.5 * samples + 10)
+
+
+def test_forecast_scales_by_tokens_and_forecasts_generation_from_its_work(example: Path) -> None:
+    """Samples of another length cost another time: with the stage's tokens per sample known,
+    training scales by tokens. Generation is forecast apart, between the measured rate per batch
+    step (rows decode side by side for free) and per row step (each row costs its own)."""
+    from tunegate.forecast import StageShape, forecast, samples_per_arm
+    from tunegate.state import GenerationRecord
+
+    plan = load_plan(example)
+    small, pilot = plan.stages[2], plan.stages[3]
+    per_arm = samples_per_arm(plan, small, 40)
+    record = _record(300, [60, 80])  # 1000 tokens trained per arm (see _record)
+    for arm in record.arms.values():  # 20 s generating, over 10 rows of 100 steps, one batch
+        arm.generation = GenerationRecord(seconds=20, row_steps=1000, batch_steps=100)
+    shape = StageShape(tokens_per_sample=50.0, generation=(4000, 200))
+    f = forecast(plan, pilot, 84, [(record, per_arm, 4)], shape)
+    assert f is not None and "per token" in f.basis and "generation" in f.basis
+    tokens = samples_per_arm(plan, pilot, 84) * 50.0
+    overhead = 300 - 140 - 40  # what is neither training nor generation
+    low_gen, high_gen = 20 / 100 * 200, 20 / 1000 * 4000  # per batch step, per row step
+    assert f.low_hours * 3600 == pytest.approx((60 / 1000 * tokens + low_gen) * 2 + overhead)
+    assert f.high_hours * 3600 == pytest.approx((80 / 1000 * tokens + high_gen) * 2 + overhead)
+    point_gen = (low_gen * high_gen) ** 0.5
+    assert f.hours * 3600 == pytest.approx((70 / 1000 * tokens + point_gen) * 2 + overhead)
+
+
+def test_status_shows_the_forecast_of_the_stages_ahead(micro_climb: Path) -> None:
+    result = run_cli("status", "--plan", str(micro_climb), cwd=micro_climb.parent)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    for i, name in ((2, "small"), (3, "pilot"), (4, "production")):
+        assert f"forecast stage {i} ({name}), after micro:" in out
+    assert "forecast stage 1" not in out  # measured, not forecast

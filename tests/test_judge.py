@@ -327,7 +327,9 @@ def test_chat_uses_the_tokenizers_template(tmp_path: Path) -> None:
 def test_serve_rejects_what_it_cannot_serve(tmp_path: Path) -> None:
     from tunegate.cli.serve import serve
 
-    with pytest.raises(UserError, match="neither 'tiny-llama' nor a local model directory"):
+    with pytest.raises(
+        UserError, match=r"neither an embedded model .* nor a local model directory"
+    ):
         serve(str(tmp_path / "missing"), None, "127.0.0.1", 0)
     with pytest.raises(UserError, match=r"no adapter_config\.json"):
         serve("tiny-llama", tmp_path, "127.0.0.1", 0)

@@ -29,8 +29,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from tunegate.errors import UserError
-from tunegate.models import TINY_LLAMA, cache_dir
-from tunegate.models.tiny import build_key
+from tunegate.models import TINY_LLAMA, cache_dir, embedded, is_built
 from tunegate.plan import ExecutorConfig, Plan, Stage, redact
 from tunegate.state import Check
 from tunegate.tracking import tracking_uri
@@ -101,7 +100,6 @@ TRACKING_ALLOWANCE = 64 * MIB
 # One stage's share: its runs' metrics and params, its verdict, the report logged after it.
 STAGE_TRACKING_ALLOWANCE = 16 * MIB
 # tiny-llama's build (fp32 weights + its tokenizer: 1.8 MiB measured), rounded up.
-TINY_LLAMA_BYTES = 4 * MIB
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -209,11 +207,11 @@ def _torch_device(plan: Plan) -> Check:
             f"{version}, CUDA {torch.version.cuda}: {props.name}, "
             f"{props.total_memory / GIB:.1f} GiB",
         )
-    if plan.model.name == TINY_LLAMA:
+    if embedded(plan.model.name) is not None:  # small enough for a CPU's stages 0-2
         return Check(
             "torch device",
             "PASS",
-            f"{version}, CPU ({torch.get_num_threads()} threads): enough for tiny-llama",
+            f"{version}, CPU ({torch.get_num_threads()} threads): enough for {plan.model.name}",
         )
     if _docker_needed(plan):
         return Check(
@@ -222,8 +220,9 @@ def _torch_device(plan: Plan) -> Check:
     return Check(
         "torch device",
         "WARN",
-        f"{version}, no CUDA device: training a real model on CPU is slow",
-        "run on a GPU host (docker executor) or use model.name: tiny-llama",
+        f"{version}, no CUDA device: training a model of this size on CPU is slow",
+        "run on a GPU host (the docker executor), or climb the first stages with an embedded "
+        "model (smollm2-135m or tiny-llama)",
     )
 
 
@@ -252,8 +251,12 @@ def _bitsandbytes(plan: Plan) -> Check:
 
 
 def _model(plan: Plan) -> Check:
-    if plan.model.name == TINY_LLAMA:
-        return Check("model", "PASS", "tiny-llama (embedded, built locally on first use)")
+    if (known := embedded(plan.model.name)) is not None:
+        if (reason := known.missing()) is not None:
+            return Check("model", "FAIL", f"{known.name}: {reason}", reason.rsplit(": ", 1)[-1])
+        where = known.directory(cache_dir())
+        state = f"ready in {where}" if is_built(known) else "built into the cache on first use"
+        return Check("model", "PASS", f"{known.name} (embedded, {state})")
     path = Path(plan.model.name)
     if (path / "config.json").is_file():
         return Check("model", "PASS", str(path))
@@ -405,6 +408,8 @@ def _tokenizer_bytes(model_name: str) -> int:
     if model_name == TINY_LLAMA:
         return MIB  # a 512-token byte-level BPE: under 100 KiB
     path = Path(model_name)
+    if (known := embedded(model_name)) is not None:
+        path = known.directory(cache_dir())
     if not path.is_dir():
         return TOKENIZER_ALLOWANCE
     names = ("tokenizer", "special_tokens_map", "vocab", "merges", "chat_template")
@@ -532,12 +537,8 @@ def stage_disk_problem(plan: Plan, index: int, stage_dir: Path) -> str | None:
     return None
 
 
-def _tiny_llama_cache() -> Path:
+def _models_cache() -> Path:
     return cache_dir() / "models"
-
-
-def _tiny_llama_built() -> bool:
-    return (_tiny_llama_cache() / f"tiny-llama-{build_key()}" / "config.json").is_file()
 
 
 def _disk(plan: Plan) -> Check:
@@ -564,19 +565,20 @@ def _disk(plan: Plan) -> Check:
     total = need.total
     where = target if target == probe else f"{probe} (for {target})"
     extra = ""
-    if plan.model.name == TINY_LLAMA and not _tiny_llama_built():
+    known = embedded(plan.model.name)
+    if known is not None and not is_built(known):
         # Built on first use into the cache: counted where it will land.
-        cache = _nearest_existing(_tiny_llama_cache())
+        cache, size = _nearest_existing(_models_cache()), known.bytes_on_disk
         if cache.stat().st_dev == probe.stat().st_dev:
-            total += TINY_LLAMA_BYTES
-            extra = f", tiny-llama build {gib(TINY_LLAMA_BYTES)}"
+            total += size
+            extra = f", {known.name} build {gib(size)}"
         else:
-            problem = _writable(_tiny_llama_cache())
-            if problem or shutil.disk_usage(cache).free < TINY_LLAMA_BYTES:
+            problem = _writable(_models_cache())
+            if problem or shutil.disk_usage(cache).free < size:
                 return Check(
                     "free disk",
                     "FAIL",
-                    f"tiny-llama cannot be built in {_tiny_llama_cache()}: "
+                    f"{known.name} cannot be built in {_models_cache()}: "
                     + (problem or f"{gib(shutil.disk_usage(cache).free)} free"),
                     "set TUNEGATE_CACHE to a writable directory with space",
                 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 from tunegate.costs import hourly_usd
 from tunegate.plan import Plan, Stage
@@ -77,19 +78,69 @@ def effective_batch(plan: Plan, stage: Stage) -> int:
     return t.batch_size * t.gradient_accumulation_steps
 
 
+@dataclass(frozen=True)
+class StageShape:
+    """What a stage will do per training run, beyond its samples: the tokens of an average
+    training sample (as the model sees it, chat template included) and its generation's work
+    (`generate.generation_steps`: row steps, batch steps). None: not known, per-sample rates and
+    the measured time outside training are used instead."""
+
+    tokens_per_sample: float | None = None
+    generation: tuple[int, int] | None = None
+
+
+def _span(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def _generation_seconds(
+    used: list[tuple[StageRecord, int, int]], target: tuple[int, int]
+) -> tuple[float, float, float] | None:
+    """(point, low, high) seconds of one training run's generation, from the measured stages'
+    generation records. Decoding a batch costs between one row's time (rows run side by side for
+    free) and its rows' time (each row costs its own): per measured stage, the target's row steps
+    at the measured rate per row step is the high end, its batch steps at the rate per batch step
+    the low end, and the point their geometric mean."""
+    rows, lows, highs = [], [], []
+    for record, _, _ in used:
+        gens = [a.generation for a in record.arms.values() if a.generation is not None]
+        seconds = sum(g.seconds for g in gens)
+        if not gens or not seconds:
+            continue
+        high = seconds / sum(g.row_steps for g in gens) * target[0]
+        low = seconds / sum(g.batch_steps for g in gens) * target[1]
+        low, high = sorted((low, high))
+        rows.append(math.sqrt(low * high))
+        lows.append(low)
+        highs.append(high)
+    if not rows:
+        return None
+    return statistics.median(rows), min(lows), max(highs)
+
+
 def forecast(
     plan: Plan,
     stage: Stage,
     train_items: int,
     measured: list[tuple[StageRecord, int, int]],
+    shape: StageShape = StageShape(),
 ) -> Forecast | None:
     """`stage`'s time and cost from the training stages measured so far: `measured` holds (stage
-    record, samples per arm, effective batch) for each. Seconds per sample depend on the batch (the
-    original plan's micro stage trains at batch 1), so stages at the target's batch are used when
-    there are any. None until one has trained."""
+    record, samples per arm, effective batch) for each. Training time scales by the tokens it
+    will train when `shape` knows them (samples of another length cost another time), else by
+    samples. Seconds per sample or token depend on the batch on an accelerator (the original
+    plan's micro stage trains at batch 1), so stages at the target's batch are used when there
+    are any. Generation is forecast from the
+    measured generations when `shape` knows the stage's. None until one has trained."""
     batch = effective_batch(plan, stage)
     same = [m for m in measured if m[2] == batch]
     used = same or measured
+    per_token = shape.tokens_per_sample is not None and all(
+        t.train_tokens for m in used for t in m[0].trains
+    )
+    generation = (
+        _generation_seconds(measured, shape.generation) if shape.generation is not None else None
+    )
     rates, lows, highs, overheads = [], [], [], []
     for record, per_arm, measured_batch in used:
         trains = record.trains
@@ -97,27 +148,37 @@ def forecast(
         # perfect batching (see the module docstring); equal when the batches are the same.
         amortized = measured_batch / batch
         for t in trains:
-            if per_arm and t.train_seconds:
-                rate = t.train_seconds / per_arm
+            done = t.train_tokens if per_token else per_arm
+            if done and t.train_seconds:
+                rate = t.train_seconds / done
                 ends = sorted((rate, rate * amortized))
                 lows.append(ends[0])
                 highs.append(ends[1])
                 rates.append(rate * math.sqrt(amortized))
-        train_total = sum(t.train_seconds for t in trains)
+        outside = sum(t.train_seconds for t in trains)
+        if generation is not None:  # forecast on its own: only the rest is overhead
+            outside += sum(a.generation.seconds for a in record.arms.values() if a.generation)
         if record.seconds:
             # Loading, generating and scoring happen once per seed: per seed, then × seeds.
-            overheads.append(max(0.0, record.seconds - train_total) / _seeds(record))
+            overheads.append(max(0.0, record.seconds - outside) / _seeds(record))
     if not rates:
         return None
     arms = len(stage.arms or plan.arms) * stage.seeds
     samples = samples_per_arm(plan, stage, train_items)
+    work = samples * (shape.tokens_per_sample or 1.0) if per_token else samples
     overhead = (statistics.median(overheads) if overheads else 0.0) * stage.seeds
+    gen_point, gen_low, gen_high = generation or (0.0, 0.0, 0.0)
 
-    def hours(rate: float) -> float:
-        return (rate * samples * arms + overhead) / 3600
+    def hours(rate: float, gen: float) -> float:
+        return (rate * work * arms + gen * arms + overhead) / 3600
 
-    point, low, high = hours(statistics.median(rates)), hours(min(lows)), hours(max(highs))
+    point = hours(statistics.median(rates), gen_point)
+    low, high = hours(min(lows), gen_low), hours(max(highs), gen_high)
     price = hourly_usd(plan)
+    basis = f"{len(rates)} measured arm(s) over {len(used)} stage(s)"
+    basis += ", per token" if per_token else ""
+    basis += "" if same else f", none at batch {batch}"
+    basis += ", generation from its measured work" if generation is not None else ""
     return Forecast(
         stage=stage.name,
         hours=point,
@@ -127,8 +188,7 @@ def forecast(
         low_usd=low * price,
         high_usd=high * price,
         samples=samples * arms,
-        basis=f"{len(rates)} measured arm(s) over {len(used)} stage(s)"
-        + ("" if same else f", none at batch {batch}"),
+        basis=basis,
         estimate_hours=stage.estimate.hours * stage.seeds,  # the estimate is per seed
         estimate_usd=stage.estimate.usd * stage.seeds,
         same_batch=bool(same),

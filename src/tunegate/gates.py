@@ -99,8 +99,16 @@ def _each_arm(
 def _environment(ev: StageEvidence, _: Any) -> tuple[bool, str]:
     failed = [c["name"] for c in ev.environment if c["status"] == "FAIL"]
     warned = [c["name"] for c in ev.environment if c["status"] == "WARN"]
-    detail = f"{len(ev.environment)} checks, {len(failed)} failed, {len(warned)} warnings"
-    return not failed, detail + (f" ({', '.join(failed)})" if failed else "")
+
+    def named(names: list[str], word: str) -> str:
+        # Which ones: "1 warning" alone sends the reader scrolling back through the checks.
+        return f"{len(names)} {word}" + (f" ({', '.join(names)})" if names else "")
+
+    detail = (
+        f"{len(ev.environment)} checks, {named(failed, 'failed')}, "
+        f"{named(warned, 'warning' if len(warned) == 1 else 'warnings')}"
+    )
+    return not failed, detail
 
 
 def _loaded_in_4bit(ev: StageEvidence, _: Any) -> tuple[bool, str]:

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tunegate.errors import UserError
-from tunegate.models import resolve_model
+from tunegate.models import EMBEDDED, embedded, resolve_model
 from tunegate.plan import QuantizationConfig
 
 Progress = Callable[[int], None]  # called with the number of sequences just produced
+MAX_BATCH_SEQUENCES = 64  # rows of one forward pass: prompts × samples per prompt
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int = 0
     max_new_tokens: int = 96
+    stop: tuple[str, ...] = ()  # stop sequences, cut from the answer (EOS always stops)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -58,9 +60,17 @@ class Backend(Protocol):
 class TransformersBackend:
     """A local model (and adapter) through `model.generate`, batched."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str, max_batch_sequences: int = 64):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_batch_sequences: int = MAX_BATCH_SEQUENCES,
+    ):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.max_batch_sequences = max_batch_sequences
+        self._eos = eos_token_ids(model, tokenizer)
 
     def generate(
         self, prompts: list[str], sampling: Sampling, progress: Progress | None = None
@@ -87,20 +97,46 @@ class TransformersBackend:
                     "top_p": sampling.top_p,
                     "num_return_sequences": sampling.n,
                 }
+            if sampling.stop:
+                kwargs |= {"stop_strings": list(sampling.stop), "tokenizer": tok}
             with torch.inference_mode():
                 out = self.model.generate(
                     **enc,
                     **kwargs,
                     max_new_tokens=sampling.max_new_tokens,
                     pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id,
+                    eos_token_id=self._eos,
                 )
             texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            texts = [cut_at_stop(t, sampling.stop) for t in texts]
             for k, i in enumerate(index):
                 results[i] = texts[k * sampling.n : (k + 1) * sampling.n]
             if progress is not None:
                 progress(len(index) * sampling.n)
         return results
+
+
+def generation_steps(prompts: int, sampling: Sampling, max_batch_sequences: int) -> tuple[int, int]:
+    """(row steps, batch steps) `TransformersBackend.generate` runs for `prompts` prompts at
+    most: sequences × max_new_tokens, and batches × max_new_tokens."""
+    per_batch = max(1, max_batch_sequences // sampling.n)
+    batches = -(-prompts // per_batch)
+    return prompts * sampling.n * sampling.max_new_tokens, batches * sampling.max_new_tokens
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends an answer: the tokenizer's EOS (an instruct model's end of turn)
+    and the model's generation config's (a checkpoint may list several)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(configured) if isinstance(configured, list) else {configured}
+    return sorted(i for i in ids if isinstance(i, int))
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """The text before the first stop sequence (generation may run a token past it)."""
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
 
 
 class EndpointBackend:
@@ -132,6 +168,7 @@ class EndpointBackend:
                 "temperature": sampling.temperature,
                 "top_p": sampling.top_p,
                 "seed": sampling.seed * 1_000_003 + i,
+                **({"stop": list(sampling.stop)} if sampling.stop else {}),
             }
             answer = post_json(
                 f"{self.base_url}/completions",
@@ -197,7 +234,7 @@ def load_backend(
         )
 
     path = Path(spec)
-    if spec == "tiny-llama" or (path / "config.json").is_file():
+    if embedded(spec) is not None or (path / "config.json").is_file():
         directory = resolve_model(spec)
         model, tokenizer = load_for_inference(directory, directory, quant)
         return TransformersBackend(
@@ -206,7 +243,7 @@ def load_backend(
     if not (path / "adapter_config.json").is_file():
         raise UserError(
             f"{where}: '{spec}' is not a model directory (config.json), an adapter directory "
-            "(adapter_config.json), 'tiny-llama' or openai:NAME"
+            f"(adapter_config.json), an embedded model ({', '.join(EMBEDDED)}) or openai:NAME"
         )
     base = base_model or _adapter_base(path)
     if base is None:

@@ -44,7 +44,7 @@ SEED_ENV = {
 }
 # tunegate's additions, for what the original plan's image hard-coded.
 ENV_EXTRAS = {
-    "BASE_MODEL": ("base_model", "base model: 'tiny-llama' or a local directory"),
+    "BASE_MODEL": ("base_model", "base model: an embedded model or a local directory"),
     "OUTPUT_DIR": ("output_dir", "where MODEL_NAME's directory goes (the original plan's /models)"),
     "LEARNING_RATE": ("learning_rate", "peak learning rate"),
     "GRADIENT_ACCUMULATION_STEPS": ("gradient_accumulation_steps", "effective batch multiplier"),

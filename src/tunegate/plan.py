@@ -31,7 +31,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.resolver import Resolver
 
 from tunegate.errors import UserError
-from tunegate.models import TINY_LLAMA, model_fingerprint
+from tunegate.models import TINY_LLAMA, embedded, model_fingerprint
 from tunegate.registry import (
     ALL_METRICS,
     DEFAULT_METRICS,
@@ -125,6 +125,30 @@ class ModelConfig(_Strict):
         le=MAX_TOKENS,
         description="Token limit per sample. TRL's default is 1024 and truncates silently; "
         "tunegate counts tokens first and fails the arm, naming every sample that is too long.",
+    )
+    prompt_format: Literal["raw", "chat"] = Field(
+        "raw",
+        description="raw: the prompt as written (a base model, tiny-llama). chat: through the "
+        "model's chat template as one user turn, for training (loss on the assistant turn only) "
+        "and generation alike, the same in both arms. An instruct model needs chat: it was "
+        "trained to answer inside that template.",
+    )
+
+    @model_validator(mode="after")
+    def _chat_needs_a_template(self) -> ModelConfig:
+        if self.prompt_format == "chat" and self.name == TINY_LLAMA:
+            raise ValueError(
+                "prompt_format: chat needs a chat template; tiny-llama has none (use raw, or "
+                "smollm2-135m, an instruct model)"
+            )
+        return self
+
+    system_prompt: str | None = Field(
+        None,
+        max_length=4000,
+        description="With prompt_format: chat, a system turn before the prompt. None keeps the "
+        "template's own default (SmolLM2's names itself); set it to compare like with like "
+        "across models.",
     )
 
 
@@ -357,6 +381,14 @@ class EvaluationConfig(_Strict):
     max_new_tokens: int = Field(
         96, ge=1, le=MAX_TOKENS, description="Generation length per test item."
     )
+    stop: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Stop sequences: generation ends at the first, which is cut from the answer. "
+        "Generation always stops at the model's EOS (an instruct model's end of turn). Empty "
+        "by default: an instruct model's answer may put prose after its code, and code "
+        "extraction handles it.",
+    )
     timeout_s: float = Field(
         5.0,
         gt=0,
@@ -398,6 +430,13 @@ class EvaluationConfig(_Strict):
     @classmethod
     def _known_primary(cls, name: str) -> str:
         return _check_metric(name)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_sequences(cls, stop: list[str]) -> list[str]:
+        if any(not s or len(s) > 200 for s in stop):
+            raise ValueError("a stop sequence must have 1 to 200 characters")
+        return stop
 
     @model_validator(mode="after")
     def _k_within_n(self) -> EvaluationConfig:
@@ -756,7 +795,7 @@ class Plan(_Strict):
             body["judge"]["endpoint"] = redact(body["judge"]["endpoint"])
         for arm in body["arms"].values():
             del arm["data"]  # its contents are body["data"] below
-        if self.model.name != TINY_LLAMA:
+        if embedded(self.model.name) is None:
             body["model"]["name"] = "local"  # a directory: its bytes are body["model_bytes"]
         body["stage"] = self.stages[index].model_dump(mode="json")
         body["data"] = {name: _file_digest(arm.data) for name, arm in sorted(self.arms.items())}
@@ -1180,7 +1219,7 @@ def _resolve_paths(plan: Plan, base: Path) -> Plan:
         name: arm.model_copy(update={"data": absolute(arm.data)}) for name, arm in plan.arms.items()
     }
     model = plan.model
-    if model.name != TINY_LLAMA and (base / model.name).exists():
+    if embedded(model.name) is None and (base / model.name).exists():
         model = model.model_copy(update={"name": str(base / model.name)})
     return plan.model_copy(
         update={"arms": arms, "output_dir": absolute(plan.output_dir), "model": model}

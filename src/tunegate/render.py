@@ -229,6 +229,27 @@ def format_value(metric_name: str, value: float, *, signed: bool = False) -> str
     return f"{value:{sign}.3f}"
 
 
+def forecast_lines(plan: Plan, state: LadderState) -> list[str]:
+    """The latest forecast of each stage not yet run: what the next stages will take, from the
+    last stage measured (`tunegate status`)."""
+    measured = [s.name for s in plan.stages if s.name in state.forecasts]
+    if not measured:
+        return []
+    latest = state.forecasts[measured[-1]]
+    lines = []
+    for i, stage in enumerate(plan.stages):
+        record = state.stage(stage.name)
+        if stage.name not in latest or (record is not None and record.verdict is not None):
+            continue
+        f = latest[stage.name]
+        lines.append(
+            f"forecast stage {i} ({f.stage}), after {measured[-1]}: {duration(f.hours)} "
+            f"({duration(f.low_hours)}–{duration(f.high_hours)}), ${f.usd:,.2f}; plan estimate "
+            f"{duration(f.estimate_hours)} [{f.basis}]"
+        )
+    return lines
+
+
 def duration(hours: float) -> str:
     """Hours as a person reads them: minutes below one hour."""
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"

@@ -133,6 +133,15 @@ class FileEntry(_Record):
     sha256: str
 
 
+class GenerationRecord(_Record):
+    """What one arm's generation took in a stage (the smoke answer and the test answers): the
+    forecast of a later stage's generation time rests on it."""
+
+    seconds: float
+    row_steps: int  # Σ sequences × max_new_tokens: the work if no row ran alongside another
+    batch_steps: int  # Σ batches × max_new_tokens: the work if a batch cost one row
+
+
 class ArmRecord(_Record):
     status: Literal["pending", "training", "done", "failed"] = "pending"
     mlflow_run: str | None = None
@@ -144,6 +153,7 @@ class ArmRecord(_Record):
     # Its adapter's (and merged model's) files, by path inside the arm's directory: reuse and
     # "passed" both check them (`tunegate.artifacts`).
     manifest: dict[str, FileEntry] = Field(default_factory=dict)
+    generation: GenerationRecord | None = None
 
     @field_validator("train")
     @classmethod

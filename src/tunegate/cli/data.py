@@ -39,6 +39,7 @@ from tunegate.data.scenarios import write_example
 from tunegate.errors import UserError
 from tunegate.models import resolve_model
 from tunegate.plan import DataChecks, Plan, load_plan
+from tunegate.prompts import PromptFormat
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -423,7 +424,9 @@ def preview(
         )
     item = _find_item(item_id, plan.arms[name].data)
     max_length = plan.model.max_length
-    result = label_mask_preview(item, _tokenizer(resolve_model(plan.model.name)), max_length)
+    tokenizer = _tokenizer(resolve_model(plan.model.name))
+    item = PromptFormat.of(plan.model).render_items(tokenizer, [item])[0]  # as training sees it
+    result = label_mask_preview(item, tokenizer, max_length)
     header = (
         f"item '{item.id}', arm {name}, model {plan.model.name}, max_length {max_length}: "
         f"{len(result.tokens)} tokens, {result.count('masked')} masked, "

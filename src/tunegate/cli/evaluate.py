@@ -15,6 +15,7 @@ from tunegate.determinism import pin
 from tunegate.errors import UserError
 from tunegate.plan import EvaluationConfig, JudgeConfig, QuantizationConfig, load_plan
 from tunegate.progress import Bars
+from tunegate.prompts import PromptFormat
 from tunegate.registry import ALL_METRICS, DEFAULT_METRICS, METRICS, known
 
 # `tunegate evaluate`'s options, one alias each, so that the command's signature reads as a list.
@@ -22,7 +23,8 @@ ControlModel = Annotated[
     str,
     typer.Option(
         "--control-model",
-        help="Adapter or model directory, 'tiny-llama', or openai:NAME (with --endpoint).",
+        help="Adapter or model directory, an embedded model (tiny-llama, smollm2-135m), or "
+        "openai:NAME (with --endpoint).",
     ),
 ]
 ExperimentModel = Annotated[str, typer.Option("--experiment-model", help="As --control-model.")]
@@ -58,6 +60,18 @@ Samples = Annotated[int | None, typer.Option("--samples", min=1, help="n per ite
 Temperature = Annotated[float | None, typer.Option("--temperature", help="For pass@k samples.")]
 Seed = Annotated[int | None, typer.Option("--seed", help="Sampling seed.")]
 MaxNewTokens = Annotated[int | None, typer.Option("--max-new-tokens", min=1)]
+PromptStyle = Annotated[
+    str | None,
+    typer.Option(
+        "--prompt-format",
+        help="raw (as written) or chat (the model's chat template, one user turn); default: "
+        "the plan's model.prompt_format, else raw.",
+    ),
+]
+Stop = Annotated[
+    list[str] | None,
+    typer.Option("--stop", help="A stop sequence (repeat for several); default: the plan's."),
+]
 BaseModelName = Annotated[
     str | None,
     typer.Option("--base-model", help="Base of the adapters, when they do not record it."),
@@ -103,6 +117,8 @@ def evaluate(
     temperature: Temperature = None,
     seed: Seed = None,
     max_new_tokens: MaxNewTokens = None,
+    prompt_format: PromptStyle = None,
+    stop: Stop = None,
     base_model: BaseModelName = None,
     endpoint: Endpoint = None,
     judge_endpoint: JudgeEndpoint = None,
@@ -128,7 +144,9 @@ def evaluate(
         temperature=temperature,
         seed=seed if seed is not None else (plan.seed if plan else 0),
         max_new_tokens=max_new_tokens,
+        stop=stop,
     )
+    fmt = _prompt_format(plan, prompt_format)
     control, experiment = pair(
         control_items,
         experiment_items,
@@ -159,6 +177,7 @@ def evaluate(
         endpoint=endpoint,
         output_dir=output_dir,
         show_progress=not quiet and not as_json,
+        prompt_format=fmt,
     )
     if as_json:
         print(json.dumps(result, indent=2))
@@ -176,9 +195,12 @@ def run(
     endpoint: str | None,
     output_dir: Path,
     show_progress: bool,
+    prompt_format: PromptFormat | None = None,
 ) -> dict[str, Any]:
     from tunegate.evaluate.pipeline import ArmToScore, evaluate_arms, generate_arm, render
-    from tunegate.generate import load_backend
+    from tunegate.generate import TransformersBackend, load_backend
+
+    fmt = prompt_format or PromptFormat()
 
     with Bars(console, show_progress) as bars:
         arms = []
@@ -191,6 +213,13 @@ def run(
                 where=f"--{role}-model",
             )
             arm_items = items[role]
+            if fmt.style == "chat":
+                if not isinstance(backend, TransformersBackend):
+                    raise UserError(
+                        f"--prompt-format chat: --{role}-model is an endpoint, whose "
+                        "/v1/completions takes the prompt as written; use --prompt-format raw"
+                    )
+                arm_items = fmt.render_items(backend.tokenizer, arm_items)
             total = len(arm_items) * (1 + (settings.samples if settings.wants_samples else 0))
             step = bars.counter(f"{role}: generate", total)
             generations = generate_arm(backend, arm_items, settings, step)
@@ -240,6 +269,7 @@ def _settings(
     temperature: float | None,
     seed: int,
     max_new_tokens: int | None,
+    stop: list[str] | None = None,
 ) -> Any:
     """The flags over the plan's evaluation settings, validated as a plan's would be."""
     from tunegate.evaluate.pipeline import Settings
@@ -252,14 +282,28 @@ def _settings(
         seed=seed,
         max_new_tokens=max_new_tokens or planned.max_new_tokens,
         timeout_s=planned.timeout_s,
+        stop=tuple(stop if stop is not None else planned.stop),
     )
     try:
         EvaluationConfig(
-            metrics=settings.metrics, samples=settings.samples, temperature=settings.temperature
+            metrics=settings.metrics,
+            samples=settings.samples,
+            temperature=settings.temperature,
+            stop=list(settings.stop),
         )
     except ValueError as err:
         raise UserError(f"--samples/--metrics: {_first_error(err)}") from None
     return settings
+
+
+def _prompt_format(plan: Any, style: str | None) -> PromptFormat:
+    """--prompt-format over the plan's model.prompt_format (and its system prompt)."""
+    planned = PromptFormat.of(plan.model) if plan is not None else PromptFormat()
+    if style is None:
+        return planned
+    if style not in ("raw", "chat"):
+        raise UserError(f"--prompt-format: '{style}' is neither raw nor chat")
+    return PromptFormat("chat" if style == "chat" else "raw", planned.system_prompt)
 
 
 def _judge(

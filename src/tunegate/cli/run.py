@@ -21,6 +21,7 @@ from tunegate.cli.common import (
     quiet_libraries,
     refuse_overwrite,
 )
+from tunegate.errors import UserError
 from tunegate.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -28,20 +29,35 @@ if TYPE_CHECKING:
     from tunegate.state import LadderState
 
 
+EXAMPLES = ("metadata-experiment", "real-model")
+
+
 def init(
     directory: Path = typer.Argument(Path("."), help="Where to write tunegate.yaml and data/."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+    example: str = typer.Option(
+        "metadata-experiment",
+        "--example",
+        help="metadata-experiment: tiny-llama, seconds a stage (the default). real-model: "
+        "SmolLM2-135M-Instruct on HumanEval's python problems, minutes a stage.",
+    ),
 ) -> None:
     """Write a commented tunegate.yaml and the example experiment (control + experiment arms)."""
     from importlib.resources import files
 
     from tunegate.data.example import write_example
+    from tunegate.data.scenarios import write_real_model_example
 
+    if example not in EXAMPLES:
+        raise UserError(f"--example: '{example}' is not one of {', '.join(EXAMPLES)}")
     plan_path = directory / "tunegate.yaml"
     refuse_overwrite([plan_path], force)
     directory.mkdir(parents=True, exist_ok=True)
-    plan_path.write_text(files("tunegate").joinpath("resources/tunegate.yaml").read_text())
-    control, experiment = write_example(directory / "data")
+    if example == "real-model":
+        plan_path, control, experiment = write_real_model_example(directory)
+    else:
+        plan_path.write_text(files("tunegate").joinpath("resources/tunegate.yaml").read_text())
+        control, experiment = write_example(directory / "data")
     console.print(
         f"Wrote {plan_path}, {control}, {experiment}.\n"
         f"Next: [bold]cd {directory} && tunegate plan && tunegate run[/]"
@@ -249,12 +265,16 @@ def status(
     """Show each stage's verdict and evidence for a run."""
     root = _run_dir(run_dir, plan_path)
     RunDir(root).check_state()  # in a blink, before the report's imports
+    from rich.markup import escape
+
     from tunegate.artifacts import missing_artifacts
-    from tunegate.render import final_answer, verdict_table
+    from tunegate.render import final_answer, forecast_lines, verdict_table
     from tunegate.report import load
 
     p, state = load(root)
     console.print(verdict_table(p, state))
+    for line in forecast_lines(p, state):
+        console.print(escape(line), highlight=False)
     console.print(f"[bold]{final_answer(p, state, missing_artifacts(p, state, RunDir(root)))}[/]")
 
 
@@ -317,8 +337,17 @@ def doctor(
 
         for c in checks:
             color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c.status]
-            fix = f" — {c.fix}" if c.fix and c.status != "PASS" else ""
-            console.print(f"[{color}]{c.status:<4}[/] {escape(f'{c.name}: {c.value}{fix}')}")
-        console.print(f"{len(checks)} checks in {seconds:.1f} s")
+            console.print(f"[{color}]{c.status:<4}[/] {escape(f'{c.name}: {c.value}')}")
+            if c.fix and c.status != "PASS":  # its own line: wrapped after a dash, it read as a
+                console.print(f"     fix: {escape(c.fix)}")  # check of its own
+        flagged = {s: [c.name for c in checks if c.status == s] for s in ("FAIL", "WARN")}
+        summary = ", ".join(
+            f"{len(names)} {word} ({', '.join(names)})"
+            for names, word in ((flagged["FAIL"], "failed"), (flagged["WARN"], "to look at"))
+            if names
+        )
+        console.print(
+            f"{len(checks)} checks in {seconds:.1f} s" + (f": {summary}" if summary else "")
+        )
     if any(c.status == "FAIL" for c in checks):
         raise typer.Exit(EXIT_FAILED)

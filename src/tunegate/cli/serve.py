@@ -14,7 +14,7 @@ from tunegate.models import resolve_model
 
 def serve(
     model: str = typer.Argument(
-        ..., help="'tiny-llama' or a local model directory (config.json and weights)."
+        ..., help="An embedded model (tiny-llama, smollm2-135m) or a local model directory."
     ),
     adapter: Path | None = typer.Option(
         None, "--adapter", help="A peft adapter directory (a trained arm) to apply to the model."

@@ -99,7 +99,8 @@ def memory(
         ...,
         metavar="MODEL_OR_CONFIG",
         help="A local model directory, a config.json, a shipped hub id (meta-llama/"
-        "Meta-Llama-3-8B), 'tiny-llama', or a tunegate.yaml (its model and settings).",
+        "Meta-Llama-3-8B), an embedded model (tiny-llama, smollm2-135m), or a tunegate.yaml (its "
+        "model and settings).",
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
     max_length: int | None = typer.Option(None, "--max-length", min=16),

@@ -28,3 +28,38 @@ def write_example(directory: Path) -> list[Path]:
         target.write_bytes(shipped.joinpath(*name.split("/")).read_bytes())
         written.append(target)
     return written
+
+
+# The real-model example: the python scenario of the example above, answers fenced.
+REAL_MODEL_SCENARIO = "python"
+
+
+def fenced(code: str) -> str:
+    """An answer as an instruct model writes one: the code in a ```python fence."""
+    return "```python\n" + code.strip("\n") + "\n```"
+
+
+def write_real_model_example(directory: Path) -> list[Path]:
+    """The real-model example's plan and data into `directory`: HumanEval's python items of the
+    five-scenario example, each answer fenced as an instruct model answers. Deterministic: the
+    same bytes on every machine."""
+    import json
+
+    shipped = files("tunegate").joinpath("resources")
+    plan = directory / "tunegate.yaml"
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    plan.write_bytes(shipped.joinpath("real-model", "tunegate.yaml").read_bytes())
+    written = [plan]
+    for arm in ("control", "experiment"):
+        source = shipped.joinpath("seed-scenarios", "data", f"{arm}.jsonl").read_text("utf-8")
+        rows = [json.loads(line) for line in source.splitlines() if line.strip()]
+        lines = [
+            json.dumps({**row, "completion": fenced(row["completion"])}, ensure_ascii=False)
+            for row in rows
+            if row["scenario"] == REAL_MODEL_SCENARIO
+        ]
+        target = directory / "data" / f"{arm}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        written.append(target)
+    return written

@@ -32,6 +32,7 @@ import numpy as np
 
 from tunegate import sandbox
 from tunegate.data.items import Item
+from tunegate.evaluate.extract import entry_point_from_tests, extract_code
 from tunegate.registry import ALL_METRICS, DEFAULT_METRICS, PASS_AT, MetricSpec, known, metric_spec
 from tunegate.registry import LANGUAGES as LANGUAGE_INFO
 from tunegate.registry import METRICS as REGISTERED
@@ -104,10 +105,20 @@ class Metric(MetricSpec):
 # --- code helpers ------------------------------------------------------------------------------
 
 
-def extract_code(generation: str) -> str:
-    """The code in a generation: a fenced block if there is one, else the text itself."""
-    fenced = re.search(r"```[a-zA-Z0-9_+-]*\n(.*?)```", generation, re.S)
-    return fenced.group(1) if fenced else generation
+def code_of(item: Item, answer: str) -> str:
+    """The program in an answer to `item` (`tunegate.evaluate.extract` has the rules). The entry
+    point comes from the item's metadata, else from its tests, so that an arm whose prompts
+    carry no metadata is extracted by the same rules as one whose prompts do."""
+    entry = item.metadata.get("entry_point")
+    if not isinstance(entry, str) or not entry:
+        entry = entry_point_from_tests(item.tests, item.language)
+    return extract_code(answer, language=item.language, entry_point=entry)
+
+
+def reference(item: Item) -> str:
+    """The item's reference answer as code: a completion written as an instruct model answers
+    (in a fence, as the real-model example's are) is compared by its code, like the answer."""
+    return extract_code(item.completion, language=item.language)
 
 
 def normalize_code(code: str, language: str) -> str:
@@ -211,8 +222,8 @@ def _code_accuracy(cases: list[Case], ctx: Context) -> list[Score]:
     return [
         Score(
             float(
-                normalize_code(extract_code(c.generation), c.item.language)
-                == normalize_code(c.item.completion, c.item.language)
+                normalize_code(code_of(c.item, c.generation), c.item.language)
+                == normalize_code(reference(c.item), c.item.language)
             )
         )
         for c in cases
@@ -235,7 +246,7 @@ def _functional_correctness(cases: list[Case], ctx: Context) -> list[Score]:
         if (reason := _runnable(c.item)) is not None:
             scores[i] = Score.not_applicable(reason)
         else:
-            jobs.append((c.item.language, extract_code(c.generation), c.item.tests or ""))
+            jobs.append((c.item.language, code_of(c.item, c.generation), c.item.tests or ""))
             where.append(i)
     for i, result in zip(where, ctx.execute(jobs), strict=True):
         scores[i] = _execution_score(result)
@@ -252,7 +263,9 @@ def _pass_at(k: int) -> Callable[[list[Case], Context], list[Score]]:
             elif len(c.samples) < k:
                 scores[i] = Score.failed(f"pass@{k} needs n >= {k} samples, got {len(c.samples)}")
             else:
-                jobs += [(c.item.language, extract_code(s), c.item.tests or "") for s in c.samples]
+                jobs += [
+                    (c.item.language, code_of(c.item, s), c.item.tests or "") for s in c.samples
+                ]
                 where.append(i)
         results = iter(ctx.execute(jobs))
         for i in where:
@@ -276,7 +289,7 @@ def _syntax_validity(cases: list[Case], ctx: Context) -> list[Score]:
 
     out = []
     for c in cases:
-        code = extract_code(c.generation)
+        code = code_of(c.item, c.generation)
         if not code.strip():
             out.append(Score(0.0, "empty generation"))
             continue
@@ -294,7 +307,7 @@ def _syntax_validity(cases: list[Case], ctx: Context) -> list[Score]:
 def _semantic_similarity(cases: list[Case], ctx: Context) -> list[Score]:
     from tunegate.evaluate.similarity import semantic_similarity
 
-    pairs = [(extract_code(c.generation), c.item.completion) for c in cases]
+    pairs = [(code_of(c.item, c.generation), reference(c.item)) for c in cases]
     try:
         values = semantic_similarity(pairs)
     except CannotRun as err:
@@ -307,13 +320,13 @@ def _codebleu(cases: list[Case], ctx: Context) -> list[Score]:
 
     out = []
     for c in cases:
-        code = extract_code(c.generation)
+        code = code_of(c.item, c.generation)
         if c.item.language not in CODEBLEU_LANGUAGES:
             out.append(Score.not_applicable(f"CodeBLEU does not support '{c.item.language}'"))
         elif not code.strip():
             out.append(Score(0.0, "empty generation"))
         else:
-            out.append(_guarded(_codebleu_one, code, c.item.completion, c.item.language))
+            out.append(_guarded(_codebleu_one, code, reference(c.item), c.item.language))
     return out
 
 
@@ -329,7 +342,7 @@ def _scanned(case: Case, value: Callable[[list[Any]], float]) -> Score:
     from tunegate.evaluate.vulnerability import scan
 
     def one() -> Score:
-        findings = scan(extract_code(case.generation), case.item.language)
+        findings = scan(code_of(case.item, case.generation), case.item.language)
         detail = ", ".join(f"{f.rule} (CWE-{f.cwe}) line {f.line}" for f in findings[:5])
         return Score(value(findings), detail or "no findings")
 

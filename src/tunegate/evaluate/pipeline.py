@@ -19,7 +19,7 @@ from typing import Any
 from tunegate.data.items import Item
 from tunegate.data.pairing import pair_by_id
 from tunegate.errors import UserError
-from tunegate.evaluate.metrics import Case, Context, metric
+from tunegate.evaluate.metrics import Case, Context, code_of, metric
 from tunegate.generate import Backend, Sampling
 from tunegate.models import cache_dir
 from tunegate.rundir import atomic_write_text
@@ -41,6 +41,23 @@ class Settings:
     seed: int = 0
     max_new_tokens: int = 96
     timeout_s: float = 5.0
+    stop: tuple[str, ...] = ()
+
+    def samplings(self) -> list[Sampling]:
+        """What is generated per item: one greedy answer, and `samples` seeded samples when a
+        pass@k metric asks for them."""
+        greedy = Sampling(max_new_tokens=self.max_new_tokens, seed=self.seed, stop=self.stop)
+        if not self.wants_samples:
+            return [greedy]
+        sampled = Sampling(
+            n=self.samples,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            max_new_tokens=self.max_new_tokens,
+            stop=self.stop,
+        )
+        return [greedy, sampled]
 
     @property
     def wants_samples(self) -> bool:
@@ -57,6 +74,7 @@ class Settings:
             seed=seed,
             max_new_tokens=ev.max_new_tokens,
             timeout_s=ev.timeout_s,
+            stop=tuple(ev.stop),
         )
 
 
@@ -132,18 +150,10 @@ def generate_arm(
 ) -> Generations:
     prompts = [i.prompt for i in items]
     out = Generations()
-    greedy = backend.generate(
-        prompts, Sampling(max_new_tokens=settings.max_new_tokens, seed=settings.seed), progress
-    )
-    out.greedy = {i.id: g[0] for i, g in zip(items, greedy, strict=True)}
-    if settings.wants_samples:
-        sampling = Sampling(
-            n=settings.samples,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            seed=settings.seed,
-            max_new_tokens=settings.max_new_tokens,
-        )
+    greedy, *sampled = settings.samplings()
+    answers = backend.generate(prompts, greedy, progress)
+    out.greedy = {i.id: g[0] for i, g in zip(items, answers, strict=True)}
+    for sampling in sampled:
         samples = backend.generate(prompts, sampling, progress)
         out.samples = {i.id: s for i, s in zip(items, samples, strict=True)}
     return out
@@ -180,6 +190,8 @@ def score_arm(
                 "scenario": item.scenario,
                 "language": item.language,
                 "generation": cases[k].generation,
+                # What the code metrics scored of it: the raw answer stays for reading.
+                "code": code_of(item, cases[k].generation),
                 "samples": list(cases[k].samples),
                 "metrics": {
                     m: {

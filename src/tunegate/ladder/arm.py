@@ -4,7 +4,9 @@ smoke-generate, and generate its test answers for the evaluation."""
 from __future__ import annotations
 
 import json
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from tunegate.gates import ArmEvidence
 from tunegate.ladder.context import Climb, StageRun
 from tunegate.ladder.selection import selection_items
 from tunegate.plan import TrainingConfig, plan_hash
-from tunegate.state import ArmRecord
+from tunegate.state import ArmRecord, GenerationRecord
 from tunegate.train.qlora import TrainResult
 from tunegate.train.watch import MetricSink
 
@@ -48,10 +50,17 @@ class ArmJob:
 
     @classmethod
     def of(
-        cls, climb: Climb, run: StageRun, arm: str, model_dir: Path, seed: int | None = None
+        cls,
+        climb: Climb,
+        run: StageRun,
+        arm: str,
+        model_dir: Path,
+        seed: int | None = None,
+        render: Callable[[list[Item]], list[Item]] = lambda items: items,
     ) -> ArmJob:
         """The arm's training run with `seed` (default the plan's). Several seeds of one arm
-        are named "<arm>.seed<seed>", in the state, the run directory and tracking."""
+        are named "<arm>.seed<seed>", in the state, the run directory and tracking. `render`
+        gives the items' prompts as the model sees them (the plan's prompt format)."""
         role = climb.plan.arms[arm].role
         sel = climb.selection(run.index)
         replicated = run.stage.seeds > 1
@@ -64,9 +73,9 @@ class ArmJob:
             role=role,
             model_dir=model_dir,
             arm_dir=run.stage_dir / name,
-            train_items=selection_items(climb.exp, role, sel, sel.train),
-            val_items=selection_items(climb.exp, role, sel, sel.val),
-            test_items=selection_items(climb.exp, role, sel, sel.test),
+            train_items=render(selection_items(climb.exp, role, sel, sel.train)),
+            val_items=render(selection_items(climb.exp, role, sel, sel.val)),
+            test_items=render(selection_items(climb.exp, role, sel, sel.test)),
             record=run.record.arms.setdefault(name, fresh),
             seed=seed,
             replicated=replicated,
@@ -75,8 +84,16 @@ class ArmJob:
 
 def arm_jobs(climb: Climb, run: StageRun, arms: list[str], model_dir: Path) -> list[ArmJob]:
     """Every training run of the stage: each arm once per seed, arm by arm."""
+    from tunegate.prompts import PromptFormat, chat_tokenizer
+
     seeds = climb.plan.training_seeds(run.stage)
-    return [ArmJob.of(climb, run, arm, model_dir, seed) for arm in arms for seed in seeds]
+    fmt = PromptFormat.of(climb.plan.model)
+    tokenizer = chat_tokenizer(model_dir, fmt)  # loaded once for every arm and seed
+
+    def render(items: list[Item]) -> list[Item]:
+        return fmt.render_items(tokenizer, items)
+
+    return [ArmJob.of(climb, run, arm, model_dir, seed, render) for arm in arms for seed in seeds]
 
 
 def run_arm(climb: Climb, arm: ArmJob) -> tuple[ArmEvidence, Generations]:
@@ -224,7 +241,14 @@ def _train_in_docker(climb: Climb, arm: ArmJob, training: TrainingConfig) -> Tra
 def _reload_and_generate(climb: Climb, arm: ArmJob, adapter: Path, ev: ArmEvidence) -> Generations:
     """Reload the adapter from disk (proves the save, and is what every later use of it
     does), smoke-generate, and generate the test items when the stage evaluates."""
-    from tunegate.generate import TransformersBackend, generate, load_for_inference
+    from tunegate.generate import (
+        MAX_BATCH_SEQUENCES,
+        Sampling,
+        TransformersBackend,
+        generate,
+        generation_steps,
+        load_for_inference,
+    )
 
     stage = arm.run.stage
     try:
@@ -233,18 +257,29 @@ def _reload_and_generate(climb: Climb, arm: ArmJob, adapter: Path, ev: ArmEviden
     except Exception as err:
         ev.error = f"reload failed: {type(err).__name__}: {err}"
         return Generations()
+    started = time.perf_counter()
     smoke_prompt = (arm.val_items or arm.train_items)[0].prompt
     ev.smoke_generation = generate(
         model, tokenizer, [smoke_prompt], max_new_tokens=stage.evaluation.max_new_tokens
     )[0]
     climb.events.emit(SmokeGenerated(arm.name, ev.smoke_generation))
-    if stage.evaluation.mode != "full":
-        return Generations()
-    settings = Settings.from_config(stage.evaluation, arm.seed)
-    total = len(arm.test_items) * (1 + (settings.samples if settings.wants_samples else 0))
-    return generate_arm(
-        TransformersBackend(model, tokenizer, name=arm.name),
-        arm.test_items,
-        settings,
-        climb.bars.counter(f"{arm.name}: generate", total),
+    shapes = [(1, Sampling(max_new_tokens=stage.evaluation.max_new_tokens))]
+    generations = Generations()
+    if stage.evaluation.mode == "full":
+        settings = Settings.from_config(stage.evaluation, arm.seed)
+        backend = TransformersBackend(model, tokenizer, name=arm.name)
+        total = len(arm.test_items) * (1 + (settings.samples if settings.wants_samples else 0))
+        generations = generate_arm(
+            backend,
+            arm.test_items,
+            settings,
+            climb.bars.counter(f"{arm.name}: generate", total),
+        )
+        shapes += [(len(arm.test_items), s) for s in settings.samplings()]
+    steps = [generation_steps(n, s, MAX_BATCH_SEQUENCES) for n, s in shapes]
+    arm.record.generation = GenerationRecord(
+        seconds=time.perf_counter() - started,
+        row_steps=sum(r for r, _ in steps),
+        batch_steps=sum(b for _, b in steps),
     )
+    return generations

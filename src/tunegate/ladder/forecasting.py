@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tunegate.events import StageMeasured
+from tunegate.forecast import StageShape
 from tunegate.ladder.context import Climb
 from tunegate.state import Forecast, StageRecord
 
@@ -29,7 +30,42 @@ def forecast_stage(climb: Climb, index: int) -> Forecast | None:
     stage = climb.plan.stages[index]
     if stage.kind != "train":
         return None
-    return forecast(climb.plan, stage, len(climb.selection(index).train), measured(climb))
+    found = measured(climb)
+    if not found:
+        return None
+    sel = climb.selection(index)
+    return forecast(climb.plan, stage, len(sel.train), found, stage_shape(climb, index))
+
+
+def stage_shape(climb: Climb, index: int) -> StageShape:
+    """The tokens of an average training sample of stage `index`, as the model sees them, and
+    its generation's work per training run."""
+    from transformers import AutoTokenizer
+
+    from tunegate.evaluate.pipeline import Settings
+    from tunegate.generate import MAX_BATCH_SEQUENCES, Sampling, generation_steps
+    from tunegate.ladder.selection import selection_items
+    from tunegate.models import resolve_model
+    from tunegate.prompts import PromptFormat
+
+    plan, stage, sel = climb.plan, climb.plan.stages[index], climb.selection(index)
+    role = plan.arms[plan.arm_name("control")].role
+    items = selection_items(climb.exp, role, sel, sel.train)
+    if not items:
+        return StageShape()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(plan.model.name))
+    rendered = PromptFormat.of(plan.model).render_items(tokenizer, items)
+    lengths = [len(tokenizer(i.prompt + i.completion)["input_ids"]) + 1 for i in rendered]  # EOS
+    ev = stage.evaluation
+    shapes = [(1, Sampling(max_new_tokens=ev.max_new_tokens))]  # the smoke answer
+    if ev.mode == "full":
+        tests = len(sel.test)
+        shapes += [(tests, s) for s in Settings.from_config(ev, plan.seed).samplings()]
+    steps = [generation_steps(n, s, MAX_BATCH_SEQUENCES) for n, s in shapes]
+    return StageShape(
+        tokens_per_sample=sum(lengths) / len(lengths),
+        generation=(sum(r for r, _ in steps), sum(b for _, b in steps)),
+    )
 
 
 def measure(climb: Climb, index: int) -> None:

@@ -62,9 +62,11 @@ def _data_checks(
     from transformers import AutoTokenizer
 
     from tunegate.data.checks import leakage, token_lengths
+    from tunegate.prompts import PromptFormat
 
     plan, stage, sel = climb.plan, run.stage, climb.selection(run.index)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    fmt = PromptFormat.of(plan.model)  # lengths as training sees them, chat template included
     results = []
     for name in arm_names:
         role = plan.arms[name].role
@@ -73,7 +75,8 @@ def _data_checks(
         test = selection_items(climb.exp, role, sel, sel.test)
         checks = [
             token_lengths(
-                list({i.id: i for i in train + val}.values()),  # micro: val = train
+                fmt.render_items(tokenizer, list({i.id: i for i in train + val}.values())),
+                # (micro: val = train)
                 tokenizer,
                 plan.model.max_length,
                 on_truncation=stage.checks.truncation,

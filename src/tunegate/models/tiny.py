@@ -22,8 +22,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tunegate.errors import UserError
-
 TINY_LLAMA = "tiny-llama"  # the embedded model's name in `model.name`
 BUILD_VERSION = 1  # bump when the architecture or the corpus changes: forces a rebuild
 VOCAB_SIZE = 512
@@ -132,31 +130,3 @@ def ensure_tiny_llama() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def model_fingerprint(name: str) -> str:
-    """Identifies the model's bytes cheaply, so a rebuilt or replaced model re-runs stages."""
-    if name == TINY_LLAMA:
-        return f"tiny-llama-{build_key()}"
-    path = Path(name)
-    h = hashlib.sha256()
-    for f in sorted(path.glob("*")) if path.is_dir() else []:
-        if f.is_file():
-            stat = f.stat()
-            h.update(f"{f.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
-            if f.name == "config.json":
-                h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def resolve_model(name: str) -> Path:
-    """The plan's model name → a local directory (tiny-llama is built on first use)."""
-    if name == TINY_LLAMA:
-        return ensure_tiny_llama()
-    path = Path(name)
-    if not (path / "config.json").is_file():
-        raise UserError(
-            f"model.name: '{name}' is neither 'tiny-llama' nor a local model directory with a "
-            "config.json (tunegate never downloads weights at run time)"
-        )
-    return path

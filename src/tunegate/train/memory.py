@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunegate.errors import UserError
-from tunegate.models import TINY_LLAMA
-from tunegate.models.tiny import ARCHITECTURE, VOCAB_SIZE
+from tunegate.models import embedded
 
 GIB = 1024**3
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -287,8 +286,8 @@ def shipped_models() -> dict[str, Path]:
 def load_shape(model: str) -> ModelShape:
     """A model's shape from a local directory, a config.json path, a shipped hub id, or
     'tiny-llama'."""
-    if model == TINY_LLAMA:  # its shape is known without building it
-        return ModelShape.from_config({**ARCHITECTURE, "vocab_size": VOCAB_SIZE}, model)
+    if (known := embedded(model)) is not None:  # its shape is known without building it
+        return ModelShape.from_config(known.architecture, model)
     path = Path(model)
     config_file = path / "config.json" if path.is_dir() else path
     shipped = shipped_models()
