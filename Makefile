@@ -39,7 +39,7 @@ demo: $(STAMP)
 	cd demo && ../$(BIN)/tunegate run
 
 # The real-model example: SmolLM2-135M-Instruct on HumanEval's python problems, stages 0-2
-# (about 10 minutes on 2 CPU cores; stages 3-4 are forecast). demo-real/ is its scratch directory.
+# (about 12 minutes on 2 idle CPU cores; stages 3-4 are forecast). demo-real/ is its scratch directory.
 demo-real: $(STAMP)
 	rm -rf demo-real
 	$(BIN)/tunegate init demo-real --example real-model
@@ -62,7 +62,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow and not real_model"
 
 # The real-model example's climb of stages 0-2 (smollm2-135m), as `make demo-real` runs it. Not in
-# CI yet: as sized today its stage 2 takes about half an hour on 2 cores.
+# CI: about 12 minutes on 2 cores.
 test-real: $(STAMP)
 	$(BIN)/python -m pytest -q -m real_model
 

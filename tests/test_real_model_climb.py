@@ -1,7 +1,7 @@
 """The real-model example climbs stages 0-2 on SmolLM2-135M-Instruct, as `make demo-real` does.
 
-Slow (stage 2 as sized takes about half an hour on 2 cores): `make test-real` runs it, and CI
-does not yet. It asserts what must hold on any
+Slow (about 12 minutes on 2 idle cores, most of it stage 2): `make test-real` runs it, and CI
+does not. It asserts what must hold on any
 machine: every stage ran on real parts and left real evidence. It does not assert the effect:
 a 135M model on 20 training problems may show none, and INVESTIGATE is then the honest answer.
 """
@@ -52,6 +52,10 @@ def test_real_model_climbs_stages_0_to_2(tmp_path: Path) -> None:
         generation = arm["generation"]
         assert generation["seconds"] > 0
         assert generation["row_steps"] == 384 + 20 * 384  # the smoke answer + 20 test answers
+    # Stage 1 (batch 1) forecast stage 2 (batch 4) from its steps' fixed and per-token cost.
+    # Within a factor of 2 here, whatever shares the machine; docs/real-model.md has the error
+    # on an idle one.
     forecast = state["forecasts"]["micro"]["small"]
     assert forecast["low_hours"] <= forecast["hours"] <= forecast["high_hours"]
-    assert "per token" in forecast["basis"]
+    assert "per step and token" in forecast["basis"]
+    assert 0.5 < small["seconds"] / (forecast["hours"] * 3600) < 2.0

@@ -196,7 +196,7 @@ def test_results_with_seeds_are_read_and_checked(tmp_path: Path) -> None:
 
 
 def test_a_stage_with_seeds_is_priced_and_forecast_for_each(example: Path) -> None:
-    from tunegate.forecast import forecast, samples_per_arm
+    from tunegate.forecast import Measured, forecast, samples_per_arm
 
     text = example.read_text().replace("  - name: pilot\n", "  - name: pilot\n    seeds: 3\n")
     example.write_text(text)
@@ -223,7 +223,7 @@ def test_a_stage_with_seeds_is_priced_and_forecast_for_each(example: Path) -> No
         },
     )
     per_arm = samples_per_arm(plan, plan.stages[2], 40)
-    f = forecast(plan, pilot, 84, [(small, per_arm, 4)])
+    f = forecast(plan, pilot, 84, [Measured(small, per_arm, 4)])
     assert f is not None
     samples = samples_per_arm(plan, pilot, 84) * 2 * 3  # two arms, three seeds each
     assert f.samples == samples

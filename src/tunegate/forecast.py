@@ -9,10 +9,13 @@ spends outside training (loading, generation, scoring; per seed). The interval s
 and fastest measured rates, so two measured stages (the original plan's 2 and 3) give an honest
 spread; the plan's own estimate is shown next to it.
 
-A stage measured at another batch size (the original plan's micro stage trains at batch 1) brackets
-the rate instead: batching never makes a sample slower (the measured rate is the slow end) and at
-best costs nothing per extra row (the rate × measured batch / target batch is the fast end). The
-point is their geometric mean, and the forecast says it rests on another batch size.
+On an accelerator, a stage measured at another batch size (the original plan's micro stage trains
+at batch 1) brackets the rate instead: batching never makes a sample slower (the measured rate is
+the slow end) and at best costs nothing per extra row (the rate × measured batch / target batch is
+the fast end). The point is their geometric mean, and the forecast says it rests on another batch
+size. On a CPU the cores are busy at batch 1 already: a batch costs its tokens, padding to its
+longest row included (`expected_padding`), and decoding costs each row its own steps, so the
+measured rates apply as they are.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from tunegate.costs import hourly_usd
 from tunegate.plan import Plan, Stage
 from tunegate.state import Actual, EvaluationCost, Forecast, StageRecord
+from tunegate.train.qlora import TrainResult
 
 
 def budget_need(forecast: Forecast) -> tuple[float, float, str]:
@@ -81,12 +85,76 @@ def effective_batch(plan: Plan, stage: Stage) -> int:
 @dataclass(frozen=True)
 class StageShape:
     """What a stage will do per training run, beyond its samples: the tokens of an average
-    training sample (as the model sees it, chat template included) and its generation's work
-    (`generate.generation_steps`: row steps, batch steps). None: not known, per-sample rates and
-    the measured time outside training are used instead."""
+    training sample (as the model sees it, chat template included), what padding adds to them
+    (`padding`: tokens a sample costs in its batch over its own tokens, `expected_padding`), and
+    its generation's work (`generate.generation_steps`: row steps, batch steps). None: not known,
+    per-sample rates and the measured time outside training are used instead."""
 
     tokens_per_sample: float | None = None
+    padding: float = 1.0
     generation: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A training stage measured: its record, the samples each arm trained, its effective batch,
+    and its padding (as `StageShape.padding`)."""
+
+    record: StageRecord
+    samples_per_arm: int
+    batch: int
+    padding: float = 1.0
+
+
+def expected_padding(lengths: list[int], batch: int) -> float:
+    """Tokens a sample costs in a batch padded to its longest row, over the sample's own tokens:
+    E[longest of a random batch] / mean length, exactly, for batches drawn at random (the
+    Trainer's sampler). 1 at batch 1."""
+    n = len(lengths)
+    if n == 0 or batch <= 1:
+        return 1.0
+    if batch >= n:
+        return max(lengths) / statistics.fmean(lengths)
+    ordered = sorted(lengths)
+    # The k-th shortest (1-based) is a batch's longest when the batch holds it and b - 1 of the
+    # k - 1 shorter ones.
+    batches = math.comb(n, batch)
+    longest = sum(
+        length * math.comb(k - 1, batch - 1) for k, length in enumerate(ordered, 1) if k >= batch
+    )
+    return longest / batches / statistics.fmean(lengths)
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """What a training step cost in one measured run: `fixed` seconds whatever its size (the
+    optimizer, the Trainer's bookkeeping) plus `per_token` seconds for each token it computed."""
+
+    fixed: float
+    per_token: float
+
+
+def step_cost(train: TrainResult, padding: float = 1.0) -> StepCost | None:
+    """A run's step cost, fitted (least squares, neither part negative) to its recorded steps;
+    their tokens × `padding` is what the batches computed. None with fewer than 3 steps."""
+    seconds = train.step_seconds
+    tokens = [t * padding for t in train.step_tokens]
+    if len(seconds) < 3 or len(tokens) != len(seconds) or not sum(tokens):
+        return None
+    proportional = StepCost(0.0, sum(seconds) / sum(tokens))
+    try:
+        per_token, fixed = statistics.linear_regression(tokens, seconds)
+    except statistics.StatisticsError:  # every step the same size: nothing tells them apart
+        return proportional
+    if per_token < 0:  # the size did not show through the noise: all of it is fixed
+        return StepCost(statistics.fmean(seconds), 0.0)
+    return StepCost(fixed, per_token) if fixed >= 0 else proportional
+
+
+def _on_cpu(used: list[Measured]) -> bool:
+    """Every measured run trained on a CPU. There both cores are busy already at batch 1: a
+    batch costs its (padded) tokens, and a decoded batch its rows, whatever the batch size."""
+    return all(t.device == "cpu" for m in used for t in m.record.trains)
 
 
 def _span(values: list[float]) -> tuple[float, float, float]:
@@ -94,16 +162,20 @@ def _span(values: list[float]) -> tuple[float, float, float]:
 
 
 def _generation_seconds(
-    used: list[tuple[StageRecord, int, int]], target: tuple[int, int]
+    used: list[Measured], target: tuple[int, int], cpu: bool
 ) -> tuple[float, float, float] | None:
     """(point, low, high) seconds of one training run's generation, from the measured stages'
-    generation records. Decoding a batch costs between one row's time (rows run side by side for
-    free) and its rows' time (each row costs its own): per measured stage, the target's row steps
-    at the measured rate per row step is the high end, its batch steps at the rate per batch step
-    the low end, and the point their geometric mean."""
+    generation records. On an accelerator decoding a batch costs between one row's time (rows
+    run side by side for free) and its rows' time (each row costs its own): per measured stage,
+    the target's row steps at the measured rate per row step is the high end, its batch steps at
+    the rate per batch step the low end, and the point their geometric mean. On a CPU each row
+    costs its own: the target's row steps at each measured arm's rate per row step."""
     rows, lows, highs = [], [], []
-    for record, _, _ in used:
-        gens = [a.generation for a in record.arms.values() if a.generation is not None]
+    for m in used:
+        gens = [a.generation for a in m.record.arms.values() if a.generation is not None]
+        if cpu:
+            rows += [g.seconds / g.row_steps * target[0] for g in gens if g.row_steps and g.seconds]
+            continue
         seconds = sum(g.seconds for g in gens)
         if not gens or not seconds:
             continue
@@ -115,6 +187,8 @@ def _generation_seconds(
         highs.append(high)
     if not rows:
         return None
+    if cpu:
+        return _span(rows)
     return statistics.median(rows), min(lows), max(highs)
 
 
@@ -122,62 +196,85 @@ def forecast(
     plan: Plan,
     stage: Stage,
     train_items: int,
-    measured: list[tuple[StageRecord, int, int]],
+    measured: list[Measured],
     shape: StageShape = StageShape(),
 ) -> Forecast | None:
-    """`stage`'s time and cost from the training stages measured so far: `measured` holds (stage
-    record, samples per arm, effective batch) for each. Training time scales by the tokens it
-    will train when `shape` knows them (samples of another length cost another time), else by
-    samples. Seconds per sample or token depend on the batch on an accelerator (the original
-    plan's micro stage trains at batch 1), so stages at the target's batch are used when there
-    are any. Generation is forecast from the
-    measured generations when `shape` knows the stage's. None until one has trained."""
+    """`stage`'s time and cost from the training stages measured so far. Training time scales by
+    the tokens it will train, padding included, when `shape` knows them (samples of another
+    length cost another time), else by samples. On an accelerator seconds per sample or token
+    depend on the batch (the original plan's micro stage trains at batch 1), so stages at the
+    target's batch are used when there are any, else the rate is bracketed (module docstring);
+    on a CPU they do not (`_on_cpu`). Generation is forecast from the measured generations when
+    `shape` knows the stage's. None until one has trained."""
     batch = effective_batch(plan, stage)
-    same = [m for m in measured if m[2] == batch]
+    same = [m for m in measured if m.batch == batch]
     used = same or measured
+    cpu = bool(used) and _on_cpu(used)
+    as_measured = bool(same) or cpu  # rates apply as measured: no bracket for the batch
     per_token = shape.tokens_per_sample is not None and all(
-        t.train_tokens for m in used for t in m[0].trains
+        t.train_tokens for m in used for t in m.record.trains
     )
     generation = (
-        _generation_seconds(measured, shape.generation) if shape.generation is not None else None
+        _generation_seconds(used, shape.generation, cpu) if shape.generation is not None else None
     )
-    rates, lows, highs, overheads = [], [], [], []
-    for record, per_arm, measured_batch in used:
-        trains = record.trains
-        # Per-sample time at the target batch lies between the measured rate and the rate with
-        # perfect batching (see the module docstring); equal when the batches are the same.
-        amortized = measured_batch / batch
-        for t in trains:
-            done = t.train_tokens if per_token else per_arm
-            if done and t.train_seconds:
-                rate = t.train_seconds / done
-                ends = sorted((rate, rate * amortized))
-                lows.append(ends[0])
-                highs.append(ends[1])
-                rates.append(rate * math.sqrt(amortized))
-        outside = sum(t.train_seconds for t in trains)
-        if generation is not None:  # forecast on its own: only the rest is overhead
-            outside += sum(a.generation.seconds for a in record.arms.values() if a.generation)
-        if record.seconds:
-            # Loading, generating and scoring happen once per seed: per seed, then × seeds.
-            overheads.append(max(0.0, record.seconds - outside) / _seeds(record))
-    if not rates:
-        return None
     arms = len(stage.arms or plan.arms) * stage.seeds
     samples = samples_per_arm(plan, stage, train_items)
-    work = samples * (shape.tokens_per_sample or 1.0) if per_token else samples
+    work = samples * (shape.tokens_per_sample or 1.0) * shape.padding if per_token else samples
+    # Measured at another batch, with its steps recorded: each step's fixed cost and per-token
+    # cost (`step_cost`) at the target's steps and tokens per step. A tiny model's step is mostly
+    # fixed cost, a real model's mostly tokens: a rate per token alone would be wrong for one.
+    costs = (
+        {id(t): step_cost(t, m.padding) for m in used for t in m.record.trains}
+        if per_token and not same
+        else {}
+    )
+    by_steps = bool(costs) and all(c is not None for c in costs.values())
+    runs, lows, highs, overheads = [], [], [], []  # seconds of one training run of the target
+    for m in used:
+        trains = m.record.trains
+        # Per-sample time at the target batch lies between the measured rate and the rate with
+        # perfect batching (see the module docstring); equal when it applies as measured.
+        amortized = 1.0 if as_measured else m.batch / batch
+        for t in trains:
+            cost = costs.get(id(t))
+            if by_steps and cost is not None:
+                steps = samples / batch
+                # The first step (its warm-up) and the Trainer's set-up: once per run.
+                once = max(0.0, t.train_seconds - sum(t.step_seconds)) + steps * cost.fixed
+                slow = once + cost.per_token * work
+                fast = once + cost.per_token * work * amortized
+            else:
+                # Per token: per token the batch computed, its padding included.
+                done = t.train_tokens * m.padding if per_token else m.samples_per_arm
+                if not (done and t.train_seconds):
+                    continue
+                slow = t.train_seconds / done * work
+                fast = slow * amortized
+            lows.append(min(slow, fast))
+            highs.append(max(slow, fast))
+            runs.append(math.sqrt(slow * fast))
+        outside = sum(t.train_seconds for t in trains)
+        if generation is not None:  # forecast on its own: only the rest is overhead
+            outside += sum(a.generation.seconds for a in m.record.arms.values() if a.generation)
+        if m.record.seconds:
+            # Loading, generating and scoring happen once per seed: per seed, then × seeds.
+            overheads.append(max(0.0, m.record.seconds - outside) / _seeds(m.record))
+    if not runs:
+        return None
     overhead = (statistics.median(overheads) if overheads else 0.0) * stage.seeds
     gen_point, gen_low, gen_high = generation or (0.0, 0.0, 0.0)
 
-    def hours(rate: float, gen: float) -> float:
-        return (rate * work * arms + gen * arms + overhead) / 3600
+    def hours(run: float, gen: float) -> float:
+        return (run * arms + gen * arms + overhead) / 3600
 
-    point = hours(statistics.median(rates), gen_point)
+    point = hours(statistics.median(runs), gen_point)
     low, high = hours(min(lows), gen_low), hours(max(highs), gen_high)
     price = hourly_usd(plan)
-    basis = f"{len(rates)} measured arm(s) over {len(used)} stage(s)"
-    basis += ", per token" if per_token else ""
-    basis += "" if same else f", none at batch {batch}"
+    basis = f"{len(runs)} measured arm(s) over {len(used)} stage(s)"
+    basis += ", per step and token" if by_steps else ", per token" if per_token else ""
+    if not same:
+        basis += f", none at batch {batch}"
+        basis += " (a CPU: batching gains nothing)" if cpu else ""
     basis += ", generation from its measured work" if generation is not None else ""
     return Forecast(
         stage=stage.name,
@@ -191,5 +288,5 @@ def forecast(
         basis=basis,
         estimate_hours=stage.estimate.hours * stage.seeds,  # the estimate is per seed
         estimate_usd=stage.estimate.usd * stage.seeds,
-        same_batch=bool(same),
+        same_batch=as_measured,
     )

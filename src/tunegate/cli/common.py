@@ -42,7 +42,18 @@ def quiet_libraries() -> None:
     """Silence the ML libraries' warnings, logs and progress bars: nothing a user acts on.
     Called just before the heavy work, so that `--help` and bad input never import them."""
     warnings.filterwarnings("ignore")
-    for name in ("bitsandbytes", "transformers", "trl", "peft", "accelerate", "mlflow", "alembic"):
+    # kernels: bitsandbytes >= 0.50 asks it for a hub kernel on AVX-512-BF16 CPUs at import, and
+    # offline it warns; the deterministic 4-bit path never uses that kernel.
+    for name in (
+        "bitsandbytes",
+        "kernels",
+        "transformers",
+        "trl",
+        "peft",
+        "accelerate",
+        "mlflow",
+        "alembic",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 

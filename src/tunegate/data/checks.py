@@ -662,7 +662,15 @@ def trl_examples(
 def quiet_libraries() -> None:
     """Warnings and info logs of the ML libraries say nothing a data check's user can act on."""
     warnings.filterwarnings("ignore")
-    for name in ("bitsandbytes", "transformers", "trl", "datasets", "accelerate", "peft"):
+    for name in (
+        "bitsandbytes",
+        "kernels",
+        "transformers",
+        "trl",
+        "datasets",
+        "accelerate",
+        "peft",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from tunegate.events import StageMeasured
-from tunegate.forecast import StageShape
+from tunegate.forecast import Measured, StageShape
 from tunegate.ladder.context import Climb
-from tunegate.state import Forecast, StageRecord
+from tunegate.state import Forecast
 
 
-def measured(climb: Climb) -> list[tuple[StageRecord, int, int]]:
-    """(stage record, samples per arm, effective batch) of every training stage measured."""
+def measured(climb: Climb) -> list[Measured]:
+    """Every training stage measured: its record, samples per arm, effective batch, padding."""
     from tunegate.forecast import effective_batch, samples_per_arm
 
     out = []
@@ -18,7 +18,9 @@ def measured(climb: Climb) -> list[tuple[StageRecord, int, int]]:
         if record is None or record.actual is None or stage.kind != "train":
             continue
         samples = samples_per_arm(climb.plan, stage, len(climb.selection(i).train))
-        out.append((record, samples, effective_batch(climb.plan, stage)))
+        out.append(
+            Measured(record, samples, effective_batch(climb.plan, stage), _padding(climb, i))
+        )
     return out
 
 
@@ -37,25 +39,48 @@ def forecast_stage(climb: Climb, index: int) -> Forecast | None:
     return forecast(climb.plan, stage, len(sel.train), found, stage_shape(climb, index))
 
 
-def stage_shape(climb: Climb, index: int) -> StageShape:
-    """The tokens of an average training sample of stage `index`, as the model sees them, and
-    its generation's work per training run."""
+def _lengths(climb: Climb, index: int) -> list[int]:
+    """Tokens of each of stage `index`'s training samples (the control arm's), as the model sees
+    them: prompt format applied, EOS included."""
     from transformers import AutoTokenizer
 
-    from tunegate.evaluate.pipeline import Settings
-    from tunegate.generate import MAX_BATCH_SEQUENCES, Sampling, generation_steps
     from tunegate.ladder.selection import selection_items
     from tunegate.models import resolve_model
     from tunegate.prompts import PromptFormat
 
-    plan, stage, sel = climb.plan, climb.plan.stages[index], climb.selection(index)
+    plan, sel = climb.plan, climb.selection(index)
     role = plan.arms[plan.arm_name("control")].role
     items = selection_items(climb.exp, role, sel, sel.train)
     if not items:
-        return StageShape()
+        return []
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(plan.model.name))
     rendered = PromptFormat.of(plan.model).render_items(tokenizer, items)
-    lengths = [len(tokenizer(i.prompt + i.completion)["input_ids"]) + 1 for i in rendered]  # EOS
+    return [len(tokenizer(i.prompt + i.completion)["input_ids"]) + 1 for i in rendered]
+
+
+def _padding(climb: Climb, index: int, lengths: list[int] | None = None) -> float:
+    """What padding adds to stage `index`'s training tokens (`forecast.expected_padding`): none
+    with packing or at batch 1."""
+    from tunegate.forecast import expected_padding
+
+    training = climb.plan.stage_training(climb.plan.stages[index])
+    if training.packing or training.batch_size == 1:
+        return 1.0
+    return expected_padding(
+        _lengths(climb, index) if lengths is None else lengths, training.batch_size
+    )
+
+
+def stage_shape(climb: Climb, index: int) -> StageShape:
+    """The tokens of an average training sample of stage `index`, as the model sees them, what
+    padding adds to them, and its generation's work per training run."""
+    from tunegate.evaluate.pipeline import Settings
+    from tunegate.generate import MAX_BATCH_SEQUENCES, Sampling, generation_steps
+
+    plan, stage, sel = climb.plan, climb.plan.stages[index], climb.selection(index)
+    lengths = _lengths(climb, index)
+    if not lengths:
+        return StageShape()
     ev = stage.evaluation
     shapes = [(1, Sampling(max_new_tokens=ev.max_new_tokens))]  # the smoke answer
     if ev.mode == "full":
@@ -64,6 +89,7 @@ def stage_shape(climb: Climb, index: int) -> StageShape:
     steps = [generation_steps(n, s, MAX_BATCH_SEQUENCES) for n, s in shapes]
     return StageShape(
         tokens_per_sample=sum(lengths) / len(lengths),
+        padding=_padding(climb, index, lengths),
         generation=(sum(r for r, _ in steps), sum(b for _, b in steps)),
     )
 

@@ -119,6 +119,9 @@ class StepRecorder(TrainerCallback):
         self.metrics, self.baseline_gib = metrics, baseline_gib
         self.say, self.on_step = say, on_step
         self._last: tuple[float, int] | None = None  # (time, tokens seen) at the previous log
+        # (seconds, tokens) of each step after the first (which pays the warm-up): what a step
+        # costs at this batch, for the forecast of a stage at another (`forecast.step_cost`).
+        self.steps: list[tuple[float, int]] = []
 
     def on_log(
         self,
@@ -134,6 +137,7 @@ class StepRecorder(TrainerCallback):
         now, seen = time.perf_counter(), int(state.num_input_tokens_seen or 0)
         if self._last is not None and now > self._last[0]:
             logs["tokens_per_second"] = (seen - self._last[1]) / (now - self._last[0])
+            self.steps.append((now - self._last[0], seen - self._last[1]))
         self._last = (now, seen)
         if (peak := cuda_gib("max_memory_allocated")) is not None:
             logs["peak_memory_gib"] = peak - self.baseline_gib

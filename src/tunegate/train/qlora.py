@@ -61,6 +61,9 @@ class TrainResult:
     device: str = "cpu"
     merged_dir: str | None = None
     world_size: int = 1  # processes that trained it (torchrun / accelerate launch)
+    # Each logged step after the first: its seconds and tokens (callbacks.StepRecorder).
+    step_seconds: list[float] = field(default_factory=list)
+    step_tokens: list[int] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)  # determinism.MachineRecord
 
@@ -360,6 +363,8 @@ def train_arm(
         seconds=time.perf_counter() - started,
         resumed_from=resume.name if resume else None,
         train_seconds=train_seconds,
+        step_seconds=[seconds for seconds, _ in recorder.steps],
+        step_tokens=[tokens for _, tokens in recorder.steps],
     )
     if trainer.is_world_process_zero():  # rank 0 alone writes the adapter and its record
         save_arm(trainer, loaded.tokenizer, arm, result, train_items, val_items, provenance)
