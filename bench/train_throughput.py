@@ -112,6 +112,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--no-wait", action="store_true", help="Do not wait for a load below 1.5.")
+    ap.add_argument(
+        "--fast-kernels",
+        action="store_true",
+        help="smollm2-135m: tunegate with `training.deterministic: false` (the fastest kernels, "
+        "as the plain script runs), to measure what determinism costs.",
+    )
     args = ap.parse_args()
 
     from tunegate.data.items import load_items, write_items
@@ -132,6 +138,14 @@ def main() -> None:
         plan: Path | None = None
         if bm.name == REAL_MODEL:
             plan = write_real_example(work / "example")
+            if args.fast_kernels:
+                text = plan.read_text()
+                plan.write_text(
+                    text.replace(
+                        "  save_steps: 50\n", "  save_steps: 50\n  deterministic: false\n", 1
+                    )
+                )
+                report["tunegate_deterministic"] = False
             items = bm.render(tokenizer, load_items(work / "example" / "data" / "control.jsonl"))
             report["data"] = (
                 "real-model example, control arm, chat-rendered prompts, items under 512 tokens"

@@ -197,9 +197,9 @@ def forecast(
     the tokens it will train, padding included, when `shape` knows them (samples of another
     length cost another time), else by samples. On an accelerator seconds per sample or token
     depend on the batch (the original plan's micro stage trains at batch 1), so stages at the
-    target's batch are used when there are any, else the rate is bracketed (module docstring);
-    on a CPU they do not (`_on_cpu`). Generation is forecast from the measured generations when
-    `shape` knows the stage's. None until one has trained."""
+    target's batch are used when there are any, else the rate is bracketed (module docstring),
+    the point at the bracket's slow end on a CPU (`_on_cpu`). Generation is forecast from the
+    measured generations when `shape` knows the stage's. None until one has trained."""
     batch = effective_batch(plan, stage)
     same = [m for m in measured if m.batch == batch]
     used = same or measured
