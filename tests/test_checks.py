@@ -4,6 +4,7 @@ kept, and verdicts from what the sandbox reports."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
@@ -135,6 +136,9 @@ def test_the_harness_judges_recorded_checks(program: str, verdict: str, message:
     assert message in result.output_tail
     if verdict == "PASS":
         assert result.checks == "2/3 test checks verified outside the program"
+    elif "got" in message:  # a results row says which check failed, not only how many ran
+        assert re.match(r"\d+ failed, first tests line \d+: ", result.checks), result.checks
+        assert result.checks.endswith("test checks verified outside the program")
 
 
 def test_a_mismatch_fails_even_if_the_tests_then_hang() -> None:

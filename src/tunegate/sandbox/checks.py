@@ -66,9 +66,15 @@ class Outcome:
 
     @property
     def summary(self) -> str:
+        """What the checks showed, for a results row: how many were compared outside the
+        program (not how many held) and, when some failed, the first of them."""
         if not self.total:
             return ""
-        return f"{self.verified}/{self.total} test checks verified outside the program"
+        compared = f"{self.verified}/{self.total} test checks verified outside the program"
+        if not self.failures:
+            return compared
+        first = self.failures[0] if len(self.failures[0]) <= 120 else self.failures[0][:119] + "…"
+        return f"{len(self.failures)} failed, first {first}; {compared}"
 
 
 @dataclass(frozen=True)
