@@ -5,7 +5,8 @@ Two backends, one interface (`Backend.generate`):
   Reloading rather than reusing the trainer's model is deliberate: it proves the saved adapter
   is complete (the original plan's "model saves to disk" and "inference works" checks are one act).
   Batched: prompts are sorted by length (less padding), and each forward pass carries several
-  prompts × `num_return_sequences`, up to `max_batch_sequences` rows.
+  prompts × their `n` samples, up to `max_batch_sequences` rows; each prompt is computed once
+  and its cache shared by its samples (`shared_prefix`).
 - `EndpointBackend`: any OpenAI-compatible `/v1/completions` endpoint (vLLM, llama.cpp's
   server, `tunegate serve`, a hosted API), with `n` samples per request and bounded concurrency.
 
@@ -95,13 +96,13 @@ class TransformersBackend:
                     "do_sample": True,
                     "temperature": sampling.temperature,
                     "top_p": sampling.top_p,
-                    "num_return_sequences": sampling.n,
                 }
             if sampling.stop:
                 kwargs |= {"stop_strings": list(sampling.stop), "tokenizer": tok}
             with torch.inference_mode():
+                inputs = shared_prefix(self.model, enc, sampling.n)
                 out = self.model.generate(
-                    **enc,
+                    **inputs,
                     **kwargs,
                     max_new_tokens=sampling.max_new_tokens,
                     pad_token_id=tok.pad_token_id,
@@ -114,6 +115,35 @@ class TransformersBackend:
             if progress is not None:
                 progress(len(index) * sampling.n)
         return results
+
+
+def shared_prefix(model: Any, enc: Any, n: int) -> dict[str, Any]:
+    """`generate`'s inputs for `n` samples of each prompt in `enc` (left-padded), with each
+    prompt computed once: all but its last token go through the model here, and the cache is
+    copied to its n rows, so generation only computes the last prompt token onwards.
+    `num_return_sequences=n` would repeat each prompt n times before the forward pass, and on
+    long prompts with short answers that prefill is most of the work."""
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if n == 1 or ids.shape[1] < 2:
+        return {"input_ids": ids, "attention_mask": mask}
+    # Positions as `generate` derives them from the mask, so that the cached prefix and the
+    # tokens generate computes after it agree.
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    out = model(
+        input_ids=ids[:, :-1],
+        attention_mask=mask[:, :-1],
+        position_ids=positions[:, :-1],
+        use_cache=True,
+    )
+    # transformers 5.25 names the cache `cache`; earlier 5.x releases `past_key_values`.
+    name = "cache" if getattr(out, "cache", None) is not None else "past_key_values"
+    cache = getattr(out, name)
+    cache.batch_repeat_interleave(n)
+    return {
+        "input_ids": ids.repeat_interleave(n, dim=0),
+        "attention_mask": mask.repeat_interleave(n, dim=0),
+        name: cache,
+    }
 
 
 def generation_steps(prompts: int, sampling: Sampling, max_batch_sequences: int) -> tuple[int, int]:

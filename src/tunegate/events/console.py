@@ -45,7 +45,8 @@ class ConsoleSink:
                     head = f"[{color}]{escape(headline)}[/] "
                 self._say(head + escape(text))
             case ClimbOpened(machine=machine):
-                self._say(f"[dim]Machine: {escape(machine.summary())}[/]")
+                # One line, however long (a log is grepped for it): the terminal wraps it.
+                self.console.print(f"[dim]Machine: {escape(machine.summary())}[/]", soft_wrap=True)
             case StageStarted():
                 self._say(f"\n[bold]Stage {event.index} · {event.stage}[/] — {event.description}")
             case EnvironmentChecked(checks=checks):
