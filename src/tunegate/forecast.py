@@ -216,12 +216,11 @@ def forecast(
     # Measured at another batch, with its steps recorded: each step's fixed cost and per-token
     # cost (`step_cost`) at the target's steps and tokens per step. A tiny model's step is mostly
     # fixed cost, a real model's mostly tokens: a rate per token alone would be wrong for one.
-    costs = (
-        {id(t): step_cost(t, m.padding) for m in used for t in m.record.trains}
-        if per_token and not same
-        else {}
+    by_steps = (
+        per_token
+        and not same
+        and all(step_cost(t, m.padding) is not None for m in used for t in m.record.trains)
     )
-    by_steps = bool(costs) and all(c is not None for c in costs.values())
     runs, lows, highs, overheads = [], [], [], []  # seconds of one training run of the target
     for m in used:
         trains = m.record.trains
@@ -229,8 +228,7 @@ def forecast(
         # perfect batching (see the module docstring); equal at the same batch.
         amortized = 1.0 if same else m.batch / batch
         for t in trains:
-            cost = costs.get(id(t))
-            if by_steps and cost is not None:
+            if by_steps and (cost := step_cost(t, m.padding)) is not None:
                 steps = samples / batch
                 # The first step (its warm-up) and the Trainer's set-up: once per run.
                 once = max(0.0, t.train_seconds - sum(t.step_seconds)) + steps * cost.fixed

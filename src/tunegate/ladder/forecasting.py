@@ -24,15 +24,17 @@ def measured(climb: Climb) -> list[Measured]:
     return out
 
 
-def forecast_stage(climb: Climb, index: int) -> Forecast | None:
-    """Stage `index`'s time and cost from the stages measured so far (None: nothing to go on,
-    or not a training stage)."""
+def forecast_stage(
+    climb: Climb, index: int, found: list[Measured] | None = None
+) -> Forecast | None:
+    """Stage `index`'s time and cost from the stages measured so far (`found`, when the caller
+    has them; None: nothing to go on, or not a training stage)."""
     from tunegate.forecast import forecast
 
     stage = climb.plan.stages[index]
     if stage.kind != "train":
         return None
-    found = measured(climb)
+    found = measured(climb) if found is None else found
     if not found:
         return None
     sel = climb.selection(index)
@@ -101,10 +103,11 @@ def measure(climb: Climb, index: int) -> None:
     stage = climb.plan.stages[index]
     record = climb.state.stages[stage.name]
     record.actual = actual(climb.plan, stage, record, len(climb.selection(index).train))
+    found = measured(climb)  # once for every stage ahead: it tokenizes the measured stages
     ahead = {
         i: f
         for i in range(index + 1, len(climb.plan.stages))
-        if (f := forecast_stage(climb, i)) is not None
+        if (f := forecast_stage(climb, i, found)) is not None
     }
     # Kept per measuring stage: the forecast made after the pilot is what the last stage is
     # judged against (docs/benchmarks.md reports its error).
