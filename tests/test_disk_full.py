@@ -8,8 +8,11 @@ second process while the climb trains, as another writer on a shared disk would.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +22,10 @@ import pytest
 from conftest import EXAMPLE, run_cli
 from faults import climb_until_first_checkpoint
 
+from tunegate.diskspace import disk_full
 from tunegate.doctor import disk_need, stage_disk_need
+from tunegate.events import Notice
+from tunegate.events.jsonl import JsonLinesSink
 from tunegate.plan import load_plan
 from tunegate.train.memory import gib
 
@@ -105,8 +111,11 @@ def _filled_during_training(disk: Path) -> tuple[Path, Path, str, str]:
     run_dir = plan.parent / RUN
     # The control arm's first checkpoint is on disk: fill the disk; the next one cannot be.
     climb = climb_until_first_checkpoint(plan, run_dir)
+    # Paused while the disk fills: filling takes longer than the toy's whole arm.
+    climb.send_signal(signal.SIGSTOP)
     state_before = (run_dir / "state.json").read_text()
     filler = _fill(disk)
+    climb.send_signal(signal.SIGCONT)
     filled = time.monotonic()
     out, err = climb.communicate(timeout=300)
     print(f"\ndisk full → climb exited: {time.monotonic() - filled:.1f} s")
@@ -141,3 +150,38 @@ def test_after_a_full_disk_the_climb_resumes(small_disk: Path) -> None:
     assert "control: training on 5 items (resuming from its last checkpoint)" in resumed.stdout
     state = json.loads((plan.parent / RUN / "state.json").read_text())
     assert state["stages"]["micro"]["verdict"] == "PASS"
+
+
+def test_the_events_log_names_its_file_when_the_disk_is_full() -> None:
+    # /dev/full: every write finds no space, as on a full disk; a flush names no file by itself.
+    stream = open("/dev/full", "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        with pytest.raises(OSError) as raised:
+            JsonLinesSink(stream).emit(Notice("a line"))
+    finally:
+        with contextlib.suppress(OSError):  # the buffer still holds the line
+            stream.close()
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == "/dev/full"
+    full = disk_full(raised.value)
+    assert full is not None and str(full).startswith("disk full writing /dev/full"), full
+
+
+def test_a_full_disk_said_once_stands_over_what_tripped_over_it() -> None:
+    # The arm says the full disk with its own directory; closing the events log on the way out
+    # meets the same full disk and raises a bare OSError. The line is the arm's.
+    log = open("/dev/full", "w", encoding="utf-8")  # noqa: SIM115
+    arm_dir = Path("/runs/plan/stage-1-micro/control")
+    with pytest.raises(OSError) as raised:
+        try:
+            try:
+                log.write("a step\n")
+                log.flush()
+            except OSError as err:
+                said = disk_full(err, arm_dir)
+                assert said is not None
+                raise said from err
+        finally:
+            log.close()
+    assert raised.value.filename is None  # the close's failure, which names no file
+    full = disk_full(raised.value)
+    assert full is not None and full.path == arm_dir, full

@@ -112,11 +112,18 @@ def disk_full(err: BaseException, path: Path | None = None) -> DiskFull | None:
     while current is not None and all(current is not seen for seen in chain):
         chain.append(current)
         current = current.__cause__ or current.__context__
+    # One already said with its context (the arm's directory) stands, whatever a handler that
+    # tripped over the same full disk raised after it (closing the events log flushes it).
+    said = next((failure for failure in chain if isinstance(failure, DiskFull)), None)
+    if said is not None:
+        return said
     for failure in reversed(chain):
-        if isinstance(failure, DiskFull):
-            return failure
         if isinstance(failure, OSError) and failure.errno in (errno.ENOSPC, errno.EDQUOT):
-            named = Path(failure.filename) if isinstance(failure.filename, str) else None
+            # The original write may name no file where a wrapper raised from it does.
+            names = (
+                e.filename for e in chain if isinstance(e, OSError) and e.errno == failure.errno
+            )
+            named = next((Path(n) for n in names if isinstance(n, str)), None)
             where = named or path or _written_path(failure)
             return DiskFull(where, failure.strerror or "no space")
         message = str(failure)

@@ -21,5 +21,11 @@ class JsonLinesSink:
     def emit(self, event: Event) -> None:
         line = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **event_json(event)}
         # allow_nan=False: an event never carries NaN (a metric without a value is None).
-        self.stream.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
+            self.stream.flush()
+        except OSError as err:
+            if err.filename is None and isinstance(getattr(self.stream, "name", None), str):
+                # A write or flush says no file; a full disk's one line must name it.
+                raise OSError(err.errno, err.strerror, self.stream.name) from err
+            raise
