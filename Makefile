@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-real test test-all test-slow test-real test-cpu lint bench clean
+.PHONY: demo demo-real test test-all test-slow test-real test-cpu test-remote tower image lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +59,7 @@ test-all: $(STAMP)
 
 # The long-running scenarios `make test` leaves out (kills and resumes at every point, ...).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow and not real_model"
+	$(BIN)/python -m pytest -q -m "slow and not real_model and not remote"
 
 # The real-model example's climb of stages 0-2 (smollm2-135m), as `make demo-real` runs it. Not in
 # CI: about 12 minutes on 2 cores.
@@ -74,6 +74,28 @@ test-cpu: $(STAMP)
 	$(call debian,chromium,chromium,the report's browser tests are skipped)
 	ATEN_CPU_CAPABILITY=$(CAPABILITY) ONEDNN_MAX_CPU_ISA=$(if $(filter avx2,$(CAPABILITY)),AVX2,$(if $(filter default,$(CAPABILITY)),SSE41,ALL)) \
 	  $(BIN)/python -m pytest -q tests/test_ladder_e2e.py
+
+# The original plan's topology on this machine, for `make test-remote`: a second host (a network
+# namespace with its own sshd and dockerd) needs Debian's docker.io, openssh-server and rsync; the
+# training image is built there from a Debian base made with debootstrap and from the wheelhouse,
+# both made here once (set-up steps: they read Debian's mirror and the package index). torch's
+# CPU build comes from the wheels on local disk where there are some.
+BASE_TAR := $(HOME)/.cache/tunegate/debian-bookworm-python.tar
+FIND_LINKS := $(if $(wildcard /opt/wheels/*.whl),--find-links /opt/wheels)
+tower: $(STAMP)
+	$(call debian,dockerd,docker.io,the remote tests are skipped)
+	$(call debian,sshd,openssh-server,the remote tests are skipped)
+	$(call debian,rsync,rsync,the remote tests are skipped)
+	$(call debian,debootstrap,debootstrap,the remote tests are skipped)
+	tools/debian-base.sh $(BASE_TAR) || echo "warning: no Debian base image: the remote tests are skipped"
+	$(BIN)/tunegate image wheelhouse $(FIND_LINKS)
+
+test-remote: tower
+	TUNEGATE_TEST_BASE_TAR=$(BASE_TAR) $(BIN)/python -m pytest -q -m remote
+
+# The training image for a GPU tower (CUDA base): `make image HOST=ssh://you@tower`.
+image: $(STAMP)
+	$(BIN)/tunegate image build $(if $(HOST),--host $(HOST)) $(FIND_LINKS)
 
 # Style, types, the import contracts (pyproject's [tool.importlinter]) and no module cycle.
 lint: $(STAMP)

@@ -339,7 +339,6 @@ def test_docker_executor_builds_the_seed_command_and_its_environment_trains(
     run = docker_command(
         ExecutorConfig(kind="docker", image="llama3-training", docker_host="ssh://me@tower"),
         name="tunegate-demo-tiny-control",
-        model_name="control",
         arm_dir=arm_dir,
         model_dir=ensure_tiny_llama(),
         train_file=train_file,
@@ -355,14 +354,14 @@ def test_docker_executor_builds_the_seed_command_and_its_environment_trains(
     assert argv[:3] == ["docker", "--host", "ssh://me@tower"]
     assert argv[3:7] == ["run", "--rm", "--name", "tunegate-demo-tiny-control"]
     assert argv[argv.index("--gpus") + 1] == "all" and argv[-1] == "llama3-training"
-    assert f"{arm_dir.resolve()}:/work" in argv
+    assert f"{arm_dir.resolve()}:/work/control" in argv
     env_args = {
         argv[i + 1].split("=", 1)[0]: argv[i + 1].split("=", 1)[1]
         for i, a in enumerate(argv)
         if a == "-e"
     }
     assert env_args == run.env
-    assert env_args["DATASET_PATH"] == "/work/data/train.jsonl"
+    assert env_args["DATASET_PATH"] == "/work/control/data/train.jsonl"
     assert env_args["MAX_STEPS"] == "4" and env_args["BATCH_SIZE"] == "1"
     assert env_args["MODEL_NAME"] == "control"
     assert env_args["MLFLOW_TRACKING_URI"] == "http://server-ip:5000"
@@ -378,7 +377,8 @@ def test_docker_executor_builds_the_seed_command_and_its_environment_trains(
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(run.host_path("/work/control/result.json").read_text())
     assert result["steps"] == 4
-    meta = json.loads((arm_dir / "control" / "adapter" / "tunegate.json").read_text())
+    # Laid out as a local arm: the adapter in the arm's directory.
+    meta = json.loads((arm_dir / "adapter" / "tunegate.json").read_text())
     assert meta["lora"]["r"] == 8 and meta["seed"] == 7  # every plan setting arrived
 
 
@@ -410,4 +410,7 @@ def test_ladder_with_the_docker_executor_and_no_docker_fails_the_stage_clearly(
     assert "Traceback" not in proc.stdout + proc.stderr
     run_dir = example.parent / "runs" / "metadata-experiment"
     command = json.loads(next(run_dir.glob("stage-1-*/control/docker-command.json")).read_text())
-    assert command[:2] == ["docker", "run"] and "DATASET_PATH=/work/data/train.jsonl" in command
+    assert (
+        command[:2] == ["docker", "run"]
+        and "DATASET_PATH=/work/control/data/train.jsonl" in command
+    )

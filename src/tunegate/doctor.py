@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from tunegate.errors import UserError
 from tunegate.models import TINY_LLAMA, cache_dir, embedded, is_built
 from tunegate.plan import ExecutorConfig, Plan, Stage, redact
+from tunegate.remote.host import Host, quote
 from tunegate.state import Check
 from tunegate.tracking import tracking_uri
 from tunegate.train.memory import (
@@ -795,6 +796,90 @@ def _hosts(plan: Plan) -> list[tuple[str, Callable[[], Check | list[Check]]]]:
     return [(f"ssh {h.name}", partial(_ssh, h.name, h.address, h.port)) for h in plan.hosts]
 
 
+# --- the tower (executor.host) ------------------------------------------------------------------
+def _tower(plan: Plan) -> list[Check]:
+    """The machine the arms train on: reached over ssh with keys (BatchMode), its tools (rsync,
+    sha256sum), its disk where the runs go, and for `kind: ssh` its Python with tunegate. The
+    first that fails is reported with its fix and the rest are not guessed at. The tracking
+    server need not be reachable from it: the metrics come back in the log."""
+    ex = plan.executor
+    kinds = {ex.kind, *(s.executor for s in plan.stages if s.executor)}
+    if ex.host is None or kinds <= {"local"}:
+        return []
+    host = Host.parse(ex.host, ex.ssh_config)
+    deadline = time.monotonic() + DOCKER_TIMEOUT_S
+
+    def on_tower(script: str) -> tuple[int | None, str, str]:
+        left = min(DOCKER_CALL_TIMEOUT_S, deadline - time.monotonic())
+        return _run(host.argv(script), max(0.5, left)) if left > 0 else (None, "", "")
+
+    started = time.monotonic()
+    code, _, err = on_tower("true")
+    if code is None or code == 255:
+        line = _last_line(err) if code is not None else "no answer"
+        fix = (
+            f"ssh-copy-id {host.destination}, or IdentityFile in executor.ssh_config (BatchMode "
+            "allows keys only)"
+            if "Permission denied" in line
+            else "check the tower is up and reachable (ssh -v), or executor.host / ssh_config"
+        )
+        return [Check("tower ssh", "FAIL", f"{host}: {line}", fix)]
+    checks = [Check("tower ssh", "PASS", f"{host}: BatchMode, {time.monotonic() - started:.1f} s")]
+    code, out, err = on_tower("command -v rsync sha256sum")
+    found = {Path(p).name for p in out.split()}
+    missing = [tool for tool in ("rsync", "sha256sum") if tool not in found]
+    if missing:
+        checks.append(
+            Check(
+                "tower tools",
+                "FAIL",
+                f"{host}: no {', '.join(missing)}",
+                f"install {' and '.join(missing)} on the tower (apt-get install rsync coreutils)",
+            )
+        )
+        return checks
+    checks.append(Check("tower tools", "PASS", "rsync, sha256sum"))
+    need = disk_need(plan).total
+    where = quote(ex.remote_dir)
+    code, out, err = on_tower(f"mkdir -p {where} && df -Pk {where} | tail -1")
+    fields = out.split()
+    if code != 0 or len(fields) < 4 or not fields[3].isdigit():
+        line = _last_line(err) if code is not None else "no answer"
+        checks.append(
+            Check(
+                "tower disk",
+                "FAIL",
+                f"{host}:{ex.remote_dir}: {line}",
+                "make executor.remote_dir writable on the tower",
+            )
+        )
+        return checks
+    free = int(fields[3]) * 1024
+    checks.append(
+        Check(
+            "tower disk",
+            "PASS" if free >= need else "FAIL",
+            f"{host}:{ex.remote_dir}: {gib(free)} free, the plan needs ~{gib(need)}",
+            "free space on the tower or point executor.remote_dir elsewhere",
+        )
+    )
+    if "ssh" in kinds:
+        code, out, err = on_tower(
+            f"{quote(ex.python)} -c 'import tunegate; print(tunegate.__version__)'"
+        )
+        checks.append(
+            Check("tower python", "PASS", f"{ex.python}: tunegate {out.strip()}")
+            if code == 0
+            else Check(
+                "tower python",
+                "FAIL",
+                f"{ex.python}: {_last_line(err) or 'no answer'}",
+                "install tunegate in a venv on the tower and set executor.python to its bin/python",
+            )
+        )
+    return checks
+
+
 # --- docker ------------------------------------------------------------------------------------
 _DockerCall = Callable[..., tuple[int | None, str, str]]
 
@@ -805,7 +890,7 @@ def _docker(plan: Plan) -> list[Check]:
     if not _docker_needed(plan):
         return [Check("docker", "PASS", f"not needed (executor: {plan.executor.kind})")]
     ex = plan.executor
-    if shutil.which("docker") is None:
+    if ex.host is None and shutil.which("docker") is None:
         return [
             Check(
                 "docker client",
@@ -816,7 +901,7 @@ def _docker(plan: Plan) -> list[Check]:
             )
         ]
     docker = _docker_caller(ex)
-    engine = ex.docker_host or os.environ.get("DOCKER_HOST") or "the local engine"
+    engine = ex.host or ex.docker_host or os.environ.get("DOCKER_HOST") or "the local engine"
     checks = _docker_daemon(docker, engine)
     if checks[-1].status == "FAIL":
         return checks
@@ -828,10 +913,13 @@ def _docker_caller(ex: ExecutorConfig) -> _DockerCall:
     DOCKER_TIMEOUT_S, so a hung engine cannot stretch the doctor call by call."""
     deadline = time.monotonic() + DOCKER_TIMEOUT_S
     base = ["docker", *(["--host", ex.docker_host] if ex.docker_host else [])]
+    # On the tower: its own docker client, over the same ssh the arms train through.
+    tower = Host.parse(ex.host, ex.ssh_config) if ex.host else None
 
     def docker(*args: str) -> tuple[int | None, str, str]:
         left = min(DOCKER_CALL_TIMEOUT_S, deadline - time.monotonic())
-        return _run([*base, *args], max(0.5, left)) if left > 0 else (None, "", "")
+        argv = tower.argv(quote("docker", *args)) if tower else [*base, *args]
+        return _run(argv, max(0.5, left)) if left > 0 else (None, "", "")
 
     return docker
 
@@ -931,6 +1019,7 @@ def run_checks(
         ("tracking", lambda: _tracking(plan)),
         ("judge", lambda: _judge(plan)),
         ("docker", lambda: _docker(plan)),
+        ("tower", lambda: _tower(plan)),
         *_hosts(plan),
         ("sandbox", _sandbox),
     ]

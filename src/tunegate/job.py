@@ -26,7 +26,13 @@ from tunegate.models import TINY_LLAMA, resolve_model
 from tunegate.plan import LoraSettings, QuantizationConfig, TrainingConfig, load_plan, redact
 from tunegate.rundir import atomic_write_json
 from tunegate.tracking import Tracker
-from tunegate.train.watch import MetricSink, TrainingStopped, is_main_process
+from tunegate.train.watch import (
+    STREAM_ENV,
+    MetricSink,
+    TrainingStopped,
+    is_main_process,
+    streaming,
+)
 
 if TYPE_CHECKING:  # the trainer, the items' model and inference load only when a job runs
     from tunegate.data.items import Item
@@ -102,15 +108,20 @@ def _env_error(var: str, value: str, err: ValidationError) -> UserError:
     return UserError(f"environment variable {var}={value!r}: {message}")
 
 
+# tunegate's variables that are not the job's settings: the cache, and the metric lines a climb
+# following this job from another machine reads (train.watch.STREAM_ENV).
+_NOT_JOB_ENV = ("TUNEGATE_CACHE", STREAM_ENV)
+
+
 def job_from_env(environ: Mapping[str, str], overrides: dict[str, Any]) -> TrainJob:
     """The job the environment describes, with command-line `overrides` (None = unset) on top."""
     for var in environ:
         if var in KNOWN_ENV:
             continue
-        if var.startswith("TUNEGATE_") and var not in ("TUNEGATE_CACHE",):
+        if var.startswith("TUNEGATE_") and var not in _NOT_JOB_ENV:
+            known = [v for v in KNOWN_ENV if v.startswith("TUNEGATE_")] + list(_NOT_JOB_ENV)
             raise UserError(
-                f"environment variable {var}: unknown (tunegate reads "
-                f"{', '.join(v for v in KNOWN_ENV if v.startswith('TUNEGATE_'))}, TUNEGATE_CACHE)"
+                f"environment variable {var}: unknown (tunegate reads {', '.join(known)})"
             )
         near = difflib.get_close_matches(var, list(KNOWN_ENV), n=1, cutoff=0.86)
         if near:
@@ -309,7 +320,7 @@ def train_job(
             lora=r.lora,
             max_length=r.max_length,
             seed=r.seed,
-            metric_sink=tracking.sink if tracking else None,
+            metric_sink=streaming(tracking.sink) if tracking else None,
             provenance={"job": r.job.model_dump(mode="json")},
             progress=say,
             on_step=on_step,

@@ -566,7 +566,7 @@ class Stage(_Strict):
     checks: DataChecks = DataChecks()
     estimate: Estimate = Estimate()
     recovery: list[str] = Field(default_factory=list, description="Printed when it does not pass.")
-    executor: Literal["local", "docker"] | None = Field(
+    executor: Literal["local", "docker", "ssh"] | None = Field(
         None, description="Override the plan's executor.kind for this stage."
     )
 
@@ -586,20 +586,48 @@ class Stage(_Strict):
 
 
 class ExecutorConfig(_Strict):
-    """Where a stage's training runs: in this process, or in the training container as the original
-    plan does (`docker run --gpus all -v … -e DATASET_PATH=… llama3-training`)."""
+    """Where a stage's training runs: in this process; in the training container as the original
+    plan does (`docker run --gpus all -v … -e DATASET_PATH=… llama3-training`), here or on the GPU
+    tower over SSH; or in a Python environment on the tower, without Docker."""
 
-    kind: Literal["local", "docker"] = Field("local", description="local | docker.")
+    kind: Literal["local", "docker", "ssh"] = Field(
+        "local",
+        description="local: this process. docker: the training container (on `host` when "
+        "given). ssh: `tunegate train` in the Python environment `python` on `host`.",
+    )
+    host: str | None = Field(
+        None,
+        description="The tower, ssh://[user@]host[:port]. Each arm's data and the base model "
+        "are shipped there with rsync (nothing is assumed shared), training runs detached (a "
+        "dropped connection does not stop it; `tunegate run` reattaches), and the adapter "
+        "comes back checked by sha256. Needs ssh, rsync and sha256sum on both sides.",
+    )
+    ssh_config: Path | None = Field(
+        None,
+        description="An ssh config file for `host` (IdentityFile, UserKnownHostsFile, "
+        "ProxyJump…); None: ~/.ssh/config. ssh always runs with BatchMode: a key, never a "
+        "prompt.",
+    )
+    remote_dir: str = Field(
+        "tunegate",
+        description="On `host`: where runs and shipped base models are kept (relative to the "
+        "remote home, or absolute).",
+    )
+    python: str = Field(
+        "python3",
+        description="kind: ssh: the interpreter on `host` with tunegate installed (a venv's "
+        "bin/python).",
+    )
     image: str = Field(
         "tunegate-training",
         description="Image built from docker/Dockerfile.training (the original plan's "
-        "llama3-training).",
+        "llama3-training): `tunegate image build`.",
     )
     gpus: str | None = Field("all", description="`docker run --gpus`; None on a CPU-only host.")
     docker_host: str | None = Field(
         None,
-        description="A remote engine (ssh://user@tower, tcp://host:2376); None: $DOCKER_HOST or "
-        "the local one. The run directory must be reachable at the same path on that host.",
+        description="An engine that sees this machine's paths (tcp://host:2376, a local "
+        "socket); None: $DOCKER_HOST or the local one. For a machine of its own, use `host`.",
     )
     user: str | None = Field(
         None, description="`docker run --user` (uid:gid), so files in the run dir stay yours."
@@ -607,6 +635,22 @@ class ExecutorConfig(_Strict):
     extra_args: list[str] = Field(
         default_factory=list, description="Appended to `docker run` before the image name."
     )
+    reconnect_s: float = Field(
+        300,
+        gt=0,
+        description="How long a dropped connection to `host` is retried while an arm trains "
+        "there, before the climb stops (the arm goes on; `tunegate run` reattaches).",
+    )
+
+    @model_validator(mode="after")
+    def _host_is_ssh(self) -> ExecutorConfig:
+        if self.host is not None and not self.host.startswith("ssh://"):
+            raise ValueError(f"host: '{self.host}' is not ssh://[user@]host[:port]")
+        if self.kind == "ssh" and self.host is None:
+            raise ValueError("kind: ssh needs host: ssh://[user@]host")
+        if self.host is not None and self.docker_host is not None:
+            raise ValueError("give host (a machine reached over SSH) or docker_host, not both")
+        return self
 
 
 # The tracking stores MLflow's client opens (its tracking store registry), less the Unity

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from tunegate.cli import common, data, evaluate, run, serve, stats, train
+from tunegate.cli import common, data, evaluate, image, run, serve, stats, train
 from tunegate.cli import exec as exec_command
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.command()(run.status)
 app.command()(run.report)
 app.command()(run.doctor)
 app.add_typer(data.data_app, name="data")
+app.add_typer(image.image_app, name="image")
 
 
 def main() -> None:

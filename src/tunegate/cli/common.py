@@ -92,6 +92,13 @@ def run_app(app: typer.Typer) -> NoReturn:
             err.show()  # type: ignore[attr-defined]  # "Usage: … Error: No such option"
             sys.exit(err.exit_code)  # type: ignore[attr-defined]
         from tunegate.diskspace import disk_full
+        from tunegate.remote.host import RemoteError
+
+        if isinstance(err, RemoteError):  # the tower unreachable or a step there failed
+            Console(stderr=True).print(
+                f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+            )
+            sys.exit(EXIT_FAILED)
 
         # A full disk trips every handler that tries to record it: one line for all of them.
         full = disk_full(err)

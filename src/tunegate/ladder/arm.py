@@ -135,6 +135,7 @@ def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
     """Train the arm, recording it in the state; the error when it crashed."""
     plan, stage = climb.plan, arm.run.stage
     training = plan.stage_training(stage)
+    kind = stage.executor or plan.executor.kind
     arm.record.status = "training"
     climb.save()
     params = {
@@ -145,11 +146,16 @@ def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
         "seed": arm.seed,
         "method": plan.quantization.method,
         "model": plan.model.name,
+        # Where it trained: MLflow and the report say it beside the arm's numbers.
+        "executor": kind,
+        "host": plan.executor.host if kind != "local" and plan.executor.host else "this machine",
     }
     resuming = any((arm.arm_dir / "checkpoints").glob("checkpoint-*"))
     climb.events.emit(TrainingStarted(arm.name, len(arm.train_items), resuming, params, arm.record))
     try:
-        if (stage.executor or plan.executor.kind) == "docker":
+        if kind != "local" and plan.executor.host is not None:
+            result = _train_on_host(climb, arm, training)
+        elif kind == "docker":
             result = _train_in_docker(climb, arm, training)
         else:
             result = _train_here(climb, arm, training)
@@ -217,7 +223,6 @@ def _train_in_docker(climb: Climb, arm: ArmJob, training: TrainingConfig) -> Tra
     run = docker_command(
         plan.executor,
         name=container_name(plan.name, arm.run.stage.name, arm.name),
-        model_name=arm.name,
         arm_dir=arm_dir,
         model_dir=arm.model_dir,
         train_file=data_dir / "train.jsonl",
@@ -235,6 +240,78 @@ def _train_in_docker(climb: Climb, arm: ArmJob, training: TrainingConfig) -> Tra
     )
     result = TrainResult.from_json(run_docker(run, arm_dir / "train.log"))
     _steps_to_events(climb, arm)([({"loss": loss}, step) for step, loss in result.losses])
+    return result
+
+
+def _train_on_host(climb: Climb, arm: ArmJob, training: TrainingConfig) -> TrainResult:
+    """Train one arm on the tower (`executor.host`): ship, start or reattach, follow its log
+    (metrics recorded here), fetch and check its outputs."""
+    import hashlib
+
+    from tunegate.events import Notice
+    from tunegate.remote.host import Host
+    from tunegate.remote.training import RemoteArm, remote_root, train_remote
+    from tunegate.train.docker import BASE, arm_env, container_name
+    from tunegate.train.watch import read_metrics_line
+
+    plan, stage, executor = climb.plan, arm.run.stage, climb.plan.executor
+    kind = stage.executor or executor.kind
+    assert executor.host is not None
+    host = Host.parse(executor.host, executor.ssh_config)
+    write_items(arm.arm_dir / "data" / "train.jsonl", arm.train_items)
+    if arm.val_items:
+        write_items(arm.arm_dir / "data" / "val.jsonl", arm.val_items)
+    root = remote_root(host, executor.remote_dir)
+    # The model's directory name carries its fingerprint (embedded models); a user's path gets
+    # one from where it is, so two models of one name never share a directory there.
+    model_dir = arm.model_dir.resolve()
+    where = hashlib.sha256(str(model_dir).encode()).hexdigest()[:8]
+    job = RemoteArm(
+        host=host,
+        executor=executor.model_copy(update={"kind": kind}),
+        name=container_name(plan.name, stage.name, arm.arm_dir.name),
+        arm_dir=f"{root}/runs/{plan.name}/{arm.arm_dir.parent.name}/{arm.arm_dir.name}",
+        model_dir=f"{root}/models/{model_dir.name}-{where}",
+    )
+    env = arm_env(
+        arm=job.work,
+        base=BASE if kind == "docker" else job.model_dir,
+        train_file="data/train.jsonl",
+        val_file="data/val.jsonl" if arm.val_items else None,
+        training=training,
+        quant=plan.quantization,
+        lora=plan.lora,
+        max_length=plan.model.max_length,
+        seed=arm.seed,
+        # The trainer's own record stays with the arm there; the plan's store is filled here,
+        # from the metric lines of its log, so only this machine needs to reach it.
+        tracking_uri=None,
+    )
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{job.work}/mlflow.db"
+    how = f"container {job.name} ({executor.image})" if kind == "docker" else f"job {job.name}"
+    climb.events.emit(Notice(f"  {arm.name}: training on {host} in {how}"))
+    record_steps = _steps_to_events(climb, arm)
+
+    def on_line(line: str) -> None:
+        entries = read_metrics_line(line)
+        if entries is not None:
+            record_steps(entries)
+        log.write(line + "\n")
+        log.flush()
+
+    with (arm.arm_dir / "train.log").open("a", encoding="utf-8") as log:
+        raw = train_remote(
+            job,
+            local_arm=arm.arm_dir,
+            local_model=model_dir,
+            env=env,
+            on_line=on_line,
+            say=lambda text: climb.events.emit(Notice(text)),
+        )
+    result = TrainResult.from_json(raw)
+    # Steps the stream missed (a connection dropped while they were logged): the sink skips the
+    # ones it has.
+    record_steps([({"loss": loss}, step) for step, loss in result.losses])
     return result
 
 

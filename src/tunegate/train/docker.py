@@ -45,32 +45,28 @@ def container_name(*parts: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]+", "-", "-".join(("tunegate", *parts))).strip("-")[:120]
 
 
-def docker_command(
-    executor: ExecutorConfig,
+def arm_env(
     *,
-    name: str,
-    model_name: str,
-    arm_dir: Path,
-    model_dir: Path,
-    train_file: Path,
-    val_file: Path | None,
+    arm: str,
+    base: str,
+    train_file: str,
+    val_file: str | None,
     training: TrainingConfig,
     quant: QuantizationConfig,
     lora: LoraSettings,
     max_length: int,
     seed: int,
     tracking_uri: str | None,
-) -> DockerRun:
-    """The `docker run` that trains one arm. Data files must lie inside `arm_dir`."""
-    arm_dir, model_dir = arm_dir.resolve(), model_dir.resolve()
-
-    def inside(path: Path) -> str:
-        return f"{WORK}/{path.resolve().relative_to(arm_dir).as_posix()}"
-
-    env = {
+) -> dict[str, str]:
+    """The trainer's whole configuration as the original plan's environment variables (and
+    tunegate's), with the arm's directory (`arm`, data files relative to it) and the base model
+    where the trainer sees them. The trainer writes into OUTPUT_DIR/MODEL_NAME: the arm's
+    directory, laid out as a local arm's (adapter/, checkpoints/, result.json)."""
+    output_dir, _, model_name = arm.rstrip("/").rpartition("/")
+    return {
         # The original plan's variables, same names and meaning.
-        "DATASET_PATH": inside(train_file),
-        **({"VAL_DATASET_PATH": inside(val_file)} if val_file else {}),
+        "DATASET_PATH": f"{arm}/{train_file}",
+        **({"VAL_DATASET_PATH": f"{arm}/{val_file}"} if val_file else {}),
         **({"MAX_STEPS": str(training.max_steps)} if training.max_steps else {}),
         "BATCH_SIZE": str(training.batch_size),
         "EPOCHS": f"{training.epochs:g}",
@@ -83,8 +79,8 @@ def docker_command(
             else {}
         ),
         # tunegate's: where things are, and every other setting of the plan, whole.
-        "OUTPUT_DIR": WORK,
-        "BASE_MODEL": BASE,
+        "OUTPUT_DIR": output_dir or "/",
+        "BASE_MODEL": base,
         "MAX_LENGTH": str(max_length),
         "SEED": str(seed),
         "TUNEGATE_SETTINGS_JSON": json.dumps(
@@ -96,19 +92,73 @@ def docker_command(
             separators=(",", ":"),
         ),
     }
+
+
+def run_argv(
+    executor: ExecutorConfig,
+    *,
+    name: str,
+    env: dict[str, str],
+    arm_dir: str,
+    model_dir: str,
+    detach: bool = False,
+) -> list[str]:
+    """`docker run` for one arm, the arm's directory at /work/NAME (NAME its base name, the
+    trainer's MODEL_NAME) and the base model read-only at /base, as the engine's host sees
+    them. `detach`: started in the background and kept after it exits (its status and log are
+    read afterwards), as a remote arm runs."""
     argv = ["docker"]
     if executor.docker_host:
         argv += ["--host", executor.docker_host]
-    argv += ["run", "--rm", "--name", name]
+    argv += ["run", "--detach" if detach else "--rm", "--name", name]
     if executor.gpus:
         argv += ["--gpus", executor.gpus]
     if executor.user:
         argv += ["--user", executor.user]
-    argv += ["-v", f"{arm_dir}:{WORK}", "-v", f"{model_dir}:{BASE}:ro"]
+    inside = f"{WORK}/{arm_dir.rstrip('/').rpartition('/')[2]}"
+    argv += ["-v", f"{arm_dir}:{inside}", "-v", f"{model_dir}:{BASE}:ro"]
     for key, value in env.items():
         argv += ["-e", f"{key}={value}"]
-    argv += [*executor.extra_args, executor.image]
-    return DockerRun(argv=argv, env=env, mounts={WORK: arm_dir, BASE: model_dir}, name=name)
+    return [*argv, *executor.extra_args, executor.image]
+
+
+def docker_command(
+    executor: ExecutorConfig,
+    *,
+    name: str,
+    arm_dir: Path,
+    model_dir: Path,
+    train_file: Path,
+    val_file: Path | None,
+    training: TrainingConfig,
+    quant: QuantizationConfig,
+    lora: LoraSettings,
+    max_length: int,
+    seed: int,
+    tracking_uri: str | None,
+) -> DockerRun:
+    """The `docker run` that trains one arm on an engine that sees this machine's paths. Data
+    files must lie inside `arm_dir`."""
+    arm_dir, model_dir = arm_dir.resolve(), model_dir.resolve()
+
+    def inside(path: Path) -> str:
+        return path.resolve().relative_to(arm_dir).as_posix()
+
+    env = arm_env(
+        arm=f"{WORK}/{arm_dir.name}",
+        base=BASE,
+        train_file=inside(train_file),
+        val_file=inside(val_file) if val_file else None,
+        training=training,
+        quant=quant,
+        lora=lora,
+        max_length=max_length,
+        seed=seed,
+        tracking_uri=tracking_uri,
+    )
+    argv = run_argv(executor, name=name, env=env, arm_dir=str(arm_dir), model_dir=str(model_dir))
+    mounts = {f"{WORK}/{arm_dir.name}": arm_dir, BASE: model_dir}
+    return DockerRun(argv=argv, env=env, mounts=mounts, name=name)
 
 
 def run_docker(run: DockerRun, log: Path) -> dict:

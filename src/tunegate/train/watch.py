@@ -7,6 +7,7 @@ heavy parts at import time.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable
@@ -14,6 +15,38 @@ from collections.abc import Callable
 # Receives batches of (metrics, step); it must skip steps it has already recorded, because a
 # resumed run replays the checkpoint's history to fill what a kill interrupted.
 MetricSink = Callable[[list[tuple[dict[str, float], int]]], None]
+
+
+# The line a training process prints for each batch of step metrics when STREAM_ENV is set: a
+# climb that trains on another machine reads them from the log it follows and records them
+# itself, so the plan's tracking server need be reachable from the laptop alone.
+METRICS_MARK = "@tunegate-metrics "
+STREAM_ENV = "TUNEGATE_STREAM_METRICS"
+
+
+def streaming(sink: MetricSink | None) -> MetricSink | None:
+    """`sink`, and each batch printed as a METRICS_MARK line on stdout when STREAM_ENV is set."""
+    if not os.environ.get(STREAM_ENV):
+        return sink
+
+    def both(entries: list[tuple[dict[str, float], int]]) -> None:
+        if sink is not None:
+            sink(entries)
+        rows = [[step, metrics] for metrics, step in entries]
+        print(METRICS_MARK + json.dumps(rows, allow_nan=True), flush=True)
+
+    return both
+
+
+def read_metrics_line(line: str) -> list[tuple[dict[str, float], int]] | None:
+    """The metrics a METRICS_MARK line carries; None for any other line (or a cut one)."""
+    if not line.startswith(METRICS_MARK):
+        return None
+    try:
+        rows = json.loads(line[len(METRICS_MARK) :])
+        return [({str(k): float(v) for k, v in m.items()}, int(step)) for step, m in rows]
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 class TrainingStopped(RuntimeError):
