@@ -354,7 +354,7 @@ def test_docker_engine_runtime_and_image_each_reported(example: Path) -> None:
     assert runtime.status == "WARN" and "no nvidia runtime (runc)" in runtime.value
     assert "nvidia-ctk runtime configure" in runtime.fix
     assert image.status == "FAIL" and "No such image" in image.value
-    assert image.fix == "docker build -f docker/Dockerfile.training -t tunegate-training ."
+    assert image.fix == "tunegate image build --tag tunegate-training"
 
 
 # --- all together -------------------------------------------------------------------------------

@@ -371,7 +371,8 @@ def test_docker_executor_builds_the_seed_command_and_its_environment_trains(
     def outside(value: str) -> str:
         return str(run.host_path(value)) if value.startswith(("/work", "/base")) else value
 
-    env = {k: outside(v) for k, v in run.env.items()}
+    env = {k: outside(v) for k, v in run.env.items() if k != "OUTPUT_DIR"}
+    env["OUTPUT_DIR"] = str(arm_dir.parent)  # /work, which holds the arm at /work/control
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = _train({**os.environ, **env})
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -153,7 +153,7 @@ class Tower:
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             # What a login on the tower finds: its own engine.
-            f"SetEnv DOCKER_HOST=unix://{self.docker_socket} TUNEGATE_TOWER_DISK={self.work}\n"
+            f"SetEnv DOCKER_HOST=unix://{self.docker_socket}\n"
         )
         if not Path("/run/sshd").exists():  # sshd's privilege-separation directory
             Path("/run/sshd").mkdir(mode=0o755)

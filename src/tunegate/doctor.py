@@ -863,6 +863,13 @@ def _tower(plan: Plan) -> list[Check]:
             "free space on the tower or point executor.remote_dir elsewhere",
         )
     )
+    if "docker" in kinds:
+        docker = _docker_caller(ex)
+        engine = f"{host}'s engine"
+        daemon = _docker_daemon(docker, engine)[1:]  # its client is the tower's, not ours
+        checks += daemon
+        if daemon[-1].status != "FAIL":
+            checks += [_docker_gpu_runtime(docker, ex), _docker_image(docker, ex, engine)]
     if "ssh" in kinds:
         code, out, err = on_tower(
             f"{quote(ex.python)} -c 'import tunegate; print(tunegate.__version__)'"
@@ -890,6 +897,8 @@ def _docker(plan: Plan) -> list[Check]:
     if not _docker_needed(plan):
         return [Check("docker", "PASS", f"not needed (executor: {plan.executor.kind})")]
     ex = plan.executor
+    if ex.host is not None:  # the tower's engine: checked with the tower, once it answers
+        return []
     if ex.host is None and shutil.which("docker") is None:
         return [
             Check(
@@ -901,7 +910,7 @@ def _docker(plan: Plan) -> list[Check]:
             )
         ]
     docker = _docker_caller(ex)
-    engine = ex.host or ex.docker_host or os.environ.get("DOCKER_HOST") or "the local engine"
+    engine = ex.docker_host or os.environ.get("DOCKER_HOST") or "the local engine"
     checks = _docker_daemon(docker, engine)
     if checks[-1].status == "FAIL":
         return checks
@@ -990,7 +999,7 @@ def _docker_image(docker: _DockerCall, ex: ExecutorConfig, engine: str) -> Check
         "docker image",
         "FAIL",
         f"{ex.image} not on {engine}: {line}",
-        f"docker build -f docker/Dockerfile.training -t {ex.image} .",
+        f"tunegate image build --tag {ex.image}" + (f" --host {ex.host}" if ex.host else ""),
     )
 
 

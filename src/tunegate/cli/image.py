@@ -35,6 +35,9 @@ def build(
         help="NAME==VERSION replacing this environment's pin, e.g. a CUDA build of torch "
         "(repeatable).",
     ),
+    house: Path | None = typer.Option(
+        None, "--wheelhouse", help="The dependencies' wheels from a wheelhouse made before."
+    ),
 ) -> None:
     """Build the training image without a network: the project's wheel and its dependencies at
     this environment's versions (downloaded once, at set-up), `docker build --network=none`."""
@@ -56,6 +59,7 @@ def build(
         find_links=find_links,
         overrides=pin,
         say=lambda line: console.print(line, highlight=False, soft_wrap=True),
+        house=house,
     )
     console.print(
         f"built {built.tag} on {built.where} in {built.seconds:.0f} s ({built.wheels} wheels)",

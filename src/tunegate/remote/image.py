@@ -22,7 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -67,7 +67,7 @@ def pinned_versions() -> list[str]:
     pins = []
     for line in frozen:
         name = line.split("==", 1)[0].split(" @ ", 1)[0].strip().lower()
-        if "==" in line and not line.startswith("-e") and name not in _NOT_PINNED:
+        if "==" in line and not line.startswith(("-e", "#")) and name not in _NOT_PINNED:
             pins.append(line.strip())
     return sorted(pins)
 
@@ -100,6 +100,19 @@ def project_wheel(into: Path) -> Path:
     return next(into.glob("tunegate-*.whl"))
 
 
+def _pins(overrides: Sequence[str]) -> list[str]:
+    replaced = {o.split("==", 1)[0].strip().lower() for o in overrides}
+    kept = [p for p in pinned_versions() if p.split("==", 1)[0].lower() not in replaced]
+    return kept + list(overrides)
+
+
+def wheelhouse_dir(cache: Path, overrides: Sequence[str] = ()) -> Path:
+    """Where the wheelhouse for this environment's versions is (complete when it holds
+    `.complete`)."""
+    key = hashlib.sha256("\n".join(sorted(_pins(overrides))).encode()).hexdigest()[:12]
+    return cache / f"wheelhouse-{key}"
+
+
 def wheelhouse(
     cache: Path,
     project: Path,
@@ -111,11 +124,8 @@ def wheelhouse(
     """The dependencies' wheels, pinned to this environment's versions (`overrides`, such as
     a CUDA build of torch, replace a pin). Downloaded once per set of versions: the directory's
     name is their hash."""
-    replaced = {o.split("==", 1)[0].strip().lower() for o in overrides}
-    pins = [p for p in pinned_versions() if p.split("==", 1)[0].lower() not in replaced]
-    pins += overrides
-    key = hashlib.sha256("\n".join(sorted(pins)).encode()).hexdigest()[:12]
-    house = cache / f"wheelhouse-{key}"
+    pins = _pins(overrides)
+    house = wheelhouse_dir(cache, overrides)
     if (house / ".complete").is_file():
         say(f"wheelhouse: {house} (made before, {len(list(house.glob('*.whl')))} wheels)")
         return house
@@ -170,12 +180,17 @@ def build(
     find_links: list[str],
     overrides: list[str],
     say: Callable[[str], None],
+    house: Path | None = None,
     timeout: float = 3600,
 ) -> Built:
-    """Make the wheelhouse (once), then build `tag` from BASE here or on `host`, offline."""
+    """Make the wheelhouse (once; `house`: one made already), then build `tag` from BASE here or
+    on `host`, offline."""
+    if house is not None and not any(house.glob("*.whl")):
+        raise UserError(f"--wheelhouse {house}: no wheels there (tunegate image wheelhouse)")
     with tempfile.TemporaryDirectory(prefix="tunegate-image-") as tmp:
         project = project_wheel(Path(tmp) / "project")
-        house = wheelhouse(cache, project, find_links=find_links, overrides=overrides, say=say)
+        if house is None:
+            house = wheelhouse(cache, project, find_links=find_links, overrides=overrides, say=say)
         started = time.monotonic()
         ctx = context(house, project, Path(tmp) / "context")
         args = ["build", "--network=none", "--build-arg", f"BASE={base}", "-t", tag]
