@@ -113,6 +113,9 @@ class Tower:
             self._disk()
             self._sshd()
             self._dockerd()
+        except (RuntimeError, subprocess.TimeoutExpired) as err:
+            self.stop()  # a part that cannot start here (no netns, no tmpfs, an engine that fails)
+            raise TowerUnavailable(str(err)) from err
         except BaseException:
             self.stop()
             raise
