@@ -250,3 +250,32 @@ def test_another_batch_is_forecast_per_step_and_token_when_steps_were_recorded(
     run = 1.9 + steps * 0.5 + 0.01 * samples * 50.0
     overhead = 40 - 2 * micro.trains[0].train_seconds
     assert f.hours * 3600 == pytest.approx(2 * run + overhead)
+
+
+def test_arms_on_two_towers_train_at_once_and_each_tower_is_paid(example: Path) -> None:
+    from tunegate.forecast import Measured, forecast, samples_per_arm
+
+    plan = load_plan(example)
+    small, pilot = plan.stages[2], plan.stages[3]
+    per_arm = samples_per_arm(plan, small, 40)
+    # Measured in sequence: 60 s + 80 s of training in a 200 s stage.
+    measured = [Measured(_record(200, [60, 80]), per_arm, 4)]
+    one = forecast(plan, pilot, 84, measured)
+    towers = {"kind": "docker", "host": "ssh://tower-a", "hosts": ["ssh://tower-b"]}
+    two_plan = plan.model_copy(update={"executor": plan.executor.model_validate(towers)})
+    assert two_plan.arms_at_once(pilot) == 2
+    two = forecast(two_plan, pilot, 84, measured)
+    assert one is not None and two is not None
+    samples = samples_per_arm(plan, pilot, 84)
+    overhead = 200 - 140
+    # Both arms' training in one wave, not two; two devices held for the stage's wall time.
+    assert one.hours * 3600 == pytest.approx(70 / per_arm * samples * 2 + overhead)
+    assert two.hours * 3600 == pytest.approx(70 / per_arm * samples + overhead)
+    assert two.usd == pytest.approx(two.hours * hourly_usd(plan) * 2)
+    assert "2 arms at once" in two.basis and "at once" not in one.basis
+    # A stage measured with its arms at once: their training overlapped (140 s in 70 s).
+    overlapped = _record(130, [60, 80])
+    overlapped.arms_at_once = 2
+    again = forecast(two_plan, pilot, 84, [Measured(overlapped, per_arm, 4)])
+    assert again is not None
+    assert again.hours * 3600 == pytest.approx(70 / per_arm * samples + 130 - 70)

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,7 +77,11 @@ def image(tower: Tower) -> str:
     return IMAGE
 
 
-def _plan_on_tower(tmp_path: Path, tower: Tower, **executor: object) -> Path:
+def _plan_on_tower(
+    tmp_path: Path, tower: Tower, micro_steps: int | None = None, **executor: object
+) -> Path:
+    """The example, training on the tower; each test in a directory of its own there.
+    `micro_steps`: stage 1 trains that many steps, a checkpoint every 5 (time to hit it)."""
     target = tmp_path / "exp"
     shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("runs"))
     plan = target / "tunegate.yaml"
@@ -86,12 +90,60 @@ def _plan_on_tower(tmp_path: Path, tower: Tower, **executor: object) -> Path:
         "kind": "docker",
         "host": "ssh://tower",
         "ssh_config": str(tower.ssh_config),
-        "remote_dir": str(tower.work / "tunegate"),
+        "remote_dir": str(tower.work / tmp_path.name),
         "gpus": None,  # no GPU on the tower here: --gpus all fails (test_image…)
         **executor,
     }
+    if micro_steps is not None:
+        micro = next(s for s in doc["stages"] if s["name"] == "micro")
+        micro["training"] = {"max_steps": micro_steps, "batch_size": 1, "save_steps": 5}
     plan.write_text(yaml.safe_dump(doc, sort_keys=False))
     return plan
+
+
+def _on_tower(tower: Tower, plan: Path, stage: str, arm: str) -> Path:
+    """An arm's directory on the tower's disk (the stage's directory there carries its hash)."""
+    runs = tower.work / plan.parents[1].name / "runs" / "metadata-experiment"
+    found = sorted(runs.glob(f"stage-*-{stage}-*"))
+    return (found[0] if found else runs / f"(no {stage} yet)") / arm
+
+
+def _climb_in_background(plan: Path, until: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [TUNEGATE, "run", str(plan), "--until", str(until)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def _wait_for(
+    ready: Callable[[], bool], climb: subprocess.Popen[str], seconds: float = 600
+) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if climb.poll() is not None or time.monotonic() > deadline:
+            climb.kill()
+            raise AssertionError(climb.communicate()[0][-3000:])
+        time.sleep(0.05)
+
+
+def _wait_for_control_metrics(run_dir: Path, climb: subprocess.Popen[str]) -> None:
+    """Until the control arm trains on the tower: its first metric line has come back."""
+    log = run_dir / "stage-1-micro" / "control" / "train.log"
+    _wait_for(lambda: log.is_file() and "@tunegate-metrics " in log.read_text(), climb)
+
+
+def _climb_until_checkpointed(
+    tmp_path: Path, tower: Tower, arm: str
+) -> tuple[Path, subprocess.Popen[str]]:
+    """A climb of stage 1 at 80 steps, once `arm` has a complete checkpoint on the tower."""
+    plan = _plan_on_tower(tmp_path, tower, micro_steps=80)
+    climb = _climb_in_background(plan, 1)
+    checkpoints = lambda: _on_tower(tower, plan, "micro", arm) / "checkpoints"  # noqa: E731
+    _wait_for(lambda: any(checkpoints().glob("checkpoint-*/trainer_state.json")), climb)
+    return plan, climb
 
 
 def test_the_image_builds_offline_and_runs_the_trainer(tower: Tower, image: str) -> None:
@@ -146,6 +198,45 @@ def test_a_climb_trains_on_the_tower(tmp_path: Path, tower: Tower, image: str) -
             assert "@tunegate-metrics " in log and "Model saved to /work/" in log
     # The tower's containers are gone once their results are fetched.
     assert tower.ssh("docker ps -aq --filter name=tunegate-").strip() == ""
+    where = "ssh://tower, docker tunegate-training"
+    assert _trained_on(run_dir) == {
+        f"stage {i}: {stage} / {arm}": where
+        for i, stage in ((1, "micro"), (2, "small"))
+        for arm in ("control", "experiment")
+    }
+    _print_stage_times("one tower, arms in sequence", state)
+
+
+def _trained_on(run_dir: Path) -> dict[str, str]:
+    """Where each arm ran, as MLflow has it (its `trained_on` parameter); checked against the
+    state and the report's training table."""
+    from mlflow.tracking import MlflowClient
+
+    state = json.loads((run_dir / "state.json").read_text())
+    client = MlflowClient(state["tracking_uri"])
+    runs = client.search_runs(
+        [state["mlflow_experiment_id"]], filter_string="tags.`tunegate.level` = 'arm'"
+    )
+    found = {r.info.run_name: r.data.params["trained_on"] for r in runs}
+    report = (run_dir / "report" / "report.md").read_text()
+    for stage in state["stages"].values():
+        for arm in stage["arms"].values():
+            assert arm["trained_on"] in found.values()
+            assert f"| {arm['trained_on']} |" in report  # the training table's last column
+    return found
+
+
+def _print_stage_times(how: str, state: dict[str, object]) -> None:
+    stages = state["stages"]
+    assert isinstance(stages, dict)
+    for name in ("micro", "small"):
+        if name in stages:
+            record = stages[name]
+            trains = [a["train"]["train_seconds"] for a in record["arms"].values()]
+            print(
+                f"\n{how}: stage {name} {record['seconds']:.1f} s, arms at once "
+                f"{record['arms_at_once']}, training {' + '.join(f'{t:.1f}' for t in trains)} s"
+            )
 
 
 def test_a_dropped_connection_ends_clearly_and_the_climb_reattaches(
@@ -153,20 +244,9 @@ def test_a_dropped_connection_ends_clearly_and_the_climb_reattaches(
 ) -> None:
     plan = _plan_on_tower(tmp_path, tower, reconnect_s=5)
     run_dir = plan.parent / "runs" / "metadata-experiment"
-    climb = subprocess.Popen(
-        [TUNEGATE, "run", str(plan), "--until", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    # The control arm trains on the tower: its first metric line has come back.
-    log = run_dir / "stage-1-micro" / "control" / "train.log"
-    deadline = time.monotonic() + 600
-    while not (log.is_file() and "@tunegate-metrics " in log.read_text()):
-        assert climb.poll() is None and time.monotonic() < deadline, climb.communicate()[0][-3000:]
-        time.sleep(0.2)
-    remote_arm = tower.work / "tunegate" / "runs" / "metadata-experiment" / "stage-1-micro"
+    climb = _climb_in_background(plan, 1)
+    _wait_for_control_metrics(run_dir, climb)
+    remote_arm = _on_tower(tower, plan, "micro", "control").parent
     with tower.link_down():
         out, _ = climb.communicate(timeout=300)
         text = " ".join(out.split())
@@ -222,3 +302,113 @@ def test_a_tower_out_of_reach_fails_stage_0_with_its_fix(tmp_path: Path, tower: 
     assert "docker daemon" not in out  # not guessed at behind an unreachable tower
     assert "Stage 1" not in out  # nothing trained, nothing shipped
     assert time.monotonic() - started < 120
+
+
+def test_two_towers_train_both_arms_at_once(tmp_path: Path, tower: Tower, image: str) -> None:
+    # Two names for the namespace host (its ssh config): two towers as a plan sees them. They
+    # share this VM's 2 cores: a thread each, as two machines' arms would not fight over cores.
+    plan = _plan_on_tower(
+        tmp_path, tower, hosts=["ssh://tower-b"], extra_args=["-e", "OMP_NUM_THREADS=1"]
+    )
+    climbed = run_cli("run", str(plan), "--until", "2", timeout=1800)
+    assert climbed.returncode == 0, climbed.stdout[-3000:] + climbed.stderr[-3000:]
+    run_dir = plan.parent / "runs" / "metadata-experiment"
+    state = json.loads((run_dir / "state.json").read_text())
+    for stage in ("micro", "small"):
+        record = state["stages"][stage]
+        assert record["verdict"] == "PASS" and record["arms_at_once"] == 2
+        assert record["arms"]["control"]["trained_on"] == "ssh://tower, docker tunegate-training"
+        assert (
+            record["arms"]["experiment"]["trained_on"] == "ssh://tower-b, docker tunegate-training"
+        )
+    assert set(_trained_on(run_dir).values()) == {
+        "ssh://tower, docker tunegate-training",
+        "ssh://tower-b, docker tunegate-training",
+    }
+    # The forecasts after stage 2 know both arms train at once, on two paid devices.
+    ahead = state["forecasts"]["small"]
+    assert all("2 arms at once" in f["basis"] for f in ahead.values())
+    _print_stage_times("two towers, arms at once", state)
+
+
+def test_a_missing_image_fails_stage_0_with_its_build_command(tmp_path: Path, tower: Tower) -> None:
+    plan = _plan_on_tower(tmp_path, tower, image="tunegate-absent")
+    climbed = run_cli("run", str(plan), "--until", "1", timeout=300)
+    out = " ".join(climbed.stdout.split())
+    assert climbed.returncode == 1, climbed.stdout[-3000:] + climbed.stderr[-3000:]
+    assert "Traceback" not in climbed.stdout + climbed.stderr
+    assert "docker image" in out and "tunegate-absent not on ssh://tower's engine" in out, out
+    assert "tunegate image build --tag tunegate-absent --host ssh://tower" in out, out
+    assert "Stage 1" not in out
+
+
+def test_a_killed_container_fails_clearly_and_resumes_from_its_checkpoint(
+    tmp_path: Path, tower: Tower, image: str
+) -> None:
+    plan, climb = _climb_until_checkpointed(tmp_path, tower, "control")
+    tower.ssh("docker kill tunegate-metadata-experiment-micro-control")
+    out, _ = climb.communicate(timeout=600)
+    text = " ".join(out.split())
+    assert climb.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    assert "on ssh://tower stopped, exit 137 (killed)" in text, text[-3000:]
+    assert "`tunegate run` starts it again from its last checkpoint there" in text
+    # The experiment arm trained meanwhile: kept, not trained again.
+    experiment = _on_tower(tower, plan, "micro", "experiment") / "result.json"
+    finished = experiment.stat().st_mtime_ns
+    resumed = run_cli("run", str(plan), "--until", "1", timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    state = json.loads((plan.parent / "runs/metadata-experiment/state.json").read_text())
+    arms = state["stages"]["micro"]["arms"]
+    assert arms["control"]["train"]["resumed_from"].startswith("checkpoint-")
+    assert arms["control"]["train"]["steps"] == 80
+    assert experiment.stat().st_mtime_ns == finished
+
+
+def test_a_full_disk_on_the_tower_fails_clearly_and_resumes(
+    tmp_path: Path, tower: Tower, image: str
+) -> None:
+    plan, climb = _climb_until_checkpointed(tmp_path, tower, "experiment")
+    filler = tower.work / "filler"
+    # Every byte left, while the trainer writes too: dd stops where the disk does.
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={filler}", "bs=4M"], capture_output=True, timeout=300
+    )
+    assert os.statvfs(tower.work).f_bavail < 64
+    try:
+        out, _ = climb.communicate(timeout=600)
+    finally:
+        filler.unlink()
+    text = " ".join(out.split())
+    assert climb.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    assert "the disk of ssh://tower is full" in text, text[-3000:]
+    control = _on_tower(tower, plan, "micro", "control") / "result.json"
+    finished = control.stat().st_mtime_ns
+    resumed = run_cli("run", str(plan), "--until", "1", timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    state = json.loads((plan.parent / "runs/metadata-experiment/state.json").read_text())
+    assert state["stages"]["micro"]["verdict"] == "PASS"
+    assert state["stages"]["micro"]["arms"]["experiment"]["train"]["steps"] == 80
+    assert control.stat().st_mtime_ns == finished  # the finished arm was not trained again
+
+
+def test_a_climb_killed_here_reattaches_to_its_arm_on_the_tower(
+    tmp_path: Path, tower: Tower, image: str
+) -> None:
+    plan = _plan_on_tower(tmp_path, tower, micro_steps=80)
+    run_dir = plan.parent / "runs" / "metadata-experiment"
+    climb = _climb_in_background(plan, 1)
+    _wait_for_control_metrics(run_dir, climb)
+    climb.kill()  # the laptop's climb dies (SIGKILL): nothing of it says goodbye
+    climb.communicate(timeout=60)
+    resumed = run_cli("run", str(plan), "--until", "1", timeout=1200)
+    text = " ".join(resumed.stdout.split())
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert (
+        "reattached to tunegate-metadata-experiment-micro-control on ssh://tower" in text
+        or "tunegate-metadata-experiment-micro-control finished on ssh://tower while away" in text
+    ), text[-3000:]
+    state = json.loads((run_dir / "state.json").read_text())
+    control = state["stages"]["micro"]["arms"]["control"]["train"]
+    assert control["resumed_from"] is None and control["steps"] == 80  # one run, never restarted

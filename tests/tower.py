@@ -170,7 +170,8 @@ class Tower:
             )
         )
         self.ssh_config.write_text(
-            "Host tower\n"
+            # Two names for one machine: a plan of two towers (arms trained at once) runs here.
+            "Host tower tower-b\n"
             f"  HostName {self.address}\n  User root\n"
             f"  IdentityFile {keys / 'id_ed25519'}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {self.root / 'known_hosts'}\n"

@@ -104,6 +104,11 @@ def _written_path(err: BaseException) -> Path | None:
     return None
 
 
+def says_disk_full(text: str) -> bool:
+    """Whether a message (another machine's log line) says a disk filled up."""
+    return _MESSAGES.search(text) is not None or "disk full writing" in text
+
+
 def disk_full(err: BaseException, path: Path | None = None) -> DiskFull | None:
     """The full disk in `err` or its chain, the original failure first; None when there is none.
     `path` is where the failed write went when the error does not say (a local MLflow store)."""

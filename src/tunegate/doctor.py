@@ -797,16 +797,34 @@ def _hosts(plan: Plan) -> list[tuple[str, Callable[[], Check | list[Check]]]]:
 
 
 # --- the tower (executor.host) ------------------------------------------------------------------
-def _tower(plan: Plan) -> list[Check]:
-    """The machine the arms train on: reached over ssh with keys (BatchMode), its tools (rsync,
-    sha256sum), its disk where the runs go, and for `kind: ssh` its Python with tunegate. The
-    first that fails is reported with its fix and the rest are not guessed at. The tracking
-    server need not be reachable from it: the metrics come back in the log."""
+def _towers(plan: Plan) -> list[Check]:
+    """Every tower the arms train on (`executor.host`, then `executor.hosts`), one after the
+    other, and how the tracking store is reached from them."""
     ex = plan.executor
-    kinds = {ex.kind, *(s.executor for s in plan.stages if s.executor)}
-    if ex.host is None or kinds <= {"local"}:
+    kinds: set[str] = {ex.kind, *(s.executor for s in plan.stages if s.executor)}
+    if not ex.towers() or kinds <= {"local"}:
         return []
-    host = Host.parse(ex.host, ex.ssh_config)
+    checks = [c for tower in ex.towers() for c in _tower(plan, tower, kinds)]
+    checks.append(
+        Check(
+            "tower tracking",
+            "PASS",
+            # Why no tunnel: a tower that cannot reach the server (or a sqlite file here) still
+            # tracks, and nothing is lost while the link is down; the log keeps every line.
+            f"not needed from the tower: its metrics stream back in the log and this machine "
+            f"records them in {redact(tracking_uri(plan))}",
+        )
+    )
+    return checks
+
+
+def _tower(plan: Plan, tower: str, kinds: set[str]) -> list[Check]:
+    """One machine the arms train on: reached over ssh with keys (BatchMode), its tools (rsync,
+    sha256sum), its disk where the runs go, its engine and image (`kind: docker`) or its Python
+    with tunegate (`kind: ssh`). The first that fails is reported with its fix and the rest are
+    not guessed at."""
+    ex = plan.executor.model_copy(update={"host": tower})
+    host = Host.parse(tower, ex.ssh_config)
     deadline = time.monotonic() + DOCKER_TIMEOUT_S
 
     def on_tower(script: str) -> tuple[int | None, str, str]:
@@ -1028,7 +1046,7 @@ def run_checks(
         ("tracking", lambda: _tracking(plan)),
         ("judge", lambda: _judge(plan)),
         ("docker", lambda: _docker(plan)),
-        ("tower", lambda: _tower(plan)),
+        ("tower", lambda: _towers(plan)),
         *_hosts(plan),
         ("sandbox", _sandbox),
     ]

@@ -69,8 +69,9 @@ def actual(plan: Plan, stage: Stage, record: StageRecord, train_items: int) -> A
         tokens_per_second=tokens / train_seconds if train_seconds else None,
         judge_calls=cost.judge_calls,
         judge_usd=cost.judge_usd,
-        # The device is held for the whole stage, not only while it trains.
-        usd=wall_hours * hourly_usd(plan) + cost.judge_usd,
+        # The device is held for the whole stage, not only while it trains; arms trained at
+        # the same time each held one.
+        usd=wall_hours * hourly_usd(plan) * record.arms_at_once + cost.judge_usd,
     )
 
 
@@ -244,7 +245,8 @@ def forecast(
             lows.append(min(slow, fast))
             highs.append(max(slow, fast))
             runs.append(slow if cpu else math.sqrt(slow * fast))
-        outside = sum(t.train_seconds for t in trains)
+        # Arms trained at the same time overlap: their training took about 1/n of its sum.
+        outside = sum(t.train_seconds for t in trains) / m.record.arms_at_once
         if generation is not None:  # forecast on its own: only the rest is overhead
             outside += sum(a.generation.seconds for a in m.record.arms.values() if a.generation)
         if m.record.seconds:
@@ -255,18 +257,24 @@ def forecast(
     overhead = (statistics.median(overheads) if overheads else 0.0) * stage.seeds
     gen_point, gen_low, gen_high = generation or (0.0, 0.0, 0.0)
 
+    # Arms on several towers or GPUs train in waves of `at_once`; generation and scoring stay
+    # here, one arm after the other.
+    at_once = plan.arms_at_once(stage)
+    waves = math.ceil(arms / at_once)
+
     def hours(run: float, gen: float) -> float:
-        return (run * arms + gen * arms + overhead) / 3600
+        return (run * waves + gen * arms + overhead) / 3600
 
     point = hours(statistics.median(runs), gen_point)
     low, high = hours(min(lows), gen_low), hours(max(highs), gen_high)
-    price = hourly_usd(plan)
+    price = hourly_usd(plan) * at_once  # each device is held for the stage's wall time
     basis = f"{len(runs)} measured arm(s) over {len(used)} stage(s)"
     basis += ", per step and token" if by_steps else ", per token" if per_token else ""
     if not same:
         basis += f", none at batch {batch}"
         basis += " (a CPU: little to gain from batching)" if cpu else ""
     basis += ", generation from its measured work" if generation is not None else ""
+    basis += f", {at_once} arms at once" if at_once > 1 else ""
     return Forecast(
         stage=stage.name,
         hours=point,

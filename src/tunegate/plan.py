@@ -602,6 +602,18 @@ class ExecutorConfig(_Strict):
         "dropped connection does not stop it; `tunegate run` reattaches), and the adapter "
         "comes back checked by sha256. Needs ssh, rsync and sha256sum on both sides.",
     )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="More towers beside `host`, each ssh://[user@]host[:port] through the same "
+        "ssh_config. The arms of a stage are spread over them and train at the same time, one "
+        "arm per tower (and per `devices` entry); each tower gets its own copy of the base model.",
+    )
+    devices: list[str] = Field(
+        default_factory=list,
+        description="GPUs of each tower (or of this machine, kind docker) to give one arm each: "
+        "`docker run --gpus device=N`, or CUDA_VISIBLE_DEVICES=N for kind ssh. Two or more: the "
+        "arms train at the same time. Empty: every arm gets `gpus`, one arm after the other.",
+    )
     ssh_config: Path | None = Field(
         None,
         description="An ssh config file for `host` (IdentityFile, UserKnownHostsFile, "
@@ -650,7 +662,28 @@ class ExecutorConfig(_Strict):
             raise ValueError("kind: ssh needs host: ssh://[user@]host")
         if self.host is not None and self.docker_host is not None:
             raise ValueError("give host (a machine reached over SSH) or docker_host, not both")
+        if self.hosts and self.host is None:
+            raise ValueError("hosts adds towers to host: give host too")
+        for extra in self.hosts:
+            if not extra.startswith("ssh://"):
+                raise ValueError(f"hosts: '{extra}' is not ssh://[user@]host[:port]")
+        if len(set(self.towers())) < len(self.towers()):
+            raise ValueError("hosts: a tower is named twice")
+        if self.devices and self.kind == "local":
+            raise ValueError("devices: needs kind docker or ssh (one process trains one arm)")
+        if len(set(self.devices)) < len(self.devices):
+            raise ValueError("devices: a GPU is named twice")
         return self
+
+    def towers(self) -> list[str]:
+        """Every tower an arm may train on: `host`, then `hosts`; none without a host."""
+        return [self.host, *self.hosts] if self.host else []
+
+    def arms_at_once(self, kind: str) -> int:
+        """How many arms can train at the same time with `kind`: one per tower and device."""
+        if kind == "local":
+            return 1
+        return max(1, len(self.towers())) * max(1, len(self.devices))
 
 
 # The tracking stores MLflow's client opens (its tracking store registry), less the Unity
@@ -822,6 +855,12 @@ class Plan(_Strict):
     def training_seeds(self, stage: Stage) -> list[int]:
         """The seeds a stage trains each arm with: the plan's first, then the next ones."""
         return [self.seed + k for k in range(stage.seeds)]
+
+    def arms_at_once(self, stage: Stage) -> int:
+        """How many of `stage`'s training runs train at the same time (its executor's towers
+        and devices, at most its runs)."""
+        runs = len(stage.arms or self.arms) * stage.seeds
+        return min(runs, self.executor.arms_at_once(stage.executor or self.executor.kind))
 
     def stage_training(self, stage: Stage) -> TrainingConfig:
         overrides = stage.training.model_dump(exclude_none=True)

@@ -244,6 +244,7 @@ def _training(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Secti
                     if t.peak_memory_gib is not None
                     else "– (CPU)",
                     f"{t.train_seconds:.1f} s",
+                    arm.trained_on or "–",
                 ]
             )
         if curves:
@@ -264,7 +265,7 @@ def _training(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Secti
         return None
     columns = [
         "stage", "arm", "steps", "train loss", "eval loss before → after", "tokens/s",
-        "peak memory", "train time",
+        "peak memory", "train time", "trained on",
     ]  # fmt: skip
     return Section(
         "training", "Training", "", tables=[Table(columns, rows, "training")], figures=figures

@@ -147,6 +147,9 @@ class ArmRecord(_Record):
     mlflow_run: str | None = None
     train: TrainResult | None = None  # set once the adapter is complete
     error: str | None = None  # why training failed
+    # Where it trained: "this machine", or the tower and how ("ssh://tower, docker
+    # tunegate-training, GPU 1"); the report and MLflow show it beside its numbers.
+    trained_on: str | None = None
     # A stage with several seeds keys each training run as "<arm>.seed<seed>": its arm and seed.
     arm: str | None = None
     seed: int | None = None
@@ -208,6 +211,9 @@ class StageRecord(_Record):
     gates: list[GateResult] = Field(default_factory=list)
     mlflow_run: str | None = None
     arms: dict[str, ArmRecord] = Field(default_factory=dict)
+    # How many of its arms trained at the same time (two towers or two GPUs: 2); each held its
+    # device for the stage's whole wall time.
+    arms_at_once: int = 1
     checks: list[Check] | None = None  # the environment stage's
     evaluation_cost: EvaluationCost | None = None
     comparison: ComparisonRecord | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,10 +253,13 @@ class Events:
 
     def __init__(self, sinks: Iterable[Sink]) -> None:
         self.sinks = list(sinks)
+        # Arms training at the same time emit from their threads: one event at a time, whole.
+        self._lock = threading.RLock()
 
     def emit(self, event: Event) -> None:
-        for sink in self.sinks:
-            sink.emit(event)
+        with self._lock:
+            for sink in self.sinks:
+                sink.emit(event)
 
     def say(self, text: str, level: Level = "info", headline: str = "") -> None:
         self.emit(Notice(text, level, headline))

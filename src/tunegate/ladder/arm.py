@@ -25,8 +25,10 @@ from tunegate.events import (
 )
 from tunegate.gates import ArmEvidence
 from tunegate.ladder.context import Climb, StageRun
+from tunegate.ladder.placement import Placement
 from tunegate.ladder.selection import selection_items
-from tunegate.plan import TrainingConfig, plan_hash
+from tunegate.plan import ExecutorConfig, TrainingConfig, plan_hash
+from tunegate.remote.host import RemoteError
 from tunegate.state import ArmRecord, GenerationRecord
 from tunegate.train.qlora import TrainResult
 from tunegate.train.watch import MetricSink
@@ -96,16 +98,25 @@ def arm_jobs(climb: Climb, run: StageRun, arms: list[str], model_dir: Path) -> l
     return [ArmJob.of(climb, run, arm, model_dir, seed, render) for arm in arms for seed in seeds]
 
 
-def run_arm(climb: Climb, arm: ArmJob) -> tuple[ArmEvidence, Generations]:
-    stage = arm.run.stage
+def run_arm(
+    climb: Climb, arm: ArmJob, placement: Placement = Placement()
+) -> tuple[ArmEvidence, Generations]:
+    """The whole arm, start to generations: what a stage does arm after arm."""
+    start_arm(climb, arm)
+    return finish_arm(climb, arm, train_or_reuse(climb, arm, placement))
+
+
+def start_arm(climb: Climb, arm: ArmJob) -> None:
+    run = arm.run
     climb.events.emit(
-        ArmStarted(arm.run.index, stage.name, arm.name, arm.role, arm.record, arm.run.record)
+        ArmStarted(run.index, run.stage.name, arm.name, arm.role, arm.record, run.record)
     )
-    ev = ArmEvidence()
+
+
+def train_or_reuse(climb: Climb, arm: ArmJob, placement: Placement) -> TrainResult | str:
+    """The arm's training result: its complete adapter reused, or trained in `placement`; the
+    error when training crashed. Safe to run for several arms at once, each in its thread."""
     recorded = arm.record.train
-    # Where this run directory holds it now, not where it was trained: a moved or copied run
-    # directory reuses its own adapters.
-    adapter = arm.arm_dir / ADAPTER
     problem = None
     if recorded and arm.record.status == "done":
         problem = arm_problem(arm.arm_dir, arm.record, full=True)  # every byte, as recorded
@@ -114,29 +125,38 @@ def run_arm(climb: Climb, arm: ArmJob) -> tuple[ArmEvidence, Generations]:
                 f"  {arm.name}: {problem} since it was trained: training it again", "warning"
             )
     if recorded and arm.record.status == "done" and problem is None:
-        climb.events.emit(ArmReused(arm.name, adapter))
-        result = recorded
-    else:
-        trained = _train(climb, arm)
-        if isinstance(trained, str):
-            ev.error = trained
-            return ev, Generations()
-        result = trained
+        # Where this run directory holds it now, not where it was trained: a moved or copied
+        # run directory reuses its own adapters.
+        climb.events.emit(ArmReused(arm.name, arm.arm_dir / ADAPTER))
+        return recorded
+    return _train(climb, arm, placement)
+
+
+def finish_arm(
+    climb: Climb, arm: ArmJob, trained: TrainResult | str
+) -> tuple[ArmEvidence, Generations]:
+    """The arm's evidence from its training, then its adapter reloaded and its answers."""
+    ev = ArmEvidence()
+    if isinstance(trained, str):
+        ev.error = trained
+        return ev, Generations()
     ev.trained = True
-    ev.steps = result.steps
-    ev.losses = [(step, loss) for step, loss in result.losses]
-    ev.eval_loss_before = result.eval_loss_before
-    ev.eval_loss_after = result.eval_loss_after
-    ev.linear4bit_layers = result.linear4bit_layers
-    return ev, _reload_and_generate(climb, arm, adapter, ev)
+    ev.steps = trained.steps
+    ev.losses = [(step, loss) for step, loss in trained.losses]
+    ev.eval_loss_before = trained.eval_loss_before
+    ev.eval_loss_after = trained.eval_loss_after
+    ev.linear4bit_layers = trained.linear4bit_layers
+    return ev, _reload_and_generate(climb, arm, arm.arm_dir / ADAPTER, ev)
 
 
-def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
+def _train(climb: Climb, arm: ArmJob, placement: Placement) -> TrainResult | str:
     """Train the arm, recording it in the state; the error when it crashed."""
     plan, stage = climb.plan, arm.run.stage
     training = plan.stage_training(stage)
     kind = stage.executor or plan.executor.kind
+    executor = placement.executor(plan.executor, kind)
     arm.record.status = "training"
+    arm.record.trained_on = placement.describe(executor, kind)
     climb.save()
     params = {
         **{f"training.{k}": v for k, v in training.model_dump().items()},
@@ -148,21 +168,23 @@ def _train(climb: Climb, arm: ArmJob) -> TrainResult | str:
         "model": plan.model.name,
         # Where it trained: MLflow and the report say it beside the arm's numbers.
         "executor": kind,
-        "host": plan.executor.host if kind != "local" and plan.executor.host else "this machine",
+        "host": placement.host or "this machine",
+        "trained_on": arm.record.trained_on,
     }
     resuming = any((arm.arm_dir / "checkpoints").glob("checkpoint-*"))
     climb.events.emit(TrainingStarted(arm.name, len(arm.train_items), resuming, params, arm.record))
     try:
-        if kind != "local" and plan.executor.host is not None:
-            result = _train_on_host(climb, arm, training)
+        if executor.host is not None:
+            result = _train_on_host(climb, arm, training, executor, placement.device)
         elif kind == "docker":
-            result = _train_in_docker(climb, arm, training)
+            result = _train_in_docker(climb, arm, training, executor)
         else:
             result = _train_here(climb, arm, training)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:  # a crash is a FAIL verdict with its reason, not a traceback
-        full = disk_full(err, arm.arm_dir)
+        # A tower's failure is the tower's: a full disk in its log is not this machine's.
+        full = None if isinstance(err, RemoteError) else disk_full(err, arm.arm_dir)
         if full is not None:  # nothing more can be written: the CLI says it in one line
             raise full from err
         error = f"{type(err).__name__}: {err}"
@@ -209,19 +231,27 @@ def _train_here(climb: Climb, arm: ArmJob, training: TrainingConfig) -> TrainRes
     )
 
 
-def _train_in_docker(climb: Climb, arm: ArmJob, training: TrainingConfig) -> TrainResult:
+def _write_arm_data(arm: ArmJob) -> Path:
+    """The arm's training (and validation) items, where a container or a tower reads them."""
+    data_dir = arm.arm_dir / "data"
+    write_items(data_dir / "train.jsonl", arm.train_items)
+    if arm.val_items:
+        write_items(data_dir / "val.jsonl", arm.val_items)
+    return data_dir
+
+
+def _train_in_docker(
+    climb: Climb, arm: ArmJob, training: TrainingConfig, executor: ExecutorConfig
+) -> TrainResult:
     """Train one arm in the training container; its results come back through /work."""
     from tunegate.events import Notice
     from tunegate.tracking import tracking_uri
     from tunegate.train.docker import container_name, docker_command, run_docker
 
     plan, arm_dir = climb.plan, arm.arm_dir
-    data_dir = arm_dir / "data"
-    write_items(data_dir / "train.jsonl", arm.train_items)
-    if arm.val_items:
-        write_items(data_dir / "val.jsonl", arm.val_items)
+    data_dir = _write_arm_data(arm)
     run = docker_command(
-        plan.executor,
+        executor,
         name=container_name(plan.name, arm.run.stage.name, arm.name),
         arm_dir=arm_dir,
         model_dir=arm.model_dir,
@@ -235,47 +265,39 @@ def _train_in_docker(climb: Climb, arm: ArmJob, training: TrainingConfig) -> Tra
         tracking_uri=tracking_uri(plan),
     )
     (arm_dir / "docker-command.json").write_text(json.dumps(run.argv, indent=1))
-    climb.events.emit(
-        Notice(f"  {arm.name}: training in container {run.name} ({plan.executor.image})")
-    )
+    climb.events.emit(Notice(f"  {arm.name}: training in container {run.name} ({executor.image})"))
     result = TrainResult.from_json(run_docker(run, arm_dir / "train.log"))
     _steps_to_events(climb, arm)([({"loss": loss}, step) for step, loss in result.losses])
     return result
 
 
-def _train_on_host(climb: Climb, arm: ArmJob, training: TrainingConfig) -> TrainResult:
-    """Train one arm on the tower (`executor.host`): ship, start or reattach, follow its log
+def _train_on_host(
+    climb: Climb,
+    arm: ArmJob,
+    training: TrainingConfig,
+    executor: ExecutorConfig,
+    device: str | None,
+) -> TrainResult:
+    """Train one arm on its tower (`executor.host`): ship, start or reattach, follow its log
     (metrics recorded here), fetch and check its outputs."""
-    import hashlib
-
     from tunegate.events import Notice
-    from tunegate.remote.host import Host
-    from tunegate.remote.training import RemoteArm, remote_root, train_remote
-    from tunegate.train.docker import BASE, arm_env, container_name
+    from tunegate.remote.training import RemoteArm, train_remote
+    from tunegate.train.docker import arm_env
     from tunegate.train.watch import read_metrics_line
 
-    plan, stage, executor = climb.plan, arm.run.stage, climb.plan.executor
-    kind = stage.executor or executor.kind
-    assert executor.host is not None
-    host = Host.parse(executor.host, executor.ssh_config)
-    write_items(arm.arm_dir / "data" / "train.jsonl", arm.train_items)
-    if arm.val_items:
-        write_items(arm.arm_dir / "data" / "val.jsonl", arm.val_items)
-    root = remote_root(host, executor.remote_dir)
-    # The model's directory name carries its fingerprint (embedded models); a user's path gets
-    # one from where it is, so two models of one name never share a directory there.
-    model_dir = arm.model_dir.resolve()
-    where = hashlib.sha256(str(model_dir).encode()).hexdigest()[:8]
-    job = RemoteArm(
-        host=host,
-        executor=executor.model_copy(update={"kind": kind}),
-        name=container_name(plan.name, stage.name, arm.arm_dir.name),
-        arm_dir=f"{root}/runs/{plan.name}/{arm.arm_dir.parent.name}/{arm.arm_dir.name}",
-        model_dir=f"{root}/models/{model_dir.name}-{where}",
+    plan, stage = climb.plan, arm.run.stage
+    _write_arm_data(arm)
+    job = RemoteArm.on_tower(
+        executor,
+        plan=plan.name,
+        stage=stage.name,
+        stage_hash=arm.run.record.hash,
+        arm_dir=arm.arm_dir,
+        model_dir=arm.model_dir,
     )
     env = arm_env(
         arm=job.work,
-        base=BASE if kind == "docker" else job.model_dir,
+        base=job.base,
         train_file="data/train.jsonl",
         val_file="data/val.jsonl" if arm.val_items else None,
         training=training,
@@ -288,8 +310,9 @@ def _train_on_host(climb: Climb, arm: ArmJob, training: TrainingConfig) -> Train
         tracking_uri=None,
     )
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{job.work}/mlflow.db"
-    how = f"container {job.name} ({executor.image})" if kind == "docker" else f"job {job.name}"
-    climb.events.emit(Notice(f"  {arm.name}: training on {host} in {how}"))
+    if device is not None and not job.in_docker:
+        env["CUDA_VISIBLE_DEVICES"] = device  # a container gets its GPU from --gpus
+    climb.events.emit(Notice(f"  {arm.name}: training on {job.host} in {job.describe()}"))
     record_steps = _steps_to_events(climb, arm)
 
     def on_line(line: str) -> None:
@@ -303,7 +326,7 @@ def _train_on_host(climb: Climb, arm: ArmJob, training: TrainingConfig) -> Train
         raw = train_remote(
             job,
             local_arm=arm.arm_dir,
-            local_model=model_dir,
+            local_model=arm.model_dir.resolve(),
             env=env,
             on_line=on_line,
             say=lambda text: climb.events.emit(Notice(text)),

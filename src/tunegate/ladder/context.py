@@ -4,6 +4,7 @@ events outlet and the progress bars; and the Protocol a stage kind's runner impl
 from __future__ import annotations
 
 import shutil
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,9 +35,12 @@ class Climb:
     state: LadderState = field(default_factory=LadderState)
     # Training stages' selections, resolved before anything is written (a bad one is refused).
     selections: dict[int, Selection] = field(default_factory=dict)
+    # Arms training at the same time save from their threads: one whole state file at a time.
+    _saving: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def save(self) -> None:
-        self.run.save_state(self.state)
+        with self._saving:
+            self.run.save_state(self.state)
 
     def selection(self, index: int) -> Selection:
         if index not in self.selections:

@@ -3,18 +3,21 @@ reload from disk and generate → evaluate both arms on the same items → paire
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from tunegate.data.items import items_hash
 from tunegate.evaluate.pipeline import Generations
 from tunegate.events import ArmFinished, DataChecked
-from tunegate.gates import StageEvidence
-from tunegate.ladder.arm import arm_jobs, run_arm
+from tunegate.gates import ArmEvidence, StageEvidence
+from tunegate.ladder.arm import ArmJob, arm_jobs, finish_arm, run_arm, start_arm, train_or_reuse
 from tunegate.ladder.context import Climb, StageRun
+from tunegate.ladder.placement import Placement, placements
 from tunegate.ladder.scoring import score
 from tunegate.ladder.selection import selection_items
 from tunegate.rundir import atomic_write_json
+from tunegate.train.qlora import TrainResult
 
 
 def run_training(climb: Climb, run: StageRun) -> StageEvidence:
@@ -30,8 +33,8 @@ def run_training(climb: Climb, run: StageRun) -> StageEvidence:
         return evidence  # nothing trains on data that failed its checks
     arms = arm_jobs(climb, run, arm_names, model_dir)
     generations: dict[str, Generations] = {}
-    for arm in arms:
-        evidence.arms[arm.name], generations[arm.name] = run_arm(climb, arm)
+    for name, (arm_ev, arm_gen) in _run_arms(climb, run, arms).items():
+        evidence.arms[name], generations[name] = arm_ev, arm_gen
     if stage.evaluation.mode == "full" and all(a.trained for a in evidence.arms.values()):
         score(climb, run, arms, generations, evidence)
     for arm in arms:
@@ -40,6 +43,54 @@ def run_training(climb: Climb, run: StageRun) -> StageEvidence:
             ArmFinished(arm.name, bool(arm_ev.trained and not arm_ev.error), arm.record)
         )
     return evidence
+
+
+def _run_arms(
+    climb: Climb, run: StageRun, arms: list[ArmJob]
+) -> dict[str, tuple[ArmEvidence, Generations]]:
+    """Every arm's evidence and answers. With one place to train, arm after arm; with several
+    (two towers, two GPUs), their training at the same time, then each reloaded and answering
+    here, one after the other."""
+    kind = run.stage.executor or climb.plan.executor.kind
+    places = placements(climb.plan.executor, kind)
+    run.record.arms_at_once = min(len(places), len(arms)) or 1
+    if run.record.arms_at_once == 1:
+        return {arm.name: run_arm(climb, arm, places[0]) for arm in arms}
+    for arm in arms:
+        start_arm(climb, arm)
+    trained = _train_at_once(climb, arms, places)
+    return {arm.name: finish_arm(climb, arm, trained[arm.name]) for arm in arms}
+
+
+def _train_at_once(
+    climb: Climb, arms: list[ArmJob], places: list[Placement]
+) -> dict[str, TrainResult | str]:
+    """Train the arms in their places, each place in a thread of its own taking its arms in
+    turn (run k in place k mod n: a resume finds each arm where it left it)."""
+    results: dict[str, TrainResult | str] = {}
+    raised: list[BaseException] = []
+
+    def work(place: Placement, queue: list[ArmJob]) -> None:
+        try:
+            for arm in queue:
+                results[arm.name] = train_or_reuse(climb, arm, place)
+        except BaseException as err:  # a full disk, a stop: said on the main thread
+            raised.append(err)
+
+    # Daemon threads: an interrupted climb exits without waiting for them; what trains on a
+    # tower goes on there, and `tunegate run` reattaches to it.
+    threads = [
+        threading.Thread(target=work, args=(place, arms[k :: len(places)]), daemon=True)
+        for k, place in enumerate(places)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.5)  # a join with a timeout lets Ctrl-C through
+    if raised:
+        raise raised[0]
+    return results
 
 
 def _write_selection(climb: Climb, run: StageRun, arm_names: list[str]) -> None:

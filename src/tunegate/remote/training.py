@@ -21,18 +21,21 @@ Each step can be taken again after any failure, so `tunegate run` always continu
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tunegate.diskspace import says_disk_full
 from tunegate.plan import ExecutorConfig
 from tunegate.remote.host import Host, HostUnreachable, RemoteError, quote
 from tunegate.remote.sync import pull, push, remote_checksums, verify
-from tunegate.train.docker import BASE, WORK, run_argv
-from tunegate.train.watch import STREAM_ENV, TrainingStopped
+from tunegate.train.docker import BASE, WORK, container_name, run_argv
+from tunegate.train.watch import STREAM_ENV
 
 # What stays on the tower: the data it was sent, the checkpoints (a resume's), the job's status
 # files and its log (streamed here already, line by line), the trainer's own tracking store.
@@ -40,6 +43,11 @@ NOT_FETCHED = ("data", "checkpoints", "exit_code", "pid", "train.log", "mlflow.d
 # Between tries to reach the tower again after a dropped connection.
 RETRY_EVERY_S = 5.0
 EXIT_FILE, PID_FILE, LOG_FILE = "exit_code", "pid", "train.log"
+
+
+class RemoteArmStopped(RemoteError):
+    """The job on the tower ended without its result (killed, crashed, its disk full there).
+    What it says is the tower's, never this machine's: a full disk in its log is the tower's."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,41 @@ class RemoteArm:
     name: str
     arm_dir: str  # absolute, on the tower; the trainer's OUTPUT_DIR/MODEL_NAME
     model_dir: str  # the shipped base model, on the tower
+
+    @classmethod
+    def on_tower(
+        cls,
+        executor: ExecutorConfig,
+        *,
+        plan: str,
+        stage: str,
+        stage_hash: str,
+        arm_dir: Path,
+        model_dir: Path,
+    ) -> RemoteArm:
+        """The job of the local arm `arm_dir` (of `plan`'s `stage`) on `executor.host`: its
+        directory `<remote_dir>/runs/<plan>/<stage dir>-<stage hash>/<arm>` there, the base
+        model in `<remote_dir>/models/`. Makes `remote_dir` on the tower. The hash keeps a
+        changed stage from resuming the checkpoints of its old configuration there."""
+        assert executor.host is not None
+        host = Host.parse(executor.host, executor.ssh_config)
+        root = remote_root(host, executor.remote_dir)
+        # The model's directory name carries its fingerprint (embedded models); a user's path
+        # gets one from where it is, so two models of one name never share a directory there.
+        model_dir = model_dir.resolve()
+        where = hashlib.sha256(str(model_dir).encode()).hexdigest()[:8]
+        return cls(
+            host=host,
+            executor=executor,
+            name=container_name(plan, stage, arm_dir.name),
+            arm_dir=f"{root}/runs/{plan}/{arm_dir.parent.name}-{stage_hash[:12]}/{arm_dir.name}",
+            model_dir=f"{root}/models/{model_dir.name}-{where}",
+        )
+
+    def describe(self) -> str:
+        if self.in_docker:
+            return f"container {self.name} ({self.executor.image})"
+        return f"job {self.name}"
 
     @property
     def in_docker(self) -> bool:
@@ -246,7 +289,7 @@ def train_remote(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """Train one arm on the tower (ship, start or reattach, follow, fetch); its result.json,
-    with local paths. A guard's stop or a failed job raises TrainingStopped; an unreachable
+    with local paths. A guard's stop or a failed job raises RemoteArmStopped; an unreachable
     tower HostUnreachable; a fetched file that differs ChecksumMismatch."""
     status = job.status()
     if status.state == "running":
@@ -254,7 +297,9 @@ def train_remote(
     elif status.state == "exited" and status.exit_code == 0 and _has_result(job):
         say(f"  {job.name} finished on {job.host} while away: fetching")
     else:
-        push(job.host, local_model, job.model_dir)
+        # Arms training at the same time share the tower's copy of the model: one ships it.
+        with _shipping(job.model_dir):
+            push(job.host, local_model, job.model_dir)
         push(job.host, local_arm / "data", f"{job.arm_dir}/data")
         job.start(env)
     status = follow(job, on_line, job.executor.reconnect_s, say)
@@ -263,8 +308,13 @@ def train_remote(
         job.save_log()
         code = "no status" if status.exit_code is None else f"exit {status.exit_code}"
         killed = " (killed)" if status.exit_code in (137, 143) else ""
-        raise TrainingStopped(
-            f"{job.name} on {job.host} stopped, {code}{killed}: {tail or 'no output'}; "
+        full = (
+            f"the disk of {job.host} is full (free space there, or set executor.remote_dir); "
+            if says_disk_full(tail)
+            else ""
+        )
+        raise RemoteArmStopped(
+            f"{job.name} on {job.host} stopped, {code}{killed}: {full}{tail or 'no output'}; "
             "`tunegate run` starts it again from its last checkpoint there"
         )
     job.save_log()
@@ -275,6 +325,16 @@ def train_remote(
     result = local_paths(json.loads(result_file.read_text()), job, local_arm)
     job.remove()
     return result
+
+
+_SHIPPING: dict[str, threading.Lock] = {}
+_SHIPPING_GUARD = threading.Lock()
+
+
+def _shipping(remote_path: str) -> threading.Lock:
+    """The lock of one remote path: two rsyncs into one directory would race."""
+    with _SHIPPING_GUARD:
+        return _SHIPPING.setdefault(remote_path, threading.Lock())
 
 
 def _has_result(job: RemoteArm) -> bool:
