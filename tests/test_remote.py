@@ -342,6 +342,20 @@ def test_a_missing_image_fails_stage_0_with_its_build_command(tmp_path: Path, to
     assert "Stage 1" not in out
 
 
+def test_gpu_access_on_a_tower_without_one_fails_stage_0_with_the_daemons_words(
+    tmp_path: Path, tower: Tower, image: str
+) -> None:
+    plan = _plan_on_tower(tmp_path, tower, gpus="all")
+    climbed = run_cli("run", str(plan), "--until", "0", timeout=300)
+    out = " ".join(climbed.stdout.split())
+    assert climbed.returncode == 1, climbed.stdout[-3000:] + climbed.stderr[-3000:]
+    assert "Traceback" not in climbed.stdout + climbed.stderr
+    # A trial container with the arms' --gpus, refused by the tower's daemon in its own words.
+    assert "docker gpu runtime: `--gpus all` refused:" in out, out[-3000:]
+    assert 'could not select device driver "" with capabilities: [[gpu]]' in out, out[-3000:]
+    assert "nvidia-ctk runtime configure" in out
+
+
 def test_a_killed_container_fails_clearly_and_resumes_from_its_checkpoint(
     tmp_path: Path, tower: Tower, image: str
 ) -> None:

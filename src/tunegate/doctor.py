@@ -128,9 +128,12 @@ def _run(argv: list[str], timeout_s: float) -> tuple[int | None, str, str]:
 
 
 def _last_line(text: str) -> str:
-    """The line a tool's error is in: the last non-empty one that is not a warning."""
+    """The line a tool's error is in: the last non-empty one that is not a warning or the
+    docker client's "Run 'docker run --help' for more information"."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if not ln.lower().startswith("warning")]
+    errors = [
+        ln for ln in lines if not ln.lower().startswith("warning") and not ln.startswith("Run '")
+    ]
     return (errors or lines or ["no output"])[-1]
 
 
@@ -887,7 +890,7 @@ def _tower(plan: Plan, tower: str, kinds: set[str]) -> list[Check]:
         daemon = _docker_daemon(docker, engine)[1:]  # its client is the tower's, not ours
         checks += daemon
         if daemon[-1].status != "FAIL":
-            checks += [_docker_gpu_runtime(docker, ex), _docker_image(docker, ex, engine)]
+            checks += _docker_image_and_gpus(docker, ex, engine)
     if "ssh" in kinds:
         code, out, err = on_tower(
             f"{quote(ex.python)} -c 'import tunegate; print(tunegate.__version__)'"
@@ -932,7 +935,7 @@ def _docker(plan: Plan) -> list[Check]:
     checks = _docker_daemon(docker, engine)
     if checks[-1].status == "FAIL":
         return checks
-    return [*checks, _docker_gpu_runtime(docker, ex), _docker_image(docker, ex, engine)]
+    return [*checks, *_docker_image_and_gpus(docker, ex, engine)]
 
 
 def _docker_caller(ex: ExecutorConfig) -> _DockerCall:
@@ -985,8 +988,32 @@ def _docker_daemon(docker: _DockerCall, engine: str) -> list[Check]:
     ]
 
 
-def _docker_gpu_runtime(docker: _DockerCall, ex: ExecutorConfig) -> Check:
-    if not ex.gpus:
+def _docker_image_and_gpus(docker: _DockerCall, ex: ExecutorConfig, engine: str) -> list[Check]:
+    image = _docker_image(docker, ex, engine)
+    return [_docker_gpu_runtime(docker, ex, image.status == "PASS"), image]
+
+
+def _gpus_argument(ex: ExecutorConfig) -> str | None:
+    """What `--gpus` the arms get: one of `devices` each (all of them tried together), or
+    `gpus`."""
+    if ex.devices:
+        listed = ",".join(ex.devices)
+        return f'"device={listed}"' if len(ex.devices) > 1 else f"device={listed}"
+    return ex.gpus
+
+
+_TOOLKIT_FIX = (
+    "install nvidia-container-toolkit, then sudo nvidia-ctk runtime configure "
+    "--runtime=docker && sudo systemctl restart docker"
+)
+
+
+def _docker_gpu_runtime(docker: _DockerCall, ex: ExecutorConfig, image_present: bool) -> Check:
+    """GPU access for the arms' containers: the nvidia runtime listed, else a trial container
+    started with their `--gpus` (which can work through the toolkit's hook or CDI without a
+    runtime named nvidia): the daemon's own refusal is the FAIL's evidence."""
+    gpus = _gpus_argument(ex)
+    if not gpus:
         return Check("docker gpu runtime", "PASS", "not needed (executor.gpus: null)")
     code, out, err = docker("info", "--format", "{{json .Runtimes}}")
     try:
@@ -995,15 +1022,28 @@ def _docker_gpu_runtime(docker: _DockerCall, ex: ExecutorConfig) -> Check:
         runtimes = []
     if "nvidia" in runtimes:
         return Check("docker gpu runtime", "PASS", "runtimes: " + ", ".join(runtimes))
-    # WARN, not FAIL: `--gpus` can also work through the toolkit's hook or CDI without a
-    # runtime named nvidia, which `docker info` does not show.
     shown = (", ".join(runtimes) or _last_line(err)) if code is not None else "no answer"
+    if image_present:
+        code, _, err = docker("run", "--rm", "--gpus", gpus, "--entrypoint", "true", ex.image)
+        if code == 0:
+            return Check(
+                "docker gpu runtime",
+                "PASS",
+                f"`--gpus {gpus}`: a container starts with it (no nvidia runtime listed: {shown})",
+            )
+        if code is not None:
+            return Check(
+                "docker gpu runtime",
+                "FAIL",
+                f"`--gpus {gpus}` refused: {_last_line(err) or f'exit {code}'}",
+                _TOOLKIT_FIX,
+            )
+    # Not tried (no image yet, or no answer in time): a WARN, not a guess either way.
     return Check(
         "docker gpu runtime",
         "WARN",
-        f"no nvidia runtime ({shown}): `--gpus {ex.gpus}` may fail",
-        "install nvidia-container-toolkit, then sudo nvidia-ctk runtime configure "
-        "--runtime=docker && sudo systemctl restart docker",
+        f"no nvidia runtime ({shown}): `--gpus {gpus}` may fail",
+        _TOOLKIT_FIX,
     )
 
 
