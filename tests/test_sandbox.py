@@ -8,7 +8,6 @@ import ast
 import json
 import os
 import secrets
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,29 +183,6 @@ HOSTILE: dict[str, str] = {
     "compiler bomb": "x = " + "+".join(["a"] * 80000) + "\n",
     "forge by replacing the recorder": "__tg_record__ = lambda *a: None\nsolve = lambda: 0\n",
 }
-
-
-def test_a_worker_that_died_while_idle_costs_no_program_its_verdict() -> None:
-    # Seen under the full suite's load: a correct program got ERROR, "the program killed its
-    # worker", from a worker that was dead before the program reached it.
-    # (Probed here, not in a skipif: detect() makes the process a subreaper, and at collection
-    # that would make pytest the reaper of every orphan, the tower's ssh jobs' included.)
-    if detect().bwrap is None or not detect().drop_uid:
-        pytest.skip("the worker pool needs bubblewrap, and its programs a uid of their own")
-    pool = WorkerPool(workers=1)
-    try:
-        # Every process of the sandbox's uid (the idle worker's server among them), as a
-        # clean-up of strays does: the pool's bubblewrap outlives it, its pipes open.
-        for pid in nobody_processes():
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-        added = pool.run("def add(a, b):\n    return a + b\n", "assert add(2, 3) == 5\n")
-        assert added.verdict == "PASS", added
-        # A program that kills its worker still gets ERROR (it kills the fresh one too).
-        killer = pool.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", TESTS)
-        assert killer.verdict == "ERROR" and killer.output_tail == "the program killed its worker"
-    finally:
-        pool.close()
 
 
 def _survivors(pool: WorkerPool | None) -> list[int]:
