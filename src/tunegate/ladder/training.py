@@ -53,7 +53,8 @@ def _run_arms(
     here, one after the other."""
     kind = run.stage.executor or climb.plan.executor.kind
     places = placements(climb.plan.executor, kind)
-    run.record.arms_at_once = min(len(places), len(arms)) or 1
+    # The number the forecasts use too: one definition of it (`Plan.arms_at_once`).
+    run.record.arms_at_once = climb.plan.arms_at_once(run.stage)
     if run.record.arms_at_once == 1:
         return {arm.name: run_arm(climb, arm, places[0]) for arm in arms}
     for arm in arms:
