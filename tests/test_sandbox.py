@@ -89,6 +89,42 @@ def test_pool_gives_the_same_verdicts_as_fresh_processes(pool: WorkerPool | None
     assert pooled[-1].output_tail == fresh[-1].output_tail
 
 
+def test_pool_survives_other_sandboxes_taking_the_uids_processes() -> None:
+    # RLIMIT_NPROC counts every task of uid nobody: a worker's limit is room above the tasks
+    # nobody had when it started. Other sandboxes (another tunegate's pool, node's threads) that
+    # take that room since made its next fork fail, and a correct program got ERROR ("the
+    # program killed its worker": 3 full suites in 4 here). The worker now says so and a fresh
+    # one, with a fresh limit, runs the program.
+    if not detect().drop_uid or detect().bwrap is None:
+        pytest.skip("the process limit applies to the sandbox uid (root with bubblewrap)")
+    import subprocess
+
+    workers = WorkerPool(2)
+    others: list[subprocess.Popen[bytes]] = []
+    try:
+        assert workers.run("def f():\n    return 1\n", "assert f() == 1\n").verdict == "PASS"
+
+        def as_nobody() -> None:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+
+        others = [subprocess.Popen(["sleep", "60"], preexec_fn=as_nobody) for _ in range(150)]
+        verdicts = [
+            workers.run("def f():\n    return 1\n", "assert f() == 1\n").verdict for _ in range(4)
+        ]
+        assert verdicts == ["PASS"] * 4
+        # A program that kills its worker still gets ERROR (and the pool goes on).
+        killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+        assert workers.run(killer, "assert True\n").verdict == "ERROR"
+        assert workers.run("def f():\n    return 1\n", "assert f() == 2\n").verdict == "FAIL"
+    finally:
+        for other in others:
+            other.kill()
+            other.wait()
+        workers.close()
+
+
 def test_humaneval_canonical_solutions_pass_and_broken_ones_fail() -> None:
     problems = _problems()
     assert len(problems) == 164

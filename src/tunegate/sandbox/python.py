@@ -6,7 +6,8 @@ bubblewrap another 10. A worker (`WorkerPool`) pays that once: it is a small for
 root, no network, uid nobody, rlimits) with the standard modules generated code imports already
 loaded, and each program costs a fork. A program that kills its worker (it runs as the same uid)
 gets ERROR, and the worker is replaced (the program is tried once more on the new one first: a
-worker that died while idle looks the same from here). Both give the same verdicts: every
+worker that died while idle, or that can no longer fork because other sandboxes took the uid's
+process limit since it started, looks the same from here). Both give the same verdicts: every
 program starts from the same pristine state, and the one verdict rule (`verdict.judge`) decides.
 """
 
@@ -130,6 +131,16 @@ class WorkerPool:
             self._all.append(worker)
         return worker
 
+    def _ask(self, worker: _Worker, job: dict[str, Any]) -> dict[str, Any] | None:
+        """The worker's answer; None when it died (killed by the program, or while idle)."""
+        return worker.run(job)
+
+    def _replace(self, worker: _Worker) -> None:
+        """Forget a dead or spent worker (its namespace is reaped by the next start)."""
+        worker.close()
+        with self._lock:
+            self._all.remove(worker)
+
     def run(self, program: str, tests: str, timeout_s: float = 5.0) -> Execution:
         """`program` then `tests` on an idle worker: `run_python`'s verdict, in milliseconds."""
         nonce = secrets.token_hex(16)
@@ -142,26 +153,28 @@ class WorkerPool:
             "cpu_s": int(timeout_s) + 1,
             "memory_mb": self.memory_mb,
         }
-        # A worker that died while idle (seen under a full test suite's load, cause not found)
-        # looks from here like one the program killed: the program runs once more, on a fresh
-        # worker. One that kills its worker kills that one too, and gets ERROR.
-        for _ in range(2):
+        started = time.perf_counter()
+        worker = self._idle.get()
+        answer = self._ask(worker, job)
+        if answer is None or "unavailable" in answer:
+            # The worker died while idle, or can no longer fork: the uid's process limit it was
+            # started with (room above the tasks nobody had then) is taken since by other
+            # sandboxes (pools and spares of other tunegate processes). A fresh worker gets a
+            # fresh limit and runs the program; one that kills its worker kills that one too.
+            self._replace(worker)
+            worker = self._start()
             started = time.perf_counter()
-            worker = self._idle.get()
-            try:
-                answer = worker.run(job)
-            finally:
-                if worker.proc.poll() is None:
-                    self._idle.put(worker)
-                else:
-                    worker.close()
-                    self._idle.put(self._start())
-            if answer is not None:
-                break
-        if answer is None:
-            return Execution(
-                "ERROR", None, time.perf_counter() - started, "the program killed its worker"
-            )
+            answer = self._ask(worker, job)
+        if answer is None or "unavailable" in answer:
+            self._replace(worker)
+            self._idle.put(self._start())
+            why = "the program killed its worker" if answer is None else answer["unavailable"]
+            return Execution("ERROR", None, time.perf_counter() - started, why)
+        if worker.proc.poll() is None:
+            self._idle.put(worker)
+        else:  # it answered, then died (the program's daemon killed it on its way out)
+            self._replace(worker)
+            self._idle.put(self._start())
         return judge(
             answer["timed_out"],
             answer["returncode"],

@@ -179,7 +179,16 @@ def run_job(job: dict, d: str, limits: tuple[int, int], me: int) -> dict:
     with contextlib.suppress(OSError):
         fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, channel_limit)
     sys.stdout.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        # EAGAIN: the uid's process limit, set when this server started, is taken by other
+        # sandboxes since. The pool starts a fresh server (with a fresh limit) for the job.
+        for fd in (r, w, out):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            remove(d)
+        return {"unavailable": f"the worker could not fork: {os.strerror(e.errno or 0)}"}
     if pid == 0:
         child(job, code, d, w, out)
     os.close(w)
@@ -212,7 +221,10 @@ def main() -> None:
     while True:
         job = recv()
         serial += 1
-        send(run_job(job, f"/tmp/job-{me}-{serial}", limits, me))
+        answer = run_job(job, f"/tmp/job-{me}-{serial}", limits, me)
+        send(answer)
+        if "unavailable" in answer:
+            sys.exit(0)  # replaced by the pool
 
 
 if __name__ == "__main__":
