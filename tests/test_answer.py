@@ -8,9 +8,9 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from tunegate.ladder import run_dir_for
 from tunegate.plan import Plan, dump_plan, load_plan
 from tunegate.render import answer
+from tunegate.rundir import run_dir_for
 from tunegate.state import LadderState, StageRecord
 
 STAGES = ["environment", "micro", "small", "pilot", "production"]

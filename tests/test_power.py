@@ -46,7 +46,11 @@ def test_paired_t_mde_matches_facts(n: int, d_z: float) -> None:
 @pytest.mark.parametrize("alpha", [0.05, 0.01])
 def test_paired_t_mde_is_statsmodels_solve_power(n: int, alpha: float) -> None:
     expected = SOLVER.solve_power(nobs=n, alpha=alpha, power=0.8, alternative="two-sided")
-    assert paired_t_mde(n, alpha) == pytest.approx(expected, rel=1e-6)
+    d = paired_t_mde(n, alpha)
+    # solve_power stops within its own tolerance (n = 15, alpha = 0.01: 2e-6 off in d_z, 1.8e-6
+    # in power); the root found here is exact by statsmodels' own power function.
+    assert d == pytest.approx(expected, rel=1e-5)
+    assert SOLVER.power(d, n, alpha, alternative="two-sided") == pytest.approx(0.8, abs=1e-9)
 
 
 def test_paired_t_mde_matches_r_pwr_formula() -> None:

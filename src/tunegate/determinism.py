@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import platform
 import re
@@ -26,6 +27,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 # CPU features that change which kernels torch, oneDNN, MKL and bitsandbytes pick.
@@ -191,13 +193,7 @@ def _libraries() -> tuple[str, str]:
     onednn = "oneDNN not built" if not torch.backends.mkldnn.is_available() else "oneDNN"
     a = torch.ones(8, 8)
     if torch.backends.mkl.is_available():
-        with _stdout_captured() as read, torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON):
-            torch.mm(a, a)
-        found = re.search(
-            r"MKL_VERBOSE (oneMKL [^,]*?|Intel\(R\) MKL [^,]*?) (Product|for)", read()
-        )
-        if found:
-            blas = found.group(1).strip()
+        blas = _mkl_version(a) or blas
     if torch.backends.mkldnn.is_available():
         with _stdout_captured() as read, torch.backends.mkldnn.verbose(1):
             a.to_mkldnn()  # a oneDNN reorder: its first primitive prints the header
@@ -207,6 +203,36 @@ def _libraries() -> tuple[str, str]:
         if version:
             onednn = version.group(1) + (f" ({isa.group(1).strip()})" if isa else "")
     return blas, onednn
+
+
+def _mkl_version(a: Any) -> str | None:
+    """MKL's version as its verbose mode prints it. Its first verbose call calibrates MKL's
+    timer (0.3-0.8 s, every process that records the machine), so the answer is kept in
+    tunegate's cache per torch build: the version is the build's, whatever the CPU."""
+    import torch
+
+    from tunegate.models.tiny import cache_dir
+
+    build = Path(torch.__file__).parent / "lib"
+    try:
+        stamp = max((f.stat().st_mtime_ns, f.stat().st_size) for f in build.glob("libtorch_cpu*"))
+    except (OSError, ValueError):
+        stamp = (0, 0)
+    key = hashlib.sha256(f"{torch.__version__}|{build}|{stamp}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "machine" / f"mkl-{key}.txt"
+    with contextlib.suppress(OSError):
+        return cached.read_text(encoding="utf-8").strip() or None
+    with _stdout_captured() as read, torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON):
+        torch.mm(a, a)
+    found = re.search(r"MKL_VERBOSE (oneMKL [^,]*?|Intel\(R\) MKL [^,]*?) (Product|for)", read())
+    version = found.group(1).strip() if found else None
+    if version:
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next process time
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(version, encoding="utf-8")
+            os.replace(tmp, cached)
+    return version
 
 
 @contextlib.contextmanager

@@ -4,8 +4,9 @@ Before a stage spends hours and dollars, `tunegate plan` says the smallest effec
 with 80 % power, for the two tests `tunegate.stats.compare` runs:
 
 - continuous metrics, paired t: the minimum detectable Cohen's d_z (mean difference / SD of the
-  differences), from statsmodels' `TTestPower` — the same noncentral-t power as R's
-  `pwr.t.test(type = "paired")` and G*Power's "difference from constant";
+  differences), from the noncentral t (scipy) — the power statsmodels' `TTestPower`, R's
+  `pwr.t.test(type = "paired")` and G*Power's "difference from constant" compute (the tests
+  check it against statsmodels; not imported here, as its pandas costs `tunegate plan` 0.4 s);
 - binary metrics, exact McNemar (the binomial test on the discordant pairs): the minimum
   detectable gain in pass rate, computed exactly — the binomial distribution of the discordant
   count times the exact test's rejection region on it (Connor 1987's conditional model, without
@@ -35,7 +36,6 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 from scipy import stats as sps
-from statsmodels.stats.power import TTestPower
 
 from tunegate.stats import min_exact_p
 
@@ -43,8 +43,6 @@ from tunegate.stats import min_exact_p
 DEFAULT_POWER = 0.8
 
 BEST_CASE = "the experiment turns failures into passes and breaks no item the control passed"
-
-_T_POWER = TTestPower()
 
 
 @dataclass(frozen=True)
@@ -75,31 +73,24 @@ class Power:
 
 def paired_t_power(d_z: float, n: int, alpha: float) -> float:
     """Power of the two-sided paired t-test (both tails, as statsmodels and pwr count them)."""
-    result = float(
-        _T_POWER.power(effect_size=abs(d_z), nobs=n, alpha=alpha, alternative="two-sided")
-    )
-    if math.isnan(result):
-        # scipy's noncentral t returns NaN for the far opposite tail at a large noncentrality
-        # (scipy 1.17: nct.cdf(-5.9, 5, 9.8)); that tail is < 1e-12 there, so drop it.
-        crit = float(sps.t.isf(alpha / 2, n - 1))
-        result = float(sps.nct.sf(crit, n - 1, abs(d_z) * math.sqrt(n)))
-    return result
+    df, nc = n - 1, abs(d_z) * math.sqrt(n)
+    crit = float(sps.t.isf(alpha / 2, df))
+    upper = float(sps.nct.sf(crit, df, nc))
+    lower = float(sps.nct.cdf(-crit, df, nc))
+    # scipy's noncentral t returns NaN for the far opposite tail at a large noncentrality
+    # (scipy 1.17: nct.cdf(-5.9, 5, 9.8)); that tail is < 1e-12 there, so it is dropped.
+    return upper if math.isnan(lower) else upper + lower
 
 
 def paired_t_mde(n: int, alpha: float, power: float = DEFAULT_POWER) -> float:
     """Smallest d_z the two-sided paired t-test detects with `power` on n pairs.
 
-    statsmodels' `solve_power`, checked: for a few items and a small alpha it can return the end
-    of its search bracket instead of a root (n = 6, alpha = 0.001 gives 2.78 at 57 % power), so
-    a miss falls back to Brent's method on the same power function.
+    Brent's method on the power function, bracketed by doubling: statsmodels' `solve_power`
+    can return the end of its search bracket instead of a root for a few items and a small
+    alpha (n = 6, alpha = 0.001 gives 2.78 at 57 % power); this cannot.
     """
     if n < 2:
         raise ValueError(f"a paired t-test needs at least 2 pairs (got {n})")
-    # solve_power answers a 0-d or, when its first solver fails over to fsolve, a 1-element array.
-    solved = _T_POWER.solve_power(nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    d = abs(float(np.ravel(solved)[0]))  # the two-sided power is even in d: n = 73 solves to −0.33
-    if math.isfinite(d) and abs(paired_t_power(d, n, alpha) - power) < 1e-5:
-        return d
     hi = 1.0
     while paired_t_power(hi, n, alpha) < power:
         hi *= 2
@@ -111,7 +102,7 @@ def paired_t_mde(n: int, alpha: float, power: float = DEFAULT_POWER) -> float:
 def paired_t_n(d_z: float, alpha: float, power: float = DEFAULT_POWER) -> int:
     """Smallest number of pairs at which the paired t-test detects d_z with `power`.
 
-    Integer bisection on statsmodels' power (monotone in n for the t-test): the exact smallest
+    Integer bisection on the power (monotone in n for the t-test): the exact smallest
     integer, which is `ceil(solve_power(effect_size=d_z))` except where that solver misses.
     """
     if d_z == 0 or not math.isfinite(d_z):

@@ -425,8 +425,6 @@ def _forest_row(label: str, c: Comparison, alpha: float, primary: bool) -> Fores
 
 
 def _power(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Section | None:
-    from tunegate.power import stage_power
-
     rows = []
     for i, stage in enumerate(plan.stages):
         if stage.kind != "train" or stage.evaluation.mode != "full":
@@ -434,6 +432,8 @@ def _power(plan: Plan, records: dict[str, StageRecord], run: RunDir) -> Section 
         selection = _read_json(run.stage_dir(i, stage.name) / "selection.json")
         if not selection:
             continue
+        from tunegate.power import stage_power  # scipy: only when a stage has test items
+
         n = len(selection.get("test", []))
         alpha = stage.gates.max_p_value or 0.05
         power = stage_power(n, alpha=alpha)

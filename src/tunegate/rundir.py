@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tunegate.errors import UserError
 
 if TYPE_CHECKING:
+    from tunegate.plan import Plan
     from tunegate.state import LadderState
 
 
@@ -243,3 +244,8 @@ def _json_kind(value: Any) -> str:
         return "boolean"
     kinds = {list: "list", str: "string", int: "number", float: "number"}
     return kinds.get(type(value), type(value).__name__)
+
+
+def run_dir_for(plan: Plan) -> RunDir:
+    """The plan's run directory: `<output_dir>/<plan name>/`."""
+    return RunDir(plan.output_dir / plan.name)

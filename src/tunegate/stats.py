@@ -26,13 +26,13 @@ import functools
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-from scipy import optimize
-from scipy import stats as sps
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import proportion_confint
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy, scipy and statsmodels are imported by the functions that compute: the records below are
+# read by every command (`status`, `plan`), which must not pay their second of imports.
 
 TestName = Literal["t", "wilcoxon", "mcnemar", "sign", "permutation"]
 TESTS: tuple[str, ...] = ("t", "wilcoxon", "mcnemar", "sign", "permutation")
@@ -78,6 +78,8 @@ def min_exact_p(n: int) -> float:
 
 def wilson(successes: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
     """Wilson score interval of a rate (statsmodels); None for n = 0."""
+    from statsmodels.stats.proportion import proportion_confint
+
     if n == 0:
         return None
     lo, hi = proportion_confint(successes, n, alpha=1 - level, method="wilson")
@@ -86,6 +88,8 @@ def wilson(successes: int, n: int, level: float = 0.95) -> tuple[float, float] |
 
 def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
     """Exact (Clopper–Pearson) interval of a rate; None for n = 0."""
+    from statsmodels.stats.proportion import proportion_confint
+
     if n == 0:
         return None
     lo, hi = proportion_confint(successes, n, alpha=1 - level, method="beta")
@@ -93,6 +97,8 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float,
 
 
 def paired_t(d: np.ndarray) -> float | None:
+    from scipy import stats as sps
+
     if d.size < 2 or _sd(d) == 0:
         return None
     return float(sps.ttest_1samp(d, 0.0).pvalue)
@@ -101,6 +107,9 @@ def paired_t(d: np.ndarray) -> float | None:
 def wilcoxon(d: np.ndarray) -> float | None:
     """Signed-rank test, zero differences dropped (R's default); exact when n ≤ 50 without ties
     or zeros, else normal approximation with continuity correction (what R falls back to)."""
+    import numpy as np
+    from scipy import stats as sps
+
     nonzero = d[d != 0]
     if nonzero.size == 0:
         return 1.0 if d.size else None
@@ -118,6 +127,8 @@ def wilcoxon(d: np.ndarray) -> float | None:
 def sign_test(d: np.ndarray) -> float | None:
     """Exact binomial test on the signs of the non-zero differences (for a binary metric this
     is the exact McNemar test: the discordant pairs)."""
+    from scipy import stats as sps
+
     up, down = int((d > 0).sum()), int((d < 0).sum())
     if up + down == 0:
         return 1.0 if d.size else None
@@ -130,6 +141,8 @@ def permutation(d: np.ndarray, seed: int = 0) -> float | None:
     patterns with the (count + 1) / (R + 1) estimate, which never reports p = 0. Written out
     (not scipy's `permutation_test`): scipy builds the 2^n pairings in Python, 80 ms at n = 15,
     and the gate simulation runs thousands of these."""
+    import numpy as np
+
     if d.size < 2 or not np.any(d != 0):
         return 1.0 if d.size else None
     observed = abs(float(d.mean()))
@@ -145,11 +158,15 @@ def permutation(d: np.ndarray, seed: int = 0) -> float | None:
 @functools.cache
 def _sign_patterns(n: int) -> np.ndarray:
     """All 2^n patterns of ±1, one per row."""
+    import numpy as np
+
     bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
     return 1.0 - 2.0 * bits
 
 
 def _sd(x: np.ndarray) -> float:
+    import numpy as np
+
     if x.size < 2:
         return 0.0
     sd = float(x.std(ddof=1))
@@ -159,6 +176,9 @@ def _sd(x: np.ndarray) -> float:
 
 def d_z_interval(d_z: float, n: int, level: float = 0.95) -> tuple[float, float] | None:
     """Exact CI of d_z: invert the noncentral t (t = d_z √n, df = n − 1)."""
+    from scipy import optimize
+    from scipy import stats as sps
+
     if n < 3 or not math.isfinite(d_z):
         return None
     t, df, root = d_z * math.sqrt(n), n - 1, math.sqrt(n)
@@ -181,16 +201,22 @@ def d_z_interval(d_z: float, n: int, level: float = 0.95) -> tuple[float, float]
 
 
 def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    import numpy as np
+
     return np.mean(y - x, axis=axis)
 
 
 def _relative(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    import numpy as np
+
     with np.errstate(divide="ignore", invalid="ignore"):
         base = np.mean(x, axis=axis)
         return (np.mean(y, axis=axis) - base) / base
 
 
 def _g_av(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    import numpy as np
+
     n = x.shape[axis]
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = (np.std(x, ddof=1, axis=axis) + np.std(y, ddof=1, axis=axis)) / 2
@@ -200,6 +226,9 @@ def _g_av(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
 def _bootstrap(
     c: np.ndarray, e: np.ndarray, statistic: Any, seed: int
 ) -> tuple[float, float] | None:
+    import numpy as np
+    from scipy import stats as sps
+
     if c.size < 3:
         return None
     # BCa divides by the jackknife's spread: degenerate data warns, then gives NaN bounds.
@@ -236,6 +265,8 @@ def compare(
     """Every paired test, interval and effect size for one metric; `test` picks the primary.
     `intervals=False` skips the bootstrap and noncentral-t intervals (about 10 ms of a call):
     for simulations that only need the p-value and the difference."""
+    import numpy as np
+
     c, e = _paired_values(metric, control, experiment)
     primary = test or ("mcnemar" if binary else "t")
     if primary not in TESTS:
@@ -293,6 +324,8 @@ def compare(
 def _paired_values(
     metric: str, control: list[float], experiment: list[float]
 ) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     c = np.asarray(control, dtype=float)
     e = np.asarray(experiment, dtype=float)
     if c.shape != e.shape:
@@ -328,6 +361,8 @@ def _p_values(d: np.ndarray, sd: float, md: float, seed: int) -> dict[str, float
 
 def _t_interval(md: float, sd: float, n: int) -> tuple[float, float] | None:
     """The t-based 95 % interval of the mean difference; None where it is undefined."""
+    from scipy import stats as sps
+
     if n > 1 and sd > 0:
         half = float(sps.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
         return (md - half, md + half)
@@ -349,6 +384,8 @@ def _label(test: str, c: np.ndarray, e: np.ndarray) -> str:
 
 def holm(comparisons: list[Comparison]) -> None:
     """Holm–Bonferroni across the given comparisons, in place (p_adjusted)."""
+    from statsmodels.stats.multitest import multipletests
+
     tested = [c for c in comparisons if c.p_value is not None]
     if not tested:
         return
@@ -364,7 +401,9 @@ def clustered_difference(
     intercept, clusters = scenarios): (mean, se, two-sided p on G − 1 df). Items of one scenario
     are not independent draws; treating them as such understates the SE. None with fewer than 2
     clusters."""
+    import numpy as np
     import statsmodels.api as sm
+    from scipy import stats as sps
 
     groups = sorted(set(clusters))
     if len(groups) < 2:
@@ -428,6 +467,9 @@ def seeded_difference(
     with statsmodels' MixedLM), and the t has Satterthwaite's degrees of freedom: with 2 seeds
     per arm and a real seed variance, they fall toward 2, the honest price of 4 runs.
     None without two seeds in each arm and two items."""
+    import numpy as np
+    from scipy import stats as sps
+
     runs = {"control": control, "experiment": experiment}
     if any(len(r) < 2 for r in runs.values()):
         return None
@@ -482,4 +524,6 @@ def seeded_difference(
 
 
 def _run_means(runs: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, float]]:
+    import numpy as np
+
     return {role: {s: float(np.mean(r[s])) for s in sorted(r)} for role, r in runs.items()}

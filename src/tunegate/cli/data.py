@@ -180,7 +180,7 @@ def _stage_selections(
 ) -> tuple[list[_TrainedSelection], dict[str, CheckResult]]:
     """Per training stage and arm: what it trains on, and the leakage of its test items into
     its training items (by scope), under the stage's `checks:` policy."""
-    from tunegate.ladder import resolve_selection
+    from tunegate.ladder.selection import resolve_selection
 
     stages: list[_TrainedSelection] = []
     leaks: dict[str, CheckResult] = {}

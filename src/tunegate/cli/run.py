@@ -22,10 +22,10 @@ from tunegate.cli.common import (
     refuse_overwrite,
 )
 from tunegate.errors import UserError
-from tunegate.rundir import RunDir
+from tunegate.rundir import RunDir, run_dir_for
 
 if TYPE_CHECKING:
-    from tunegate.ladder import Ladder
+    from tunegate.ladder.climb import Ladder
     from tunegate.state import LadderState
 
 
@@ -72,7 +72,7 @@ def plan(plan_path: Path = typer.Argument(DEFAULT_PLAN, metavar="[PLAN]")) -> No
     # Validate before the heavy imports (torch via ladder): a bad plan answers in a blink.
     p = load_plan(plan_path)
     exp = load_experiment(p)
-    from tunegate.ladder import power_notes
+    from tunegate.ladder.selection import power_notes
     from tunegate.render import cost_table, plan_table
 
     warnings = power_notes(p, exp)
@@ -120,14 +120,15 @@ def run(
     if not quiet:  # on stderr: `--json` and `--events -` keep stdout for what they print
         _print_warnings(p.warnings, Console(stderr=True))
     # A state.json this climb cannot resume from is refused before the heavy imports (torch,
-    # transformers), as a bad plan is; the directory is the ladder's `run_dir_for`.
-    before = RunDir(p.output_dir / p.name).load_state(p.name)
+    # transformers), as a bad plan is.
+    before = run_dir_for(p).load_state(p.name)
     ladder: Ladder | None = None
     try:
         from tunegate.artifacts import missing_artifacts
         from tunegate.events import Sink
         from tunegate.events.jsonl import JsonLinesSink
-        from tunegate.ladder import Ladder, RunOptions
+        from tunegate.ladder.climb import Ladder
+        from tunegate.ladder.selection import RunOptions
         from tunegate.render import final_answer, verdict_table
         from tunegate.report import report_file
 
@@ -250,7 +251,6 @@ def _run_dir(run_dir: Path | None, plan_path: Path) -> Path:
     """The run directory named, or the plan's (from ./tunegate.yaml)."""
     if run_dir is not None:
         return run_dir
-    from tunegate.ladder import run_dir_for
     from tunegate.plan import load_plan
 
     return run_dir_for(load_plan(plan_path)).root

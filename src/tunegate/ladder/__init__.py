@@ -13,26 +13,8 @@
 A stage never starts unless the one before passed, unless forced (and then that is recorded).
 Nothing here prints or logs: it emits events (`tunegate.events`) to the console, MLflow and
 `events.jsonl`.
+
+Importers name the module they need (`tunegate.ladder.climb`, `.selection`): this package
+imports nothing, so a light command that needs the run directory or the selection (`status`,
+`plan`) does not load the climb and, through it, the trainer and the evaluation.
 """
-
-from tunegate.ladder.climb import RUNNERS, Ladder, StageOutcome
-from tunegate.ladder.selection import (
-    RunOptions,
-    power_notes,
-    resolve_selection,
-    run_dir_for,
-    stage_passed,
-    stage_range,
-)
-
-__all__ = [
-    "RUNNERS",
-    "Ladder",
-    "RunOptions",
-    "StageOutcome",
-    "power_notes",
-    "resolve_selection",
-    "run_dir_for",
-    "stage_passed",
-    "stage_range",
-]

@@ -30,13 +30,14 @@ from tunegate.gates import GateResult, evaluate_gates
 from tunegate.ladder.context import Climb, StageRun, StageRunner, now
 from tunegate.ladder.environment import run_environment
 from tunegate.ladder.forecasting import measure
-from tunegate.ladder.guards import admit
-from tunegate.ladder.selection import RunOptions, power_notes, run_dir_for, stage_range
+from tunegate.ladder.guards import admit, refused_at_once
+from tunegate.ladder.selection import RunOptions, power_notes, stage_range
 from tunegate.ladder.training import run_training
 from tunegate.plan import Plan, dump_plan, plan_hash
 from tunegate.progress import Bars
-from tunegate.rundir import RunLock, atomic_write_json
+from tunegate.rundir import RunLock, atomic_write_json, run_dir_for
 from tunegate.tracking import TrackingFailed
+from tunegate.train.qlora import frozen_heap
 
 # One runner per stage kind (`stages[].kind` in the plan).
 RUNNERS: dict[str, StageRunner] = {"environment": run_environment, "train": run_training}
@@ -91,15 +92,22 @@ class Ladder:
                 "Use --from N to run a stage again.", "success", "Every stage has passed."
             )
             return []
+        climb.state = state
+        if refused_at_once(climb, start, opts):
+            self.blocked = True
+            return []
         log = self._open()
         try:
-            if opts.start is None and opts.stage is None:
-                self._say_why_again(start)
-            with climb.bars:
-                outcomes = self._climb(opts, start, end)
-            self._report()
-            self.events.emit(ClimbEnded())
-            return outcomes
+            # What is loaded by now (torch, transformers, MLflow; no model yet) is not this
+            # climb's garbage: the trainer's collection per arm skips it (`frozen_heap`).
+            with frozen_heap():
+                if opts.start is None and opts.stage is None:
+                    self._say_why_again(start)
+                with climb.bars:
+                    outcomes = self._climb(opts, start, end)
+                self._report()
+                self.events.emit(ClimbEnded())
+                return outcomes
         finally:
             log.close()
 
@@ -229,9 +237,9 @@ class Ladder:
         self._report()
 
     def _climb(self, opts: RunOptions, start: int, end: int) -> list[StageOutcome]:
-        for index, notes in power_notes(self.plan, self.exp).items():
+        for index, notes in power_notes(self.plan, self.exp, range(start, end + 1)).items():
             for note in notes:
-                if start <= index <= end and "cannot be met" in note:
+                if "cannot be met" in note:
                     name = self.plan.stages[index].name
                     self.events.say(note, "warning", f"Stage {index} ({name}):")
         outcomes: list[StageOutcome] = []

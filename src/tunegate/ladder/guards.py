@@ -54,6 +54,18 @@ def admit(climb: Climb, index: int, opts: RunOptions) -> Admission:
     return admission
 
 
+def refused_at_once(climb: Climb, index: int, opts: RunOptions) -> bool:
+    """The climb's first stage refused because the one before has not passed (and it is not
+    forced): said before the climb opens anything (torch, tracking, the report), so such a
+    refusal answers in a blink and writes nothing. The other refusals (pre-flight, budget, disk)
+    need the forecasts and the machine, and stay with `admit`."""
+    if index == 0 or index in opts.force:
+        return False
+    if stage_passed(climb.plan, climb.state, index - 1, climb.run):
+        return False
+    return _after_previous(climb, index, opts).refused is not None
+
+
 def _not_started(climb: Climb, index: int) -> str:
     return f"Stage {index} ({climb.plan.stages[index].name}) not started:"
 

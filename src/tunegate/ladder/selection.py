@@ -24,10 +24,6 @@ class RunOptions:
     command: str = ""  # as typed, for the run lock's holder (the process's arguments if empty)
 
 
-def run_dir_for(plan: Plan) -> RunDir:
-    return RunDir(plan.output_dir / plan.name)
-
-
 def stage_passed(plan: Plan, state: LadderState, index: int, run: RunDir | None = None) -> bool:
     """The stage has a PASS of its own for the plan as it is now; with `run`, its arms'
     artifacts are also still there (a stage whose adapters are gone has not passed)."""
@@ -92,15 +88,24 @@ def resolve_selection(plan: Plan, exp: Experiment, stage: Stage) -> Selection:
     return sel
 
 
-def power_notes(plan: Plan, exp: Experiment) -> dict[int, list[str]]:
-    """What each evaluating stage can detect at its number of test items (`tunegate.power`),
-    with its p-value gate flagged when no exact paired test can meet it at that n."""
+def power_notes(plan: Plan, exp: Experiment, stages: range | None = None) -> dict[int, list[str]]:
+    """What each evaluating stage (of `stages`, default all) can detect at its number of test
+    items (`tunegate.power`), with its p-value gate flagged when no exact paired test can meet
+    it at that n."""
+    wanted = [
+        i
+        for i, stage in enumerate(plan.stages)
+        if stage.kind == "train"
+        and stage.evaluation.mode == "full"
+        and (stages is None or i in stages)
+    ]
+    if not wanted:
+        return {}  # scipy (half a second of imports) is not loaded for nothing
     from tunegate.power import binary_n, stage_power
 
     notes: dict[int, list[str]] = {}
-    for i, stage in enumerate(plan.stages):
-        if stage.kind != "train" or stage.evaluation.mode != "full":
-            continue
+    for i in wanted:
+        stage = plan.stages[i]
         n = len(resolve_selection(plan, exp, stage).test)
         alpha = stage.gates.max_p_value or 0.05
         power = stage_power(n, alpha=alpha)
