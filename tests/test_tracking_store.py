@@ -59,3 +59,56 @@ def test_two_processes_creating_one_store_both_get_it(tmp_path: Path) -> None:
     outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outputs[0] and outputs[0] == outputs[1]  # one experiment, whoever created it
+
+
+def test_the_tracker_process_gives_tracker_answers_and_its_death_is_one_failure(
+    tmp_path: Path,
+) -> None:
+    """The ladder's MLflow client runs in a child process (MLflow's imports off the climb's
+    critical path): it answers as `Tracker` does, and a child killed mid-climb is a tracking
+    failure within a second, after which every call fails at once (the store is down)."""
+    import signal
+    import time
+
+    import pytest
+
+    from tunegate.tracking import TrackerProcess, TrackingFailed
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = TrackerProcess(uri, "exp", tmp_path).opened()
+    assert client.experiment_id
+    parent = client.start("ladder", tags={"tunegate.level": "ladder"})
+    run = client.start("arm", parent=parent)
+    assert client.start("arm", run_id=run) == run  # re-attached, as a resume does
+    client.params(run, {"lr": 0.003})
+    sink = client.step_sink(run)
+    sink([({"loss": 2.0}, 1), ({"loss": 1.5}, 2)])
+    sink([({"loss": 1.5}, 2), ({"loss": 1.0}, 3)])  # a replayed step is logged once
+    client.end(run)
+    # What the child wrote is in the store, read here by MLflow itself.
+    in_process = Tracker(uri, "exp", tmp_path)
+    assert in_process.history(run, "loss") == [(1, 2.0), (2, 1.5), (3, 1.0)]
+    assert in_process.client.get_run(run).data.tags["mlflow.parentRunId"] == parent
+
+    os.kill(client._proc.pid, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(TrackingFailed, match="the tracking process ended"):
+        client.metrics(run, {"loss": 0.5}, 4)
+    assert time.monotonic() - started < 5
+    with pytest.raises(TrackingFailed, match="the tracking process ended"):
+        client.end(parent)  # down: at once, no new wait
+    client.close()
+
+
+def test_a_tracker_process_that_cannot_open_its_store_says_why(tmp_path: Path) -> None:
+    import pytest
+
+    from tunegate.tracking import TrackerProcess, TrackingFailed
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    client = TrackerProcess(f"sqlite:///{blocked / 'mlflow.db'}", "exp", blocked)
+    with pytest.raises(TrackingFailed, match=f"File exists: {blocked}") as raised:
+        client.opened()
+    assert str(raised.value).count("\n") == 0  # one line
+    client.close()

@@ -66,7 +66,7 @@ class DiskFull(UserError):
     exit_code = 1
 
     def __init__(self, path: Path | None, what: str) -> None:
-        self.path = path
+        self.path, self.what = path, what
         self.free: int | None = None
         where = ""
         if path is not None:

@@ -14,16 +14,24 @@ climb that stops on it does so within one deadline, not one per call (docs/relia
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import pickle
 import re
+import select
+import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, Protocol, TypeVar
 
-from tunegate.diskspace import disk_full
+from tunegate.diskspace import DiskFull, disk_full
 from tunegate.errors import UserError
 from tunegate.plan import Plan, redact
 
@@ -352,3 +360,235 @@ class Tracker:
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         found = self._call("read metric history", self.client.get_metric_history, run_id, key)
         return [(m.step, m.value) for m in found]
+
+
+class TrackingClient(Protocol):
+    """What the ladder's tracking sink calls: `Tracker` in this process, or `TrackerProcess`."""
+
+    uri: str
+    experiment_id: str
+
+    def start(
+        self,
+        name: str,
+        *,
+        parent: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> str: ...
+
+    def params(self, run_id: str, params: dict[str, Any]) -> None: ...
+
+    def metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None: ...
+
+    def step_sink(self, run_id: str) -> Callable[[list[tuple[dict[str, float], int]]], None]: ...
+
+    def tags(self, run_id: str, tags: dict[str, str]) -> None: ...
+
+    def artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None: ...
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None: ...
+
+
+# Room for MLflow's imports (about 2 s on 2 idle cores) in the child before the store answers.
+OPEN_SLACK_S = 60.0
+_FRAME = struct.Struct(">I")
+
+
+class TrackerProcess:
+    """A `Tracker` in a child process, started when the climb opens: MLflow's imports and its
+    store's opening (1.5-2 s of a stage-1 process on 2 cores) run there, on the other core,
+    while this process imports torch and loads the model. Each call is a request on the child's
+    stdin and an answer on its stdout (pickled, length-prefixed), under the same deadline as a
+    `Tracker` call plus a little: the child's own `Tracker` cuts the MLflow call at the deadline
+    and answers TrackingFailed; no answer (a dead or stuck child) fails here the same way. The
+    child ignores the terminal's Ctrl-C (its own session) and exits when its stdin closes,
+    with this process at the latest."""
+
+    def __init__(self, uri: str, experiment: str, local_dir: Path) -> None:
+        self.uri, self.shown = uri, redact(uri)
+        self.experiment_id = ""  # the child's answer once the store is open
+        self.deadline_s = call_deadline_s()
+        self.down: TrackingFailed | None = None
+        self._opened = False
+        self._lock = threading.Lock()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the process)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, uri, experiment, str(local_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        weakref.finalize(self, _stop, self._proc, self._log)
+
+    @classmethod
+    def for_plan(cls, plan: Plan) -> TrackerProcess:
+        return cls(tracking_uri(plan), plan.tracking.experiment, plan.output_dir)
+
+    def opened(self) -> TrackerProcess:
+        """Wait until the child's store is open (or raise what opening it raised)."""
+        with self._lock:
+            self._open_locked()
+        return self
+
+    def close(self) -> None:
+        _stop(self._proc, self._log)
+
+    def start(
+        self,
+        name: str,
+        *,
+        parent: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        run: str = self._ask("start", name, parent=parent, tags=tags, run_id=run_id)
+        return run
+
+    def params(self, run_id: str, params: dict[str, Any]) -> None:
+        self._ask("params", run_id, {k: str(v) for k, v in params.items()})
+
+    def metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        self._ask("metrics", run_id, metrics, step)
+
+    def step_sink(self, run_id: str) -> Callable[[list[tuple[dict[str, float], int]]], None]:
+        sink_id: int = self._ask("step_sink", run_id)
+
+        def sink(entries: list[tuple[dict[str, float], int]]) -> None:
+            self._ask("_steps", sink_id, entries)
+
+        return sink
+
+    def tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self._ask("tags", run_id, tags)
+
+    def artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self._ask("artifact", run_id, path, artifact_path)
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self._ask("end", run_id, status=status)
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        found: list[tuple[int, float]] = self._ask("history", run_id, key)
+        return found
+
+    def _ask(self, method: str, *args: Any, **kw: Any) -> Any:
+        with self._lock:
+            if self.down is not None:
+                raise TrackingFailed(self.down.reason, self.down.fix)
+            self._open_locked()
+            self._send((method, args, kw))
+            return self._answer(method, self.deadline_s + 10)
+
+    def _open_locked(self) -> None:
+        if not self._opened:
+            self.experiment_id = self._answer("open the store", self.deadline_s * 3 + OPEN_SLACK_S)
+            self._opened = True
+
+    def _send(self, request: tuple[str, tuple[Any, ...], dict[str, Any]]) -> None:
+        data = pickle.dumps(request)
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(_FRAME.pack(len(data)) + data)
+            self._proc.stdin.flush()
+        except OSError:
+            self._gone(request[0])
+
+    def _answer(self, what: str, deadline_s: float) -> Any:
+        assert self._proc.stdout is not None
+        out = self._proc.stdout
+        ready, _, _ = select.select([out], [], [], deadline_s)
+        if not ready:
+            self._fail(f"{what}: no answer in {deadline_s:g} s")
+        head = out.read(_FRAME.size)
+        if len(head) < _FRAME.size:
+            self._gone(what)
+        body = out.read(_FRAME.unpack(head)[0])
+        kind, *payload = pickle.loads(body)
+        if kind == "ok":
+            return payload[0]
+        if kind == "disk full":
+            path, written = payload
+            raise DiskFull(Path(path) if path else None, written)
+        reason, fix = payload
+        self.down = TrackingFailed(reason, fix)
+        raise self.down
+
+    def _gone(self, what: str) -> NoReturn:
+        code = self._proc.wait(timeout=5)
+        self._log.seek(0)
+        tail = self._log.read().decode(errors="replace").strip().splitlines()[-1:]
+        self._fail(
+            f"{what}: the tracking process ended (exit {code}){': ' + tail[0] if tail else ''}"
+        )
+
+    def _fail(self, reason: str) -> NoReturn:
+        self.down = TrackingFailed(f"tracking {self.shown}: {reason}", TRACKING_FIX)
+        _stop(self._proc, self._log)
+        raise self.down
+
+
+def _stop(proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if proc.stdin is not None:
+            proc.stdin.close()  # the child's loop ends on it
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        proc.wait(timeout=2)
+    if proc.poll() is None:
+        proc.kill()
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    with contextlib.suppress(OSError, ValueError):
+        log.close()
+
+
+_CHILD = "from tunegate.tracking import serve; serve()"
+
+
+def serve() -> None:
+    """The child of `TrackerProcess`: open a `Tracker` (argv: uri, experiment, local dir), say
+    so, then answer each request until stdin closes."""
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything MLflow prints goes to the log, never into the answers
+    requests = sys.stdin.buffer
+    uri, experiment, local_dir = sys.argv[1:4]
+    sinks: dict[int, Callable[[list[tuple[dict[str, float], int]]], None]] = {}
+
+    def answer(reply: tuple[Any, ...]) -> None:
+        data = pickle.dumps(reply)
+        channel.write(_FRAME.pack(len(data)) + data)
+        channel.flush()
+
+    def failure(err: BaseException) -> tuple[Any, ...]:
+        if isinstance(err, DiskFull):
+            return ("disk full", str(err.path) if err.path else None, err.what)
+        if isinstance(err, TrackingFailed):
+            return ("failed", err.reason, err.fix)
+        if isinstance(err, OSError) and err.strerror:  # the local store's directory or file
+            where = f": {err.filename}" if err.filename else ""
+            return ("failed", f"tracking {redact(uri)}: {err.strerror}{where}", TRACKING_FIX)
+        return ("failed", f"tracking {redact(uri)}: {_reason(err)}", TRACKING_FIX)
+
+    try:
+        tracker = Tracker(uri, experiment, Path(local_dir))
+    except BaseException as err:
+        answer(failure(err))
+        return
+    answer(("ok", tracker.experiment_id))
+    while True:
+        head = requests.read(_FRAME.size)
+        if len(head) < _FRAME.size:
+            return  # the climb closed us, or ended
+        method, args, kw = pickle.loads(requests.read(_FRAME.unpack(head)[0]))
+        try:
+            if method == "step_sink":
+                sinks[len(sinks)] = tracker.step_sink(*args)
+                value: Any = len(sinks) - 1
+            elif method == "_steps":
+                value = sinks[args[0]](args[1])
+            else:
+                value = getattr(tracker, method)(*args, **kw)
+            answer(("ok", value))
+        except BaseException as err:
+            answer(failure(err))

@@ -32,14 +32,14 @@ from tunegate.events import (
     TrainingSteps,
 )
 from tunegate.plan import redact
-from tunegate.tracking import Tracker, TrackingFailed
+from tunegate.tracking import TrackingClient, TrackingFailed
 
 StepSink = Callable[[list[tuple[dict[str, float], int]]], None]
 
 
 class TrackingSink:
     def __init__(
-        self, tracker: Tracker, on_failure: Callable[[TrackingFailed], None] | None = None
+        self, tracker: TrackingClient, on_failure: Callable[[TrackingFailed], None] | None = None
     ) -> None:
         self.tracker = tracker
         self.parent: str | None = None

@@ -36,7 +36,7 @@ from tunegate.ladder.training import run_training
 from tunegate.plan import Plan, dump_plan, plan_hash
 from tunegate.progress import Bars
 from tunegate.rundir import RunLock, atomic_write_json, run_dir_for
-from tunegate.tracking import TrackingFailed
+from tunegate.tracking import TrackerProcess, TrackingFailed
 from tunegate.train.qlora import frozen_heap
 
 # One runner per stage kind (`stages[].kind` in the plan).
@@ -138,13 +138,17 @@ class Ladder:
             name: items_hash(list(self.exp.arm(arm.role).values()))
             for name, arm in plan.arms.items()
         }
+        # Tracking's check, and its MLflow client started in a child process, first: MLflow's
+        # imports run there while torch's run here (`TrackerProcess`).
+        client = self._start_tracking()
         # One thread count and deterministic kernels for everything this process computes
         # (training, generation), and the record of what ran, for comparing machines.
         pin(plan.training.threads, deterministic=plan.training.deterministic)
         state.machine = machine = machine_record()
         self.run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run.root / "plan.json", dump_plan(plan))  # passwords ***
-        tracking, first = self._open_tracking()  # before the log: a failure leaves none open
+        # Before the log: a failure leaves none open.
+        tracking, first = self._open_tracking(client)
         log = (self.run.root / "events.jsonl").open("a", encoding="utf-8")
         # The JSON lines before tracking: an event whose tracking fails is on disk already.
         opened: list[Sink] = [JsonLinesSink(log), tracking]
@@ -163,21 +167,29 @@ class Ladder:
         climb.save()
         return log
 
-    def _open_tracking(self) -> tuple[Sink, bool]:
-        """The tracking sink, and whether it goes before the console. The doctor's check comes
-        first (seconds at most): a store that fails it is not waited on. Then the environment
-        stage runs without tracking and FAILs on that check, with its fix; any other stage
-        stops the climb with one line before the console shows it (`DeferredTracking`)."""
+    def _start_tracking(self) -> TrackerProcess | None:
+        """The doctor's tracking check (seconds at most) and, when it passes, the MLflow client
+        started in its own process (not waited on: `_open_tracking` does); None when it fails."""
+        from tunegate.doctor import tracking_check
+
+        if tracking_check(self.plan).status == "FAIL":
+            return None
+        return TrackerProcess.for_plan(self.plan)
+
+    def _open_tracking(self, client: TrackerProcess | None) -> tuple[Sink, bool]:
+        """The tracking sink, and whether it goes before the console. A store that failed the
+        doctor's check is not waited on: the environment stage runs without tracking and FAILs
+        on that check, with its fix; any other stage stops the climb with one line before the
+        console shows it (`DeferredTracking`)."""
         from tunegate.doctor import tracking_check
         from tunegate.events.tracking import DeferredTracking, TrackingSink
-        from tunegate.tracking import Tracker
 
-        def open_sink() -> TrackingSink:
-            return TrackingSink(Tracker.for_plan(self.plan), on_failure=self._tracking_failed)
+        def open_sink(started: TrackerProcess | None = None) -> TrackingSink:
+            process = started or TrackerProcess.for_plan(self.plan)
+            return TrackingSink(process.opened(), on_failure=self._tracking_failed)
 
-        check = tracking_check(self.plan)
-        if check.status != "FAIL":
-            return open_sink(), False
+        if client is not None:
+            return open_sink(client), False
 
         def open_again() -> TrackingSink:
             again = tracking_check(self.plan)
